@@ -1,0 +1,3 @@
+"""lmlab: a workbench for small Transformer language models."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from .transformer import InferenceCache, Transformer
+
+__all__ = ["Transformer", "InferenceCache"]

@@ -1,0 +1,51 @@
+"""Feed-forward layers chosen by `model.ffn`; other modules may register more kinds."""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+
+def default_d_ff(cfg, gated: bool) -> int:
+    if cfg.d_ff:
+        return cfg.d_ff
+    if gated:  # keep the parameter count of a 4x GELU MLP, rounded up to a multiple of 64
+        return (int(8 * cfg.d_model / 3) + 63) // 64 * 64
+    return 4 * cfg.d_model
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d_ff = default_d_ff(cfg, gated=False)
+        self.up = nn.Linear(cfg.d_model, d_ff, bias=cfg.bias)
+        self.down = nn.Linear(d_ff, cfg.d_model, bias=cfg.bias)
+        self.down.residual_out = True
+
+    def forward(self, x, **_):
+        return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        d_ff = default_d_ff(cfg, gated=True)
+        self.gate = nn.Linear(cfg.d_model, d_ff, bias=cfg.bias)
+        self.up = nn.Linear(cfg.d_model, d_ff, bias=cfg.bias)
+        self.down = nn.Linear(d_ff, cfg.d_model, bias=cfg.bias)
+        self.down.residual_out = True
+
+    def forward(self, x, **_):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+# kind -> constructor(cfg, layer_index) -> module taking (x, **kwargs)
+FFNS = {
+    "mlp": lambda cfg, layer: MLP(cfg),
+    "swiglu": lambda cfg, layer: SwiGLU(cfg),
+}
+
+
+def make_ffn(cfg, layer: int) -> nn.Module:
+    if cfg.ffn not in FFNS:
+        raise ValueError(f"unknown model.ffn {cfg.ffn!r}; valid: {', '.join(FFNS)}")
+    return FFNS[cfg.ffn](cfg, layer)

@@ -1,0 +1,125 @@
+"""Decoder-only Transformer LM assembled from a ModelConfig. Pure compute: no I/O, no logging."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..embeddings import make_embedding
+from .block import Block, layer_patterns
+from .hooks import HookPoint
+from .norms import make_norm
+from .positions import rope_tables
+
+
+class InferenceCache:
+    """Per-sublayer state for incremental decoding (KV tensors, recurrent states) + position."""
+
+    def __init__(self, model: "Transformer", max_len: int):
+        self.max_len = max_len
+        self.layers = [[{"max_len": max_len} for _ in b.sublayers] for b in model.blocks]
+        self.pos = 0
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg, tokenizer=None):
+        super().__init__()
+        if cfg.vocab_size <= 0:
+            raise ValueError("model.vocab_size must be set (it comes from the tokenizer)")
+        self.cfg = cfg
+        self.embed = make_embedding(cfg, tokenizer)
+        self.hook_embed = HookPoint()
+        self.pos_embed = nn.Embedding(cfg.context, cfg.d_model) if cfg.positions == "learned" else None
+        if cfg.positions not in ("rope", "learned"):
+            raise ValueError(f"unknown model.positions {cfg.positions!r}; valid: rope, learned")
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i, p) for i, p in enumerate(layer_patterns(cfg)))
+        self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.hook_final = HookPoint()
+        frozen_embed = getattr(self.embed, "frozen", False)
+        self.tied = cfg.tie_embeddings and not frozen_embed
+        self.lm_head = None if self.tied else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.positions == "rope":
+            cos, sin = rope_tables(cfg.d_model // cfg.n_heads, cfg.context, cfg.rope_base)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        std = self.cfg.init_std
+        resid_std = std / math.sqrt(2 * self.cfg.n_layers)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, resid_std if getattr(module, "residual_out", False) else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+        if isinstance(getattr(self.embed, "weight", None), nn.Parameter):
+            nn.init.normal_(self.embed.weight, 0.0, std)
+
+    def rope(self, max_pos: int):
+        if self.cfg.positions != "rope":
+            return None
+        if max_pos > self.rope_cos.shape[0]:  # beyond the trained context (long-context evals)
+            cos, sin = rope_tables(self.cfg.d_model // self.cfg.n_heads, max_pos, self.cfg.rope_base,
+                                   self.rope_cos.device)
+            return cos, sin
+        return self.rope_cos, self.rope_sin
+
+    def head_weight(self) -> torch.Tensor:
+        return self.embed.weight if self.tied else self.lm_head.weight
+
+    def hidden(self, idx: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
+        """Final normed hidden states [B, T, d] for ids [B, T] (continuing `cache` if given)."""
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if cache is not None and start + T > cache.max_len:
+            raise ValueError(f"cache holds {cache.max_len} positions; {start + T} requested")
+        x = self.hook_embed(self.embed(idx))
+        if self.pos_embed is not None:
+            if start + T > self.cfg.context:
+                raise ValueError(f"learned positions stop at model.context={self.cfg.context}")
+            x = x + self.pos_embed(torch.arange(start, start + T, device=idx.device))
+        x = self.drop(x)
+        rope = self.rope(start + T)
+        for i, block in enumerate(self.blocks):
+            x = block(x, caches=None if cache is None else cache.layers[i], rope=rope, start_pos=start)
+        if cache is not None:
+            cache.pos = start + T
+        return self.hook_final(self.final_norm(x))
+
+    def forward(self, idx, targets=None, cache: InferenceCache | None = None):
+        """Logits [B, T, V]; with targets, also the mean cross-entropy (targets < 0 are ignored)."""
+        h = self.hidden(idx, cache)
+        logits = F.linear(h, self.head_weight())
+        if targets is None:
+            return logits, None
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_cache(self, max_len: int | None = None) -> InferenceCache:
+        return InferenceCache(self, max_len or self.cfg.context)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def flops_per_token(self, seq_len: int | None = None) -> dict:
+        """Matmul FLOPs per token: forward and training (forward + backward = 3x forward).
+
+        Counts every weight matrix used per token (embedding lookup excluded, head included)
+        plus attention scores and mixing: 2 * 2 * T * d per attention layer on average T/2 keys.
+        """
+        T = seq_len or self.cfg.context
+        dense = 0
+        for name, p in self.named_parameters():
+            if p.dim() == 2 and not name.startswith(("embed.", "pos_embed.")):
+                dense += p.numel()
+        if self.tied:
+            dense += self.embed.weight.numel()
+        n_attn = sum(1 for b in self.blocks for k in b.sublayers if k.startswith("attn"))
+        attn = n_attn * 2 * T * self.cfg.d_model  # QK^T and AV, causal average T/2 keys each x 2 flops
+        forward = 2 * dense + attn
+        return {"forward": forward, "train": 3 * forward}
