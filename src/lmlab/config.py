@@ -38,7 +38,15 @@ class ModelConfig:
     dropout: float = 0.0
     embedding: str = "trainable"  # trainable | glyph | binary | gaussian (see lmlab.embeddings)
     pattern: str = "AF"           # block pattern per layer: A attention, F feed-forward
-    meta_tokens: int = 0
+    meta_tokens: int = 0          # learned meta-token embeddings (0 = off; see lmlab.model.meta_tokens)
+    meta_rate: float = 0.05       # fraction of training positions given to injected meta-tokens
+    ssm_state: int = 16           # M mixer: state size N per head
+    ssm_expand: int = 2           # M mixer: inner width = ssm_expand * d_model
+    ssm_head_dim: int = 32        # M mixer: channels per head (one decay rate per head)
+    ssm_conv: int = 4             # M mixer: causal depthwise conv kernel
+    lmu_order: int = 16           # L mixer: Legendre memory order q
+    lmu_theta: float = 0.0        # L mixer: memory window in steps (0 = model.context)
+    lmu_channels: int = 0         # L mixer: memorised input channels (0 = d_model // 4)
     init_std: float = 0.02
 
 
