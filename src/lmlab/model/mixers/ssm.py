@@ -1,0 +1,123 @@
+"""Selective state-space mixer (letter "M"), Mamba-2 style, in plain PyTorch.
+
+Per head h with scalar decay A_h < 0 and input-dependent step dt_t > 0:
+    S_t = exp(dt_t A_h) S_{t-1} + dt_t x_t B_t^T        (S: [head_dim, N])
+    y_t = S_t C_t + D_h x_t
+B_t, C_t (size N) and dt_t are projections of the token, so the recurrence is "selective".
+Training uses the chunked form (quadratic inside a chunk, recurrence across chunks);
+generation runs the same recurrence one token at a time from the state kept in the cache.
+A short causal depthwise conv precedes the scan; its last inputs are cached as well.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def ssd_scan(x, dt, A, B, C, state=None, chunk: int = 64):
+    """Chunked parallel scan. x [b,T,h,p], dt [b,T,h], A [h], B/C [b,T,n], state [b,h,p,n].
+
+    Returns y [b,T,h,p] (without the D skip) and the final state. Computed in fp32.
+    """
+    b, T, h, p = x.shape
+    n = B.shape[-1]
+    x, dt, A, B, C = x.float(), dt.float(), A.float(), B.float(), C.float()
+    L = min(chunk, T)
+    pad = (-T) % L
+    if pad:  # dt = 0 and x = 0 on padding: the state neither decays nor takes input there
+        x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
+        B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
+    nc = (T + pad) // L
+    a = (dt * A).view(b, nc, L, h)                       # log-decay per step (<= 0)
+    xdt = (x * dt[..., None]).view(b, nc, L, h, p)
+    B, C = B.view(b, nc, L, n), C.view(b, nc, L, n)
+    cum = a.cumsum(2)                                    # [b,nc,L,h]
+    # inside a chunk: y_t = sum_{s<=t} (C_t.B_s) exp(cum_t - cum_s) dt_s x_s
+    causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+    seg = (cum[:, :, :, None, :] - cum[:, :, None, :, :]).masked_fill(~causal[:, :, None], -math.inf)
+    scores = torch.einsum("bctn,bcsn->bcts", C, B)[..., None] * seg.exp()   # [b,nc,L,L,h]
+    y = torch.einsum("bctsh,bcshp->bcthp", scores, xdt)
+    # what each chunk adds to the state by its end, then the recurrence over chunks
+    to_end = (cum[:, :, -1:, :] - cum).exp()             # [b,nc,L,h]
+    added = torch.einsum("bcsh,bcsn,bcshp->bchpn", to_end, B, xdt)
+    chunk_decay = cum[:, :, -1, :].exp()                 # [b,nc,h]
+    S = x.new_zeros(b, h, p, n) if state is None else state.float()
+    entering = []
+    for c in range(nc):
+        entering.append(S)
+        S = chunk_decay[:, c, :, None, None] * S + added[:, c]
+    entering = torch.stack(entering, 1)                  # [b,nc,h,p,n]
+    y = y + torch.einsum("bctn,bchpn,bcth->bcthp", C, entering, cum.exp())
+    return y.reshape(b, nc * L, h, p)[:, :T], S
+
+
+def ssd_step(x, dt, A, B, C, state):
+    """One recurrent step. x [b,h,p], dt [b,h], B/C [b,n], state [b,h,p,n] -> (y, state)."""
+    x, dt, B, C = x.float(), dt.float(), B.float(), C.float()
+    decay = (dt * A.float()).exp()[..., None, None]
+    state = decay * state.float() + torch.einsum("bhp,bn->bhpn", x * dt[..., None], B)
+    return torch.einsum("bhpn,bn->bhp", state, C), state
+
+
+def ssd_recurrent(x, dt, A, B, C, state=None):
+    """Reference: the step applied token by token (tests compare it with ssd_scan)."""
+    b, T, h, p = x.shape
+    S = x.new_zeros(b, h, p, B.shape[-1], dtype=torch.float32) if state is None else state
+    ys = []
+    for t in range(T):
+        y, S = ssd_step(x[:, t], dt[:, t], A, B[:, t], C[:, t], S)
+        ys.append(y)
+    return torch.stack(ys, 1), S
+
+
+class SelectiveSSM(nn.Module):
+    def __init__(self, cfg, chunk: int = 64):
+        super().__init__()
+        d_inner = cfg.ssm_expand * cfg.d_model
+        if d_inner % cfg.ssm_head_dim:
+            raise ValueError(f"model.ssm_expand*d_model ({d_inner}) must be divisible by model.ssm_head_dim ({cfg.ssm_head_dim})")
+        self.d_inner, self.n, self.p = d_inner, cfg.ssm_state, cfg.ssm_head_dim
+        self.h = d_inner // cfg.ssm_head_dim
+        self.k = cfg.ssm_conv
+        self.chunk = chunk
+        conv_dim = d_inner + 2 * self.n
+        # one projection for gate z, conv input (x, B, C) and per-head dt
+        self.in_proj = nn.Linear(cfg.d_model, d_inner + conv_dim + self.h, bias=cfg.bias)
+        self.conv = nn.Conv1d(conv_dim, conv_dim, self.k, groups=conv_dim, bias=True)
+        # dt = softplus(raw + dt_bias) starts log-uniform in [1e-3, 1e-1] (Mamba's range)
+        dt0 = torch.exp(torch.rand(self.h) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+        self.dt_bias = nn.Parameter(dt0 + torch.log(-torch.expm1(-dt0)))   # inverse softplus
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.h).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(self.h))
+        self.out_norm = nn.Parameter(torch.ones(d_inner))                 # gated RMSNorm gain
+        self.out_proj = nn.Linear(d_inner, cfg.d_model, bias=cfg.bias)
+        self.out_proj.residual_out = True
+        self.eps = cfg.norm_eps
+
+    def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
+        bsz, T, _ = x.shape
+        z, xbc, dt = self.in_proj(x).split([self.d_inner, self.d_inner + 2 * self.n, self.h], dim=-1)
+        fresh = cache is None or start_pos == 0 or "ssm" not in cache
+        prev = xbc.new_zeros(bsz, self.k - 1, xbc.shape[-1]) if fresh else cache["conv"].to(xbc.dtype)
+        padded = torch.cat([prev, xbc], dim=1)            # causal conv: left context = last k-1 inputs
+        xbc = F.silu(F.conv1d(padded.transpose(1, 2), self.conv.weight, self.conv.bias,
+                              groups=self.conv.groups).transpose(1, 2))
+        xs, B, C = xbc.split([self.d_inner, self.n, self.n], dim=-1)
+        xs = xs.reshape(bsz, T, self.h, self.p)
+        dt = F.softplus(dt.float() + self.dt_bias)
+        A = -self.A_log.exp()
+        state = None if fresh else cache["ssm"]
+        if T == 1 and state is not None:
+            y, state = ssd_step(xs[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], state)
+            y = y[:, None]
+        else:
+            y, state = ssd_scan(xs, dt, A, B, C, state, self.chunk)
+        if cache is not None:
+            cache["conv"] = padded[:, -(self.k - 1):].detach() if self.k > 1 else padded[:, :0].detach()
+            cache["ssm"] = state.detach()
+        y = (y + self.D[:, None] * xs.float()).to(x.dtype).reshape(bsz, T, self.d_inner)
+        y = F.rms_norm(y * F.silu(z), (self.d_inner,), self.out_norm, self.eps)
+        return self.out_proj(y)

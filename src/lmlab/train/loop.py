@@ -1,0 +1,220 @@
+"""The training loop: config in, run directory out (see DESIGN.md for the run-directory contract).
+
+Knows nothing of a specific architecture: it builds the model from the config and calls it.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import config as config_mod
+from .. import tokenizers
+from ..data import loader
+from ..data.corpora import read_corpus
+from ..data.shards import token_splits
+from ..errors import LmlabError
+from ..model import Transformer
+from . import checkpoint
+from .device import autocast, pick_device, pick_dtype
+from .metrics import MetricsLog
+from .optim import make_optimizer
+from .schedule import lr_at
+
+
+class _Stop(Exception):
+    """SIGTERM/SIGINT arrived: checkpoint and stop at the next step boundary."""
+
+
+@torch.no_grad()
+def evaluate_split(model, ids: np.ndarray, token_nbytes: np.ndarray, n_windows: int, batch_size: int,
+                   context: int, device, dtype) -> dict:
+    """Mean loss per token and bits per byte over fixed windows of a split."""
+    was_training = model.training
+    model.eval()
+    starts = loader.eval_starts(len(ids), n_windows, context)
+    nats, count, nbytes = 0.0, 0, 0
+    nb = torch.from_numpy(token_nbytes)
+    for i in range(0, len(starts), batch_size):
+        x, y = loader.windows(ids, starts[i:i + batch_size], context)
+        x, y = x.to(device), y.to(device)
+        with autocast(device, dtype):
+            logits, _ = model(x)
+        losses = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
+        nats += losses.item()
+        count += y.numel()
+        nbytes += int(nb[y.cpu()].sum())
+    model.train(was_training)
+    loss = nats / count
+    return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700)), "val_bpb": nats / math.log(2) / max(nbytes, 1)}
+
+
+def prepare(cfg, resume_ckpt: Path | None):
+    """Tokenizer, token splits and model for a config (tokenizer from the checkpoint on resume)."""
+    docs = read_corpus(cfg.data.corpus, cfg.data.text_field, cfg.data.cache_dir)
+    if resume_ckpt is not None:
+        tokenizer = tokenizers.load(resume_ckpt / "tokenizer")
+    else:
+        tokenizer = tokenizers.build(cfg.tokenizer, lambda: "".join(d.text for d in docs))
+    if cfg.model.vocab_size == 0:
+        cfg.model.vocab_size = tokenizer.vocab_size
+    elif cfg.model.vocab_size < tokenizer.vocab_size:
+        raise LmlabError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+    train_ids, val_ids = token_splits(cfg, tokenizer, docs)
+    try:
+        model = Transformer(cfg.model, tokenizer)
+    except ValueError as e:
+        raise LmlabError(str(e)) from None
+    return tokenizer, train_ids, val_ids, model
+
+
+def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo=print) -> dict:
+    out = Path(out_dir)
+    resume_ckpt = None
+    if resume and (out / checkpoint.CKPT_DIR / checkpoint.LATEST).is_file():
+        resume_ckpt = checkpoint.resolve(out)
+    elif not resume and any((out / checkpoint.CKPT_DIR).glob("step_*")):
+        raise LmlabError(f"{out} already holds a run; pass --resume to continue it, or choose another -o")
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    device = pick_device(tc.device)
+    dtype = pick_dtype(tc.dtype, device)
+    tokenizer, train_ids, val_ids, model = prepare(cfg, resume_ckpt)
+    model.to(device)
+    optimizer = make_optimizer(model, tc, device)
+
+    start_step, tokens_seen, elapsed_before = 0, 0, 0.0
+    if resume_ckpt is not None:
+        state = checkpoint.read_state(resume_ckpt)
+        model.load_state_dict(checkpoint.load_tensors(resume_ckpt, state))
+        saved = checkpoint.load_optim(resume_ckpt)
+        if saved is not None:
+            optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["torch_rng"])
+            if saved["cuda_rng"] and device.type == "cuda":
+                torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        start_step, tokens_seen = state["step"], state.get("tokens_seen", 0)
+        elapsed_before = state.get("elapsed_s", 0.0)
+        echo(f"resuming from {resume_ckpt} (step {start_step})")
+
+    out.mkdir(parents=True, exist_ok=True)
+    config_mod.save(cfg, out / "config.toml")
+    metrics = MetricsLog(out / "metrics.jsonl", start_step if resume_ckpt is not None else None)
+    step_model = torch.compile(model) if tc.compile else model
+    token_nbytes = tokenizer.token_nbytes()
+    context = cfg.model.context
+    tokens_per_step = tc.batch_size * tc.grad_accum * context
+    writer = _tensorboard(out) if tc.tensorboard else None
+
+    def save(step: int):
+        checkpoint.save(out, step, model, optimizer, tokenizer, cfg,
+                        {"tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                         "data": {"sampler": "seeded by (train.seed, step)", "next_step": step}},
+                        keep_last=tc.keep_last)
+
+    def on_signal(signum, frame):
+        raise _Stop()
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    show = tc.progress if progress is None else progress
+    bar = _progress_bar(tc.max_steps, start_step, show)
+    step_times, last_eval, last_loss = [], {}, float("nan")
+    t0 = time.perf_counter()
+    step = start_step
+    model.train()
+    try:
+        while step < tc.max_steps:
+            t_step = time.perf_counter()
+            lr = lr_at(step, tc.lr, tc.min_lr, tc.warmup_steps, tc.max_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = 0.0
+            for micro in range(tc.grad_accum):
+                x, y = loader.random_batch(train_ids, tc.batch_size, context, tc.seed, step, micro)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with autocast(device, dtype):
+                    _, loss = step_model(x, y)
+                aux = _aux_loss(model)
+                (loss + aux if aux is not None else loss).div(tc.grad_accum).backward()
+                loss_sum += loss.detach()
+            last_loss = (loss_sum / tc.grad_accum).item()
+            if not math.isfinite(last_loss):
+                latest = out / checkpoint.CKPT_DIR / checkpoint.LATEST
+                good = latest.read_text().strip() if latest.is_file() else "none (no checkpoint was written yet)"
+                raise LmlabError(f"loss is {last_loss} at step {step + 1}; training stopped, the last good checkpoint is {good}")
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += tokens_per_step
+            dt = time.perf_counter() - t_step
+            step_times.append(dt)
+            record = {"step": step, "loss": last_loss, "lr": lr, "tokens": tokens_seen,
+                      "tok_per_s": tokens_per_step / dt, "elapsed_s": elapsed_before + time.perf_counter() - t0}
+            if tc.eval_every and (step % tc.eval_every == 0 or step == tc.max_steps):
+                last_eval = evaluate_split(model, val_ids, token_nbytes, tc.eval_batches * tc.batch_size,
+                                           tc.batch_size, context, device, dtype)
+                record.update(last_eval)
+                bar.write(f"step {step}: val_loss {last_eval['val_loss']:.4f}  val_bpb {last_eval['val_bpb']:.4f}")
+            if step % max(tc.log_every, 1) == 0 or "val_loss" in record:
+                metrics.write(record)
+                if writer is not None:
+                    for k, v in record.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{record['tok_per_s']:.0f}", refresh=False)
+            if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.max_steps:
+                save(step)
+            if tc.max_minutes and (time.perf_counter() - t0) / 60 >= tc.max_minutes:
+                save(step)
+                bar.write(f"stopping at step {step}: train.max_minutes={tc.max_minutes} reached")
+                break
+    except _Stop:
+        save(step)
+        raise LmlabError(f"interrupted at step {step}; checkpoint saved, continue with --resume") from None
+    finally:
+        bar.close()
+        metrics.close()
+        if writer is not None:
+            writer.close()
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+    timed = step_times[2:] or step_times
+    return {"step": step, "loss": last_loss, **last_eval, "params": model.num_params(),
+            "tok_per_s": tokens_per_step / statistics.median(timed) if timed else 0.0,
+            "elapsed_s": elapsed_before + time.perf_counter() - t0, "dtype": str(dtype).replace("torch.", ""),
+            "device": str(device)}
+
+
+def _aux_loss(model):
+    total = None
+    for m in model.modules():
+        aux = getattr(m, "aux_loss", None)
+        if isinstance(aux, torch.Tensor):
+            total = aux if total is None else total + aux
+            m.aux_loss = None
+    return total
+
+
+def _progress_bar(total: int, initial: int, show: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not show, unit="step", dynamic_ncols=True,
+                desc="train", smoothing=0.1)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise LmlabError("train.tensorboard=true needs the tensorboard package (pip install tensorboard)") from None
+    return SummaryWriter(str(out / "tensorboard"))
