@@ -1,0 +1,173 @@
+"""LM-Infinite (Han et al. 2023): run a RoPE model far beyond its training length, no training.
+
+Each query attends to the first `n_global` tokens and the last `n_local` tokens (a Lambda-shaped
+mask); the middle is masked. A global key farther than `n_local` is scored as if it sat exactly
+`n_local` tokens back (the query is rotated by the capped distance, the key is left unrotated),
+so no attention logit ever sees a distance longer than the model saw in training.
+
+The KV cache keeps the global keys plus a ring buffer of the last `n_local` keys, so decoding
+memory and time per token stay O(n_global + n_local) however long the text grows.
+
+Applied from outside the model: `enable(model, ...)` swaps the forward of every attention
+sublayer for `lambda_attention` (the weights are untouched); `disable(model)` restores it, and
+`lm_infinite(model, ...)` does both as a context manager. While every key is within `n_local`,
+the computation is the vanilla one, op for op, so the logits are bit-identical.
+"""
+from __future__ import annotations
+
+import types
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import LmlabError
+from ..model.attention import CausalSelfAttention
+from ..model.positions import apply_rope
+
+
+@dataclass(frozen=True)
+class LambdaPolicy:
+    n_global: int = 10      # the paper uses 10-100 "starting" tokens
+    n_local: int = 256      # = the training length in the paper
+
+    def __post_init__(self):
+        if self.n_global < 0 or self.n_local < 1:
+            raise LmlabError(f"LM-Infinite needs n_global >= 0 and n_local >= 1 (got {self.n_global}, {self.n_local})")
+
+
+def _repeat_kv(t: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """[B, Hkv, S, D] -> [B, Hkv * n_rep, S, D], query head h reading kv head h // n_rep."""
+    return t if n_rep == 1 else t.repeat_interleave(n_rep, dim=1)
+
+
+def _new_state(cache: dict, B: int, attn: CausalSelfAttention, policy: LambdaPolicy, like: torch.Tensor):
+    shape = (B, attn.n_kv_heads, policy.n_local, attn.head_dim)
+    cache["ring_k"] = like.new_zeros(shape)   # rotated at their absolute positions
+    cache["ring_v"] = like.new_zeros(shape)
+    cache["ring_pos"] = torch.full((policy.n_local,), -1, dtype=torch.long, device=like.device)
+    empty = like.new_zeros((B, attn.n_kv_heads, 0, attn.head_dim))
+    cache["glob_k"], cache["glob_v"] = empty, empty  # unrotated keys of positions < n_global
+
+
+def _store(cache: dict, policy: LambdaPolicy, k_raw, k_rot, v, pos: torch.Tensor):
+    """Append a chunk: the first n_global positions join the globals, all enter the ring."""
+    keep = pos < policy.n_global
+    if keep.any():
+        cache["glob_k"] = torch.cat([cache["glob_k"], k_raw[:, :, keep]], dim=2)
+        cache["glob_v"] = torch.cat([cache["glob_v"], v[:, :, keep]], dim=2)
+    last = slice(max(0, pos.numel() - policy.n_local), None)  # older ones would be overwritten
+    slots = pos[last] % policy.n_local
+    cache["ring_k"][:, :, slots] = k_rot[:, :, last]
+    cache["ring_v"][:, :, slots] = v[:, :, last]
+    cache["ring_pos"][slots] = pos[last]
+
+
+def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None = None, start_pos: int = 0):
+    """Drop-in forward for CausalSelfAttention under the policy in `self.lm_infinite`."""
+    policy: LambdaPolicy = self.lm_infinite
+    B, T, _ = x.shape
+    H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
+    q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)
+    k = self.k_proj(x).view(B, T, Hkv, D).transpose(1, 2)
+    v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)
+    cos, sin = rope
+    q_rot = apply_rope(q, cos[start_pos:start_pos + T], sin[start_pos:start_pos + T])
+    k_rot = apply_rope(k, cos[start_pos:start_pos + T], sin[start_pos:start_pos + T])
+    pos = torch.arange(start_pos, start_pos + T, device=x.device)
+    state = cache if cache is not None else {}
+    if "ring_k" not in state:
+        _new_state(state, B, self, policy, k)
+
+    if start_pos + T <= policy.n_local:
+        # Every key is local: exactly the vanilla computation (ring slot == position here).
+        _store(state, policy, k, k_rot, v, pos)
+        if start_pos == 0:
+            keys, vals, mask, causal = k_rot, v, None, T > 1
+        else:
+            keys, vals = state["ring_k"][:, :, :start_pos + T], state["ring_v"][:, :, :start_pos + T]
+            mask, causal = None, False
+            if T > 1:
+                mask = torch.arange(start_pos + T, device=x.device)[None, :] <= pos[:, None]
+        y = F.scaled_dot_product_attention(q_rot, keys, vals, attn_mask=mask, is_causal=causal,
+                                           enable_gqa=Hkv != H)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
+
+    # Local branch: cached ring (positions before this chunk) + the chunk itself.
+    ring_pos = state["ring_pos"]
+    loc_pos = torch.cat([ring_pos, pos])
+    loc_k = torch.cat([state["ring_k"], k_rot], dim=2)
+    loc_v = torch.cat([state["ring_v"], v], dim=2)
+    dist = pos[:, None] - loc_pos[None, :]
+    loc_mask = (loc_pos[None, :] >= 0) & (dist >= 0) & (dist < policy.n_local)
+    # Global branch: the first n_global tokens, only where they are farther than n_local.
+    new_glob = pos < policy.n_global
+    glob_k = torch.cat([state["glob_k"], k[:, :, new_glob]], dim=2)
+    glob_v = torch.cat([state["glob_v"], v[:, :, new_glob]], dim=2)
+    glob_pos = torch.arange(glob_k.shape[2], device=x.device)
+    glob_mask = glob_pos[None, :] <= pos[:, None] - policy.n_local
+    q_far = apply_rope(q, cos[policy.n_local:policy.n_local + 1], sin[policy.n_local:policy.n_local + 1])
+
+    n_rep = H // Hkv
+    scale = D ** -0.5
+    s_loc = (q_rot @ _repeat_kv(loc_k, n_rep).transpose(-1, -2)) * scale
+    s_glob = (q_far @ _repeat_kv(glob_k, n_rep).transpose(-1, -2)) * scale
+    scores = torch.cat([s_glob.masked_fill(~glob_mask, float("-inf")),
+                        s_loc.masked_fill(~loc_mask, float("-inf"))], dim=-1)
+    probs = scores.float().softmax(dim=-1).to(q.dtype)
+    y = probs @ _repeat_kv(torch.cat([glob_v, loc_v], dim=2), n_rep)
+    if cache is not None:
+        _store(state, policy, k, k_rot, v, pos)
+    return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
+
+
+def _attention_modules(model):
+    mods = [m for m in model.modules() if isinstance(m, CausalSelfAttention)]
+    if not mods:
+        raise LmlabError("LM-Infinite needs attention layers; this model has none")
+    if getattr(model.cfg, "positions", "rope") != "rope":
+        raise LmlabError("LM-Infinite needs RoPE positions (model.positions = 'rope'); "
+                         f"this model uses {model.cfg.positions!r}")
+    return mods
+
+
+def enable(model, n_global: int = 10, n_local: int | None = None) -> LambdaPolicy:
+    """Switch every attention sublayer to the Lambda-shaped attention (n_local defaults to the context)."""
+    policy = LambdaPolicy(n_global, n_local or model.cfg.context)
+    for m in _attention_modules(model):
+        m.lm_infinite = policy
+        m.forward = types.MethodType(lambda_attention, m)
+    return policy
+
+
+def disable(model) -> None:
+    for m in model.modules():
+        if isinstance(m, CausalSelfAttention) and "forward" in m.__dict__:
+            del m.forward
+            del m.lm_infinite
+
+
+@contextmanager
+def lm_infinite(model, n_global: int = 10, n_local: int | None = None):
+    policy = enable(model, n_global, n_local)
+    try:
+        yield policy
+    finally:
+        disable(model)
+
+
+def new_cache(model):
+    """A cache for LM-Infinite decoding: no length limit; it holds n_global + n_local keys per layer."""
+    return model.new_cache(max_len=1 << 40)  # the vanilla buffers are never allocated here
+
+
+@torch.no_grad()
+def chunked_logits(model, ids: torch.Tensor, chunk: int, cache=None) -> torch.Tensor:
+    """Logits [B, T, V] for ids [B, T], fed `chunk` tokens at a time through one cache.
+
+    With LM-Infinite enabled this keeps memory O(T * (chunk + n_local)) instead of O(T^2).
+    """
+    cache = cache if cache is not None else new_cache(model)
+    out = [model(ids[:, i:i + chunk], cache=cache)[0] for i in range(0, ids.shape[1], chunk)]
+    return torch.cat(out, dim=1)

@@ -1,0 +1,90 @@
+import pytest
+import torch
+
+from lmlab.config import ModelConfig
+from lmlab.errors import LmlabError
+from lmlab.infer import lminfinite
+from lmlab.model import Transformer
+
+
+def make_model(n_layers=2, n_kv_heads=0, positions="rope", context=16):
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layers=n_layers, d_model=32, n_heads=4, n_kv_heads=n_kv_heads, context=context,
+                      vocab_size=40, positions=positions)
+    return Transformer(cfg).eval()
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("n_kv_heads", [0, 2])
+def test_n_local_covering_the_sequence_gives_exactly_vanilla_logits(n_kv_heads):
+    model = make_model(n_kv_heads=n_kv_heads)
+    ids = torch.randint(0, 40, (2, 16))
+    vanilla = model(ids)[0]
+    with lminfinite.lm_infinite(model, n_global=2, n_local=16):
+        lmi = model(ids)[0]
+    assert torch.equal(vanilla, lmi)
+    # The same through the cache, prompt chunk then one token at a time.
+    cache_v = model.new_cache(16)
+    out_v = [model(ids[:, :5], cache=cache_v)[0]] + [model(ids[:, t:t + 1], cache=cache_v)[0] for t in range(5, 16)]
+    with lminfinite.lm_infinite(model, n_global=2, n_local=16):
+        cache = lminfinite.new_cache(model)
+        out = [model(ids[:, :5], cache=cache)[0]] + [model(ids[:, t:t + 1], cache=cache)[0] for t in range(5, 16)]
+    assert torch.equal(torch.cat(out_v, 1), torch.cat(out, 1))
+    # Disabling restores the vanilla forward.
+    assert torch.equal(model(ids)[0], vanilla)
+
+
+@torch.no_grad()
+def test_middle_tokens_are_masked_beyond_the_receptive_field():
+    model = make_model(n_layers=1)
+    n_global, n_local, T = 3, 6, 40
+    ids = torch.randint(0, 40, (1, T))
+    changed = ids.clone()
+    changed[0, 10] = (ids[0, 10] + 1) % 40   # a middle token: not global
+    with lminfinite.lm_infinite(model, n_global=n_global, n_local=n_local):
+        a, b = model(ids)[0], model(changed)[0]
+    diff = (a - b).abs().amax(-1)[0]
+    assert torch.all(diff[:10] == 0)                      # causal
+    assert diff[10:10 + n_local].min() > 0                # seen while local
+    assert torch.all(diff[10 + n_local:] == 0)            # then masked out
+    # A global token stays visible at every later position (through the distance cap).
+    changed = ids.clone()
+    changed[0, 1] = (ids[0, 1] + 1) % 40
+    with lminfinite.lm_infinite(model, n_global=n_global, n_local=n_local):
+        b = model(changed)[0]
+    assert (a - b).abs().amax(-1)[0, 1:].min() > 0
+
+
+@torch.no_grad()
+def test_distance_cap_makes_far_logits_shift_invariant():
+    """With n_global=0, a query only sees the last n_local tokens at relative distances: the
+    logits at position t depend on ids[t-n_local+1 .. t] alone, wherever t is."""
+    model = make_model(n_layers=1)
+    ids = torch.randint(0, 40, (1, 30))
+    with lminfinite.lm_infinite(model, n_global=0, n_local=5):
+        full = model(ids)[0]
+        window = model(ids[:, 20 - 4:21])[0]
+    torch.testing.assert_close(full[0, 20], window[0, -1], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("chunk", [1, 4, 7])
+def test_cached_decoding_matches_full_forward_and_memory_is_bounded(chunk):
+    model = make_model(n_kv_heads=2)
+    ids = torch.randint(0, 40, (2, 50))   # > 3x the context
+    with lminfinite.lm_infinite(model, n_global=4, n_local=8):
+        full = model(ids)[0]
+        cache = lminfinite.new_cache(model)
+        chunked = lminfinite.chunked_logits(model, ids, chunk, cache)
+    torch.testing.assert_close(full, chunked, rtol=1e-5, atol=1e-5)
+    for layer in cache.layers:
+        attn = layer[0]
+        assert attn["ring_k"].shape[2] == 8 and attn["glob_k"].shape[2] == 4
+        assert sorted(attn["ring_pos"].tolist()) == list(range(42, 50))
+
+
+def test_bad_models_and_policies_are_clear_errors():
+    with pytest.raises(LmlabError, match="RoPE"):
+        lminfinite.enable(make_model(positions="learned"))
+    with pytest.raises(LmlabError, match="n_local"):
+        lminfinite.enable(make_model(), n_global=2, n_local=-1)
