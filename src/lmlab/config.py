@@ -55,6 +55,7 @@ class TokenizerConfig:
     kind: str = "char"            # byte | char | unicode | bpe | superbpe
     vocab_size: int = 0           # 0 = the kind's natural size
     path: str = ""                # a trained tokenizer directory; overrides kind
+    transition: int = 0           # superbpe: vocab size where stage 2 (superwords) starts; 0 = default
 
 
 @dataclass
