@@ -48,6 +48,15 @@ class ModelConfig:
     lmu_theta: float = 0.0        # L mixer: memory window in steps (0 = model.context)
     lmu_channels: int = 0         # L mixer: memorised input channels (0 = d_model // 4)
     init_std: float = 0.02
+    norm_affine: bool = True      # false = norms without gain/bias (what `lmlab convert` folds them into)
+    ffn_rank: float = 0.5         # lowrank/blockdense: rank of each FFN matrix as a fraction of d_model
+    ffn_blocks: int = 2           # blockdense/blockshuffle: number of diagonal blocks
+    self_guided: float = 0.0      # structured FFNs: fraction of training with a decaying dense guide (0 = off)
+    moe_experts: int = 4          # moe: number of experts
+    moe_top_k: int = 2            # moe: experts per token
+    moe_capacity: float = 0.0     # moe: capacity factor in training (0 = dropless)
+    moe_aux_weight: float = 0.01  # moe: weight of the load-balancing loss
+    moe_expert_ff: int = 0        # moe: expert width (0 = the dense d_ff / moe_top_k)
 
 
 @dataclass
