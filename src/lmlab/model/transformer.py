@@ -10,7 +10,8 @@ from torch import nn
 from ..embeddings import make_embedding
 from .block import Block, layer_patterns
 from .hooks import HookPoint
-from .norms import make_norm
+from .meta_tokens import MetaTokens
+from .norms import make_norm, narrow_writers, stream_width, to_stream
 from .positions import rope_tables
 
 
@@ -36,7 +37,8 @@ class Transformer(nn.Module):
             raise ValueError(f"unknown model.positions {cfg.positions!r}; valid: rope, learned")
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i, p) for i, p in enumerate(layer_patterns(cfg)))
-        self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.meta = MetaTokens(cfg) if cfg.meta_tokens else None  # ids >= vocab_size are meta-tokens
+        self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias, cfg.norm_affine)
         self.hook_final = HookPoint()
         frozen_embed = getattr(self.embed, "frozen", False)
         self.tied = cfg.tie_embeddings and not frozen_embed
@@ -45,6 +47,9 @@ class Transformer(nn.Module):
             cos, sin = rope_tables(cfg.d_model // cfg.n_heads, cfg.context, cfg.rope_base)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        self.d_stream = stream_width(cfg)  # d_model, or d_model - 1 for crmsnorm (see norms.py)
+        if self.d_stream != cfg.d_model:
+            narrow_writers(self, cfg.d_model)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -78,21 +83,31 @@ class Transformer(nn.Module):
         start = cache.pos if cache is not None else 0
         if cache is not None and start + T > cache.max_len:
             raise ValueError(f"cache holds {cache.max_len} positions; {start + T} requested")
-        x = self.hook_embed(self.embed(idx))
+        is_meta = None
+        if self.meta is not None:
+            x, is_meta = self.meta.embed(idx, self.embed)
+            meta_caches = self.meta.caches(cache)
+        else:
+            x = self.embed(idx)
+        x = self.hook_embed(x)
         if self.pos_embed is not None:
             if start + T > self.cfg.context:
                 raise ValueError(f"learned positions stop at model.context={self.cfg.context}")
             x = x + self.pos_embed(torch.arange(start, start + T, device=idx.device))
-        x = self.drop(x)
+        x = self.drop(to_stream(x, self.d_stream))
         rope = self.rope(start + T)
         for i, block in enumerate(self.blocks):
             x = block(x, caches=None if cache is None else cache.layers[i], rope=rope, start_pos=start)
+            if is_meta is not None:
+                x = self.meta.mix(i, x, is_meta, rope, meta_caches, start)
         if cache is not None:
             cache.pos = start + T
         return self.hook_final(self.final_norm(x))
 
     def forward(self, idx, targets=None, cache: InferenceCache | None = None):
         """Logits [B, T, V]; with targets, also the mean cross-entropy (targets < 0 are ignored)."""
+        if self.meta is not None and self.training and targets is not None and cache is None:
+            idx, targets = self.meta.inject(idx, targets)  # pre-training: meta-tokens at random places
         h = self.hidden(idx, cache)
         logits = F.linear(h, self.head_weight())
         if targets is None:
