@@ -37,6 +37,9 @@ class ModelConfig:
     bias: bool = False
     dropout: float = 0.0
     embedding: str = "trainable"  # trainable | glyph | binary | gaussian (see lmlab.embeddings)
+    glyph_size: int = 32          # glyph embedding: RxR pixels per rendered token
+    glyph_font: str = ""          # glyph embedding: font file(s) tried first (os.pathsep-separated)
+    glyph_augment: float = 0.0    # glyph embedding: fixed rotation/shift/noise strength (0 = off)
     pattern: str = "AF"           # block pattern per layer: A attention, F feed-forward
     meta_tokens: int = 0          # learned meta-token embeddings (0 = off; see lmlab.model.meta_tokens)
     meta_rate: float = 0.05       # fraction of training positions given to injected meta-tokens
