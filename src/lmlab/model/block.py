@@ -10,7 +10,7 @@ from torch import nn
 from .attention import CausalSelfAttention
 from .ffn import make_ffn
 from .hooks import HookPoint
-from .norms import make_norm
+from .norms import make_norm, to_stream
 
 # letter -> (sublayer name, constructor(cfg, layer_index))
 MIXERS = {
@@ -40,7 +40,7 @@ class Residual(nn.Module):
 
     def __init__(self, cfg, mixer: nn.Module):
         super().__init__()
-        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias, cfg.norm_affine)
         self.mixer = mixer
         self.drop = nn.Dropout(cfg.dropout)
         self.hook_in = HookPoint()
@@ -48,7 +48,7 @@ class Residual(nn.Module):
 
     def forward(self, x, **kw):
         h = self.hook_in(self.norm(x))
-        return x + self.drop(self.hook_out(self.mixer(h, **kw)))
+        return x + self.drop(self.hook_out(to_stream(self.mixer(h, **kw), x.shape[-1])))
 
 
 class Block(nn.Module):

@@ -1,4 +1,11 @@
-"""Normalisation layers chosen by `model.norm`."""
+"""Normalisation layers chosen by `model.norm`: layernorm, rmsnorm, crmsnorm.
+
+CRMSNorm (Jiang et al. 2023) normalises a zero-mean vector stored with d-1 coordinates: the last
+coordinate is implicit, minus the sum of the others. A crmsnorm model therefore carries a d-1 wide
+residual stream (see `stream_width`, `to_stream`, `narrow_writers`): every residual-writing linear
+(marked `residual_out`) has d-1 output rows, the embedding sum is centred once and its last coordinate
+dropped, and each CRMSNorm rebuilds the full d-vector so the mixers keep their d-wide inputs.
+"""
 from __future__ import annotations
 
 import torch
@@ -7,10 +14,10 @@ from torch import nn
 
 
 class LayerNorm(nn.Module):
-    def __init__(self, d: int, eps: float = 1e-5, bias: bool = False):
+    def __init__(self, d: int, eps: float = 1e-5, bias: bool = False, affine: bool = True):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d)) if bias else None
+        self.weight = nn.Parameter(torch.ones(d)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(d)) if bias and affine else None
         self.eps = eps
 
     def forward(self, x):
@@ -18,17 +25,72 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, d: int, eps: float = 1e-5, bias: bool = False):
+    def __init__(self, d: int, eps: float = 1e-5, bias: bool = False, affine: bool = True):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
+        self.weight = nn.Parameter(torch.ones(d)) if affine else None
         self.eps = eps
 
     def forward(self, x):
         return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
 
 
-NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+class CRMSNorm(nn.Module):
+    """x' [..., d-1] (stored coordinates of a zero-mean d-vector) -> normalised full vector [..., d].
+
+    x' / sqrt((sum x'^2 + (sum x')^2) / d + eps) is the RMS norm of [x', -sum x'], which for a
+    zero-mean vector is exactly LayerNorm. Gain (and bias, with model.bias) act on the d-vector.
+    """
+
+    def __init__(self, d: int, eps: float = 1e-5, bias: bool = False, affine: bool = True):
+        super().__init__()
+        self.d = d
+        self.weight = nn.Parameter(torch.ones(d)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(d)) if bias and affine else None
+        self.eps = eps
+
+    def forward(self, x):
+        if x.shape[-1] != self.d - 1:
+            raise ValueError(f"CRMSNorm expects {self.d - 1} stored coordinates, got {x.shape[-1]}")
+        full = torch.cat((x, -x.sum(-1, keepdim=True)), dim=-1)
+        y = F.rms_norm(full, (self.d,), self.weight, self.eps)
+        return y if self.bias is None else y + self.bias
 
 
-def make_norm(kind: str, d: int, eps: float, bias: bool) -> nn.Module:
-    return NORMS[kind](d, eps=eps, bias=bias)
+NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "crmsnorm": CRMSNorm}
+
+
+def make_norm(kind: str, d: int, eps: float, bias: bool, affine: bool = True) -> nn.Module:
+    if kind not in NORMS:
+        raise ValueError(f"unknown model.norm {kind!r}; valid: {', '.join(NORMS)}")
+    return NORMS[kind](d, eps=eps, bias=bias, affine=affine)
+
+
+def stream_width(cfg) -> int:
+    """Width of the stored residual stream: d_model, or d_model - 1 for crmsnorm."""
+    return cfg.d_model - 1 if cfg.norm == "crmsnorm" else cfg.d_model
+
+
+def to_stream(x: torch.Tensor, width: int) -> torch.Tensor:
+    """A d-wide vector written to a d-1 wide stream: centre it and keep d-1 coordinates.
+
+    A no-op when x already has the stream's width (narrowed writers, ordinary models).
+    """
+    if x.shape[-1] == width:
+        return x
+    return (x - x.mean(-1, keepdim=True))[..., :width]
+
+
+@torch.no_grad()
+def narrow_writers(model: nn.Module, d: int) -> None:
+    """Give every residual-writing layer d-1 output rows (crmsnorm: the last row is implicit).
+
+    Linears marked `residual_out` are cut; other modules may define `narrow_output_(width)`.
+    """
+    for module in model.modules():
+        if hasattr(module, "narrow_output_"):
+            module.narrow_output_(d - 1)
+        elif isinstance(module, nn.Linear) and getattr(module, "residual_out", False) and module.out_features == d:
+            module.weight = nn.Parameter(module.weight[: d - 1].clone())
+            if module.bias is not None:
+                module.bias = nn.Parameter(module.bias[: d - 1].clone())
+            module.out_features = d - 1
