@@ -73,14 +73,18 @@ def _fold_gain(model, residual: Residual, probe) -> None:
 
 
 @torch.no_grad()
-def _centre_writers(model: nn.Module) -> None:
-    for m in model.modules():
+def _centre_writers(module: nn.Module, target: str) -> None:
+    """Centre every residual writer below `module` (a module with `centre_output_` speaks for its subtree)."""
+    for m in module.children():
         if hasattr(m, "centre_output_"):
-            m.centre_output_()
+            if not m.centre_output_() and target != "crmsnorm":  # crmsnorm centres such outputs itself
+                raise ConversionError(f"{type(m).__name__} cannot centre its output in place; convert to crmsnorm")
         elif isinstance(m, nn.Linear) and getattr(m, "residual_out", False):
             m.weight.sub_(m.weight.mean(0, keepdim=True))
             if m.bias is not None:
                 m.bias.sub_(m.bias.mean())
+        else:
+            _centre_writers(m, target)
 
 
 def convert_norm(model, target: str, tokenizer=None):
@@ -96,6 +100,9 @@ def convert_norm(model, target: str, tokenizer=None):
         raise ConversionError("model.bias=true is not supported: the LM head has no bias to absorb the final norm's bias")
     if cfg.meta_tokens:
         raise ConversionError("models with meta-tokens are not supported by convert")
+    for m in model.modules():  # a training forward's aux loss holds a graph that cannot be copied
+        if getattr(m, "aux_loss", None) is not None:
+            m.aux_loss = None
     src = copy.deepcopy(model).double().eval()
     V = cfg.vocab_size
     probe = torch.randint(0, V, (1, min(cfg.context, 16)))
@@ -113,7 +120,7 @@ def convert_norm(model, target: str, tokenizer=None):
         src.embed.weight.sub_(src.embed.weight.mean(1, keepdim=True))
         if src.pos_embed is not None:
             src.pos_embed.weight.sub_(src.pos_embed.weight.mean(1, keepdim=True))
-    _centre_writers(src)
+    _centre_writers(src, target)
 
     new_cfg = dataclasses.replace(cfg, norm=target, norm_affine=False,
                                   tie_embeddings=cfg.tie_embeddings and not was_tied)
@@ -126,11 +133,11 @@ def convert_norm(model, target: str, tokenizer=None):
         if k not in state:
             raise ConversionError(f"converted model has a tensor {k} the source lacks")
         t = state[k]
-        if t.shape != v.shape:  # 4. crmsnorm: writers keep d-1 output rows
-            if t.shape[1:] == v.shape[1:] and t.shape[0] == v.shape[0] + 1:
-                t = t[: v.shape[0]]
-            else:
+        if t.shape != v.shape:  # 4. crmsnorm: writers keep d-1 outputs (one dimension one shorter)
+            diff = [i for i, (a, b) in enumerate(zip(t.shape, v.shape)) if a != b]
+            if t.dim() != v.dim() or len(diff) != 1 or t.shape[diff[0]] != v.shape[diff[0]] + 1:
                 raise ConversionError(f"{k}: shape {tuple(t.shape)} cannot become {tuple(v.shape)}")
+            t = t.narrow(diff[0], 0, v.shape[diff[0]])
         out[k] = t.to(v.dtype)
     new.load_state_dict(out, strict=True)
     return new.eval()

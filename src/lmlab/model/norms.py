@@ -86,11 +86,13 @@ def narrow_writers(model: nn.Module, d: int) -> None:
 
     Linears marked `residual_out` are cut; other modules may define `narrow_output_(width)`.
     """
-    for module in model.modules():
-        if hasattr(module, "narrow_output_"):
+    for module in model.children():
+        if hasattr(module, "narrow_output_"):  # speaks for its whole subtree
             module.narrow_output_(d - 1)
         elif isinstance(module, nn.Linear) and getattr(module, "residual_out", False) and module.out_features == d:
             module.weight = nn.Parameter(module.weight[: d - 1].clone())
             if module.bias is not None:
                 module.bias = nn.Parameter(module.bias[: d - 1].clone())
             module.out_features = d - 1
+        else:
+            narrow_writers(module, d)

@@ -20,6 +20,7 @@ from ..data.corpora import read_corpus
 from ..data.shards import token_splits
 from ..errors import LmlabError
 from ..model import Transformer
+from ..model.training_hooks import set_progress, train_stats
 from . import checkpoint
 from .device import autocast, pick_device, pick_dtype
 from .metrics import MetricsLog
@@ -133,6 +134,7 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
         while step < tc.max_steps:
             t_step = time.perf_counter()
             lr = lr_at(step, tc.lr, tc.min_lr, tc.warmup_steps, tc.max_steps)
+            set_progress(model, step / tc.max_steps)  # e.g. self-guided FFNs decay their dense guide
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum = 0.0
@@ -159,6 +161,7 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
             step_times.append(dt)
             record = {"step": step, "loss": last_loss, "lr": lr, "tokens": tokens_seen,
                       "tok_per_s": tokens_per_step / dt, "elapsed_s": elapsed_before + time.perf_counter() - t0}
+            record.update(train_stats(model))  # numbers modules report, e.g. MoE tokens per expert
             if tc.eval_every and (step % tc.eval_every == 0 or step == tc.max_steps):
                 last_eval = evaluate_split(model, val_ids, token_nbytes, tc.eval_batches * tc.batch_size,
                                            tc.batch_size, context, device, dtype)
@@ -168,7 +171,7 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
                 metrics.write(record)
                 if writer is not None:
                     for k, v in record.items():
-                        if k != "step":
+                        if k != "step" and isinstance(v, (int, float)):
                             writer.add_scalar(k, v, step)
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{record['tok_per_s']:.0f}", refresh=False)
