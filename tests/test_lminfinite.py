@@ -88,3 +88,38 @@ def test_bad_models_and_policies_are_clear_errors():
         lminfinite.enable(make_model(positions="learned"))
     with pytest.raises(LmlabError, match="n_local"):
         lminfinite.enable(make_model(), n_global=2, n_local=-1)
+
+
+def test_long_eval_rows_and_identical_1x_rows():
+    import numpy as np
+    from lmlab.eval.long import evaluate_long
+    model = make_model()
+    ids = np.random.default_rng(0).integers(0, 40, size=400)
+    r = evaluate_long(model, ids, np.ones(40), multipliers=(1, 2, 4), n_windows=2, n_global=2)
+    rows = {(x["method"], x["multiplier"]): x for x in r["rows"]}
+    assert len(rows) == 6 and len(r["profile"]["lminfinite"]) == 16
+    assert rows["vanilla", 1]["bpb"] == rows["lminfinite", 1]["bpb"] == rows["vanilla", 1]["bpb_last_context"]
+    assert rows["vanilla", 4]["bpb"] != rows["lminfinite", 4]["bpb"]
+    with pytest.raises(LmlabError, match="window"):
+        evaluate_long(model, ids[:40], np.ones(40))
+
+
+def test_greedy_continue_and_passkey_prompts():
+    from lmlab.eval import passkey
+    from lmlab.eval.long import greedy_continue
+    from lmlab.infer.generate import sample_ids
+    from lmlab.tokenizers.char import CharTokenizer
+    model = make_model()
+    prompt = [1, 2, 3, 4]
+    assert greedy_continue(model, prompt, 8) == list(sample_ids(model, prompt, 8, temperature=0))
+    assert greedy_continue(model, prompt, 8, "lminfinite", n_global=2) == greedy_continue(model, prompt, 8)
+    p = passkey.make_prompt("12345", 600, 0.0)
+    assert p.startswith(passkey.INTRO + passkey.needle("12345")) and p.endswith(passkey.QUESTION)
+    assert abs(len(p) - 600) < len(passkey.FILLER)
+    late = passkey.make_prompt("12345", 600, 1.0)
+    assert late.index("12345") > len(late) - len(passkey.needle("12345")) - len(passkey.QUESTION) - len(passkey.FILLER)
+    tok = CharTokenizer.train(passkey.corpus(3, 300))
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(n_layers=1, d_model=32, n_heads=4, context=64, vocab_size=tok.vocab_size)).eval()
+    rows = passkey.evaluate(m, tok, [128], n_per_length=2, depths=(0.5,), method="lminfinite")
+    assert len(rows) == 1 and 0 <= rows[0]["digit_accuracy"] <= 1 and rows[0]["tokens"] > 64

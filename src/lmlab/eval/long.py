@@ -1,0 +1,106 @@
+"""Quality beyond the training length: bits per byte in windows of 1x, 2x, 4x, 8x the context.
+
+Windows of every length start at the same places in the text, so the rows differ only in how
+far back each prediction can look. "vanilla" runs the model as it is (RoPE extrapolated past the
+trained positions); "lminfinite" runs it under LM-Infinite (Lambda mask + distance cap), fed in
+chunks through its bounded cache. Two figures per row: bpb over the whole window and over its
+last `context` tokens (for 1x they are the same tokens), plus a bpb-vs-position profile.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import LmlabError
+from ..infer import lminfinite
+
+METHODS = ("vanilla", "lminfinite")
+
+
+def _check(model, method: str):
+    if method not in METHODS:
+        raise LmlabError(f"unknown long-context method {method!r}; valid: {', '.join(METHODS)}")
+    if model.cfg.positions != "rope":
+        raise LmlabError("long-context evaluation needs RoPE positions; learned positions stop at model.context")
+
+
+@torch.no_grad()
+def window_logits(model, x: torch.Tensor, method: str, n_global: int = 10, n_local: int | None = None,
+                  chunk: int | None = None) -> torch.Tensor:
+    _check(model, method)
+    if method == "vanilla":
+        return model(x)[0]
+    with lminfinite.lm_infinite(model, n_global, n_local) as policy:
+        return lminfinite.chunked_logits(model, x, chunk or policy.n_local)
+
+
+def window_starts(n_tokens: int, length: int, n_windows: int) -> list[int]:
+    if n_tokens < length + 1:
+        raise LmlabError(f"the held-out text has {n_tokens} tokens; a window of {length} needs {length + 1}")
+    return np.linspace(0, n_tokens - length - 1, n_windows).astype(int).tolist()
+
+
+@torch.no_grad()
+def position_losses(model, ids: np.ndarray, length: int, starts: list[int], method: str, **kw) -> np.ndarray:
+    """Loss (nats) [n_windows, length] of each target in windows ids[s : s + length + 1]."""
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for s in starts:
+        w = torch.from_numpy(np.asarray(ids[s:s + length + 1], dtype=np.int64)).to(device)
+        logits = window_logits(model, w[None, :-1], method, **kw)[0]
+        out.append(F.cross_entropy(logits.float(), w[1:], reduction="none").cpu().numpy())
+    return np.stack(out)
+
+
+def evaluate_long(model, ids, token_nbytes: np.ndarray, multipliers=(1, 2, 4, 8), n_windows: int = 4,
+                  methods=METHODS, n_global: int = 10, n_local: int | None = None, profile_bins: int = 16) -> dict:
+    ids = np.asarray(ids, dtype=np.int64)
+    ctx = model.cfg.context
+    longest = ctx * max(multipliers)
+    starts = window_starts(len(ids), longest, n_windows)
+    rows, profile = [], {}
+    for method in methods:
+        for m in multipliers:
+            L = ctx * m
+            losses = position_losses(model, ids, L, starts, method, n_global=n_global, n_local=n_local)
+            nbytes = np.stack([token_nbytes[ids[s + 1:s + 1 + L]] for s in starts]).astype(np.float64)
+            tail = slice(L - ctx, L)
+            rows.append({"method": method, "multiplier": m, "length": L,
+                         "bpb": float(losses.sum() / math.log(2) / nbytes.sum()),
+                         "bpb_last_context": float(losses[:, tail].sum() / math.log(2) / nbytes[:, tail].sum())})
+            if L == longest:
+                edges = np.linspace(0, L, profile_bins + 1).astype(int)
+                profile[method] = [{"start": int(a), "end": int(b),
+                                    "bpb": float(losses[:, a:b].sum() / math.log(2) / nbytes[:, a:b].sum())}
+                                   for a, b in zip(edges[:-1], edges[1:])]
+    return {"context": ctx, "n_windows": n_windows, "n_global": n_global, "n_local": n_local or ctx,
+            "rows": rows, "profile": profile}
+
+
+@torch.no_grad()
+def greedy_continue(model, ids: list[int], n_new: int, method: str = "vanilla", n_global: int = 10,
+                    n_local: int | None = None) -> list[int]:
+    """Greedy continuation of a prompt of any length (the prompt may exceed the context)."""
+    _check(model, method)
+    device = next(model.parameters()).device
+    x = torch.tensor([ids], device=device)
+
+    def run():
+        cache = lminfinite.new_cache(model) if method == "lminfinite" else model.new_cache(len(ids) + n_new)
+        chunk = model.cfg.context
+        logits = lminfinite.chunked_logits(model, x, chunk, cache)[:, -1]
+        out = []
+        for _ in range(n_new):
+            nxt = logits.argmax(-1)
+            out.append(int(nxt))
+            logits = model(nxt[:, None], cache=cache)[0][:, -1]
+        return out
+
+    if method == "vanilla":
+        return run()
+    with lminfinite.lm_infinite(model, n_global, n_local):
+        return run()
