@@ -116,7 +116,7 @@ class GlyphRenderer:
 
     def identity(self) -> str:
         """What the pictures depend on: renderer version, font files (name + size), parameters."""
-        h = hashlib.sha256(f"glyph-v1|{self.size}|{self.augment}|{self.seed}".encode())
+        h = hashlib.sha256(f"glyph-v2|{self.size}|{self.augment}|{self.seed}".encode())
         for path in self.font_paths:
             h.update(f"|{Path(path).name}:{os.path.getsize(path)}".encode())
         return h.hexdigest()[:16]
@@ -136,6 +136,9 @@ class GlyphRenderer:
                     continue
                 img = Image.new("L", (self.size, self.size), 0)
                 left = (self.size - font.getlength(ch)) / 2
+                ink_l, _, ink_r, _ = font.getbbox(ch)
+                if left + ink_l < 0 or left + ink_r > self.size:  # combining marks hang left of
+                    left = (self.size - (ink_r - ink_l)) / 2 - ink_l  # their origin: centre the ink
                 ImageDraw.Draw(img).text((left, top), ch, font=font, fill=255)
                 pixels = np.asarray(img, dtype=np.uint8)
                 if pixels.max() >= 128:
