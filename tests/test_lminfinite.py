@@ -123,3 +123,13 @@ def test_greedy_continue_and_passkey_prompts():
     m = Transformer(ModelConfig(n_layers=1, d_model=32, n_heads=4, context=64, vocab_size=tok.vocab_size)).eval()
     rows = passkey.evaluate(m, tok, [128], n_per_length=2, depths=(0.5,), method="lminfinite")
     assert len(rows) == 1 and 0 <= rows[0]["digit_accuracy"] <= 1 and rows[0]["tokens"] > 64
+
+
+def test_lminfinite_sampling_runs_past_the_context_with_a_long_prompt():
+    model = make_model()
+    prompt = torch.randint(0, 40, (40,)).tolist()   # 2.5x the context
+    greedy = list(lminfinite.sample_ids(model, prompt, 10, temperature=0, n_global=2))
+    with lminfinite.lm_infinite(model, n_global=2):
+        logits = model(torch.tensor([prompt + greedy]))[0][0]
+    assert greedy == logits[len(prompt) - 1:-1].argmax(-1).tolist()
+    assert len(list(lminfinite.sample_ids(model, prompt, 5, temperature=1.0, seed=3))) == 5

@@ -171,3 +171,22 @@ def chunked_logits(model, ids: torch.Tensor, chunk: int, cache=None) -> torch.Te
     cache = cache if cache is not None else new_cache(model)
     out = [model(ids[:, i:i + chunk], cache=cache)[0] for i in range(0, ids.shape[1], chunk)]
     return torch.cat(out, dim=1)
+
+
+@torch.no_grad()
+def sample_ids(model, prompt_ids: list[int], max_new_tokens: int, temperature: float = 0.8, top_k: int = 0,
+               top_p: float = 1.0, seed: int = 0, n_global: int = 10, n_local: int | None = None):
+    """Yield sampled ids under LM-Infinite: a prompt of any length, no sliding window, bounded cache."""
+    from .sampling import choose
+
+    if len(prompt_ids) == 0:
+        raise LmlabError("the prompt is empty; give at least one character")
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with lm_infinite(model, n_global, n_local) as policy:
+        cache = new_cache(model)
+        logits = chunked_logits(model, torch.tensor([list(prompt_ids)], device=device), policy.n_local, cache)[:, -1]
+        for _ in range(max_new_tokens):
+            nxt = choose(logits, temperature, top_k, top_p, gen)
+            yield int(nxt[0])
+            logits = model(nxt[:, None], cache=cache)[0][:, -1]
