@@ -103,7 +103,7 @@ def run_config(tmp_path, overrides, steps: int):
                                 "train.batch_size=4", *overrides])
 
 
-def check_train_resume_load_generate(tmp_path, overrides, compare_uninterrupted: bool = False) -> None:
+def check_train_resume_load_generate(tmp_path, overrides) -> None:
     quiet = dict(progress=False, echo=lambda *a: None)
     cfg = run_config(tmp_path, overrides, 4)
     run = tmp_path / "run"
@@ -113,12 +113,6 @@ def check_train_resume_load_generate(tmp_path, overrides, compare_uninterrupted:
     model, tokenizer, loaded_cfg = load_model(run)
     for key in ("norm", "ffn", "self_guided", "moe_capacity"):
         assert getattr(loaded_cfg.model, key) == getattr(cfg.model, key)
-    if compare_uninterrupted:  # resuming continues exactly where the first run stopped
-        straight = run_config(tmp_path, overrides, 6)
-        train(straight, tmp_path / "straight", **quiet)
-        other, _, _ = load_model(tmp_path / "straight")
-        for (k, a), b in zip(model.state_dict().items(), other.state_dict().values()):
-            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=k)
     ids = torch.tensor([tokenizer.encode("To be, or not")])
     fresh = Transformer(loaded_cfg.model, tokenizer).eval()
     fresh.load_state_dict(model.state_dict())
