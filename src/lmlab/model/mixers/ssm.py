@@ -31,27 +31,28 @@ def ssd_scan(x, dt, A, B, C, state=None, chunk: int = 64):
         x, dt = F.pad(x, (0, 0, 0, 0, 0, pad)), F.pad(dt, (0, 0, 0, pad))
         B, C = F.pad(B, (0, 0, 0, pad)), F.pad(C, (0, 0, 0, pad))
     nc = (T + pad) // L
-    a = (dt * A).view(b, nc, L, h)                       # log-decay per step (<= 0)
-    xdt = (x * dt[..., None]).view(b, nc, L, h, p)
-    B, C = B.view(b, nc, L, n), C.view(b, nc, L, n)
-    cum = a.cumsum(2)                                    # [b,nc,L,h]
+    # head-major layout [b, h, chunk, step, ...] so every contraction is one batched matmul
+    a = (dt * A).transpose(1, 2).reshape(b, h, nc, L)                   # log-decay per step (<= 0)
+    xdt = (x * dt[..., None]).transpose(1, 2).reshape(b, h, nc, L, p)
+    B, C = B.view(b, 1, nc, L, n), C.view(b, 1, nc, L, n)
+    cum = a.cumsum(-1)
     # inside a chunk: y_t = sum_{s<=t} (C_t.B_s) exp(cum_t - cum_s) dt_s x_s
     causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-    seg = (cum[:, :, :, None, :] - cum[:, :, None, :, :]).masked_fill(~causal[:, :, None], -math.inf)
-    scores = torch.einsum("bctn,bcsn->bcts", C, B)[..., None] * seg.exp()   # [b,nc,L,L,h]
-    y = torch.einsum("bctsh,bcshp->bcthp", scores, xdt)
+    decay = (cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, -math.inf).exp()
+    y = ((C @ B.transpose(-1, -2)) * decay) @ xdt                       # [b,h,nc,L,p]
     # what each chunk adds to the state by its end, then the recurrence over chunks
-    to_end = (cum[:, :, -1:, :] - cum).exp()             # [b,nc,L,h]
-    added = torch.einsum("bcsh,bcsn,bcshp->bchpn", to_end, B, xdt)
-    chunk_decay = cum[:, :, -1, :].exp()                 # [b,nc,h]
+    to_end = (cum[..., -1:] - cum).exp()
+    added = (xdt * to_end[..., None]).transpose(-1, -2) @ B              # [b,h,nc,p,n]
+    chunk_decay = cum[..., -1].exp()                                     # [b,h,nc]
     S = x.new_zeros(b, h, p, n) if state is None else state.float()
     entering = []
     for c in range(nc):
         entering.append(S)
-        S = chunk_decay[:, c, :, None, None] * S + added[:, c]
-    entering = torch.stack(entering, 1)                  # [b,nc,h,p,n]
-    y = y + torch.einsum("bctn,bchpn,bcth->bcthp", C, entering, cum.exp())
-    return y.reshape(b, nc * L, h, p)[:, :T], S
+        S = chunk_decay[:, :, c, None, None] * S + added[:, :, c]
+    entering = torch.stack(entering, 2)                                  # [b,h,nc,p,n]
+    y = y + (C @ entering.transpose(-1, -2)) * cum.exp()[..., None]
+    y = y.reshape(b, h, nc * L, p).transpose(1, 2)
+    return y[:, :T], S
 
 
 def ssd_step(x, dt, A, B, C, state):
