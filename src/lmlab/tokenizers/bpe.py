@@ -108,8 +108,9 @@ def train_hf_bpe(text: str, vocab_size: int, pattern: str = GPT_PATTERN, show_pr
 
     check_train_args(text, vocab_size, "bpe")
     tok = hf_tokenizer(models.BPE(), pattern)
+    # HF's bars only make sense on a terminal (elsewhere they leave blank lines on stdout).
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress,
+        vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress and _show_progress(),
         special_tokens=[EOT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     pieces = safe_pieces(text)

@@ -15,6 +15,7 @@ encoding, lowest rank first, reproduces the trained segmentation exactly.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections import Counter
 from itertools import chain
@@ -76,12 +77,15 @@ def train_superbpe(text: str, vocab_size: int = DEFAULT_VOCAB, transition: int |
     transition = default_transition(vocab_size) if not transition else transition
     check_transition(vocab_size, transition)
 
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if show_progress else (lambda msg: None)
+    log(f"superbpe stage 1: HF byte-level BPE up to {transition} ids")
     t0 = time.perf_counter()
     stage1 = train_hf_bpe(text, transition, show_progress=show_progress, min_frequency=min_frequency)
     vocab, merges = model_vocab_merges(stage1)
     n1 = stage1.get_vocab_size(with_added_tokens=True)
 
     t1 = time.perf_counter()
+    log(f"superbpe stage 2: segmenting chunks with the {len(merges)} stage-1 merges")
     # Segment every distinct chunk with the stage-1 merges alone (HF, in rank order).
     counts = chunk_counts(text)
     chunks = list(counts)

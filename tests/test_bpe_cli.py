@@ -1,0 +1,45 @@
+"""`lmlab tokenizer train` and `lmlab tokenizer stats` end to end."""
+import json
+import random
+
+from lmlab.cli import main
+from lmlab import tokenizers
+
+
+def corpus(tmp_path):
+    rng = random.Random(1)
+    words = "the old man and sea of light in a dark room: it was 2024 when".split()
+    text = "".join(" ".join(rng.choices(words, k=10)) + ".\n" for _ in range(400))
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    return path, text
+
+
+def test_train_then_stats(tmp_path, capsys):
+    path, text = corpus(tmp_path)
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--kind", "superbpe", "--vocab", "400", "--transition", "300",
+                 str(path), "-o", str(out), "-q"]) == 0
+    tok = tokenizers.load(out)
+    assert tok.kind == "superbpe" and tok.vocab_size == 400 and tok.transition == 300
+    capsys.readouterr()
+    assert main(["tokenizer", "stats", str(out), str(path), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)["files"][str(path)]
+    assert stats["tokens"] == len(tok.encode(text))
+    assert stats["bytes_per_token"] == len(text.encode()) / stats["tokens"]
+    assert 0 < stats["superword_token_frac"] < 1 and 0 < stats["vocab_used_frac"] <= 1
+
+
+def test_other_kinds_and_errors(tmp_path, capsys):
+    path, _ = corpus(tmp_path)
+    assert main(["tokenizer", "train", "--kind", "byte", str(path), "-o", str(tmp_path / "b"), "-q"]) == 0
+    assert tokenizers.load(tmp_path / "b").kind == "byte"
+    assert main(["tokenizer", "train", "--kind", "bpe", "--vocab", "100", str(path), "-o", str(tmp_path / "x")]) == 2
+    assert "smaller than the byte alphabet" in capsys.readouterr().err
+    assert main(["tokenizer", "train", "--kind", "superbpe", "--vocab", "300", "--transition", "400",
+                 str(path), "-o", str(tmp_path / "x")]) == 2
+    assert "larger than vocab_size" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert main(["tokenizer", "train", "--kind", "bpe", str(empty), "-o", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
