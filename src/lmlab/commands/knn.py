@@ -24,14 +24,20 @@ def register(sub) -> None:
 
 
 def build(args) -> int:
+    from pathlib import Path
+
     import numpy as np
     from tqdm import tqdm
+
+    from ..errors import LmlabError
 
     from ..data.corpora import read_corpus
     from ..data.shards import encode_documents, split
     from ..infer import knnlm
 
     knnlm.faiss_module()  # fail before the model is loaded if faiss is missing
+    if Path(args.out).exists():
+        raise LmlabError(f"{args.out} already exists; remove it or choose another -o")
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
     ids = encode_documents(read_corpus(args.data, cfg.data.text_field, cfg.data.cache_dir), tokenizer)
     if args.split != "all":

@@ -9,6 +9,8 @@ last `context` tokens (for 1x they are the same tokens), plus a bpb-vs-position 
 from __future__ import annotations
 
 import math
+import statistics
+import time
 
 import numpy as np
 import torch
@@ -104,3 +106,28 @@ def greedy_continue(model, ids: list[int], n_new: int, method: str = "vanilla", 
         return run()
     with lminfinite.lm_infinite(model, n_global, n_local):
         return run()
+
+
+@torch.no_grad()
+def decode_speed(model, prompt_len: int, n_new: int = 64, method: str = "vanilla", n_global: int = 10,
+                 n_local: int | None = None, repeats: int = 3, seed: int = 0) -> dict:
+    """Greedy decoding tokens/s after a prompt of `prompt_len` tokens (prefill not timed); median of runs."""
+    _check(model, method)
+    device = next(model.parameters()).device
+    x = torch.randint(0, model.cfg.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed)).to(device)
+
+    def once() -> float:
+        cache = lminfinite.new_cache(model) if method == "lminfinite" else model.new_cache(prompt_len + n_new)
+        logits = lminfinite.chunked_logits(model, x, model.cfg.context, cache)[:, -1]
+        t0 = time.perf_counter()
+        for _ in range(n_new):
+            logits = model(logits.argmax(-1)[:, None], cache=cache)[0][:, -1]
+        return n_new / (time.perf_counter() - t0)
+
+    if method == "vanilla":
+        runs = [once() for _ in range(repeats)]
+    else:
+        with lminfinite.lm_infinite(model, n_global, n_local):
+            runs = [once() for _ in range(repeats)]
+    return {"method": method, "prompt_len": prompt_len, "n_new": n_new, "tok_per_s": statistics.median(runs),
+            "runs": runs}

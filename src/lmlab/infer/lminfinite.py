@@ -51,17 +51,26 @@ def _new_state(cache: dict, B: int, attn: CausalSelfAttention, policy: LambdaPol
     cache["glob_k"], cache["glob_v"] = empty, empty  # unrotated keys of positions < n_global
 
 
-def _store(cache: dict, policy: LambdaPolicy, k_raw, k_rot, v, pos: torch.Tensor):
-    """Append a chunk: the first n_global positions join the globals, all enter the ring."""
-    keep = pos < policy.n_global
-    if keep.any():
-        cache["glob_k"] = torch.cat([cache["glob_k"], k_raw[:, :, keep]], dim=2)
-        cache["glob_v"] = torch.cat([cache["glob_v"], v[:, :, keep]], dim=2)
-    last = slice(max(0, pos.numel() - policy.n_local), None)  # older ones would be overwritten
-    slots = pos[last] % policy.n_local
-    cache["ring_k"][:, :, slots] = k_rot[:, :, last]
-    cache["ring_v"][:, :, slots] = v[:, :, last]
-    cache["ring_pos"][slots] = pos[last]
+def _store(cache: dict, policy: LambdaPolicy, k_raw, k_rot, v, start: int):
+    """Append a chunk at positions start..: the first n_global positions join the globals, all
+    enter the ring (only the last n_local of a long chunk: the others would be overwritten)."""
+    T = k_raw.shape[2]
+    n_keep = max(0, min(T, policy.n_global - start))
+    if n_keep:
+        cache["glob_k"] = torch.cat([cache["glob_k"], k_raw[:, :, :n_keep]], dim=2)
+        cache["glob_v"] = torch.cat([cache["glob_v"], v[:, :, :n_keep]], dim=2)
+    first = max(0, T - policy.n_local)
+    if T - first == 1:  # one token (decoding): a plain slice write
+        slot = (start + T - 1) % policy.n_local
+        cache["ring_k"][:, :, slot:slot + 1] = k_rot[:, :, -1:]
+        cache["ring_v"][:, :, slot:slot + 1] = v[:, :, -1:]
+        cache["ring_pos"][slot] = start + T - 1
+        return
+    pos = torch.arange(start + first, start + T, device=k_raw.device)
+    slots = pos % policy.n_local
+    cache["ring_k"][:, :, slots] = k_rot[:, :, first:]
+    cache["ring_v"][:, :, slots] = v[:, :, first:]
+    cache["ring_pos"][slots] = pos
 
 
 def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None = None, start_pos: int = 0):
@@ -82,7 +91,7 @@ def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None
 
     if start_pos + T <= policy.n_local:
         # Every key is local: exactly the vanilla computation (ring slot == position here).
-        _store(state, policy, k, k_rot, v, pos)
+        _store(state, policy, k, k_rot, v, start_pos)
         if start_pos == 0:
             keys, vals, mask, causal = k_rot, v, None, T > 1
         else:
@@ -94,6 +103,19 @@ def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None
                                            enable_gqa=Hkv != H)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
 
+    if T == 1 and cache is not None and start_pos >= max(policy.n_local, policy.n_global):
+        # Decoding: the ring now holds exactly the last n_local positions. A far global key
+        # rotated to position p - n_local scores like the capped distance n_local from the query
+        # at p, so one attention call over n_global + n_local keys does it.
+        _store(state, policy, k, k_rot, v, start_pos)
+        far = min(state["glob_k"].shape[2], start_pos - policy.n_local + 1)
+        at = start_pos - policy.n_local
+        glob = apply_rope(state["glob_k"][:, :, :far], cos[at:at + 1], sin[at:at + 1])
+        y = F.scaled_dot_product_attention(q_rot, torch.cat([glob, state["ring_k"]], dim=2),
+                                           torch.cat([state["glob_v"][:, :, :far], state["ring_v"]], dim=2),
+                                           enable_gqa=Hkv != H)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
+
     # Local branch: cached ring (positions before this chunk) + the chunk itself.
     ring_pos = state["ring_pos"]
     loc_pos = torch.cat([ring_pos, pos])
@@ -102,9 +124,9 @@ def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None
     dist = pos[:, None] - loc_pos[None, :]
     loc_mask = (loc_pos[None, :] >= 0) & (dist >= 0) & (dist < policy.n_local)
     # Global branch: the first n_global tokens, only where they are farther than n_local.
-    new_glob = pos < policy.n_global
-    glob_k = torch.cat([state["glob_k"], k[:, :, new_glob]], dim=2)
-    glob_v = torch.cat([state["glob_v"], v[:, :, new_glob]], dim=2)
+    n_new_glob = max(0, min(T, policy.n_global - start_pos))
+    glob_k = torch.cat([state["glob_k"], k[:, :, :n_new_glob]], dim=2)
+    glob_v = torch.cat([state["glob_v"], v[:, :, :n_new_glob]], dim=2)
     glob_pos = torch.arange(glob_k.shape[2], device=x.device)
     glob_mask = glob_pos[None, :] <= pos[:, None] - policy.n_local
     q_far = apply_rope(q, cos[policy.n_local:policy.n_local + 1], sin[policy.n_local:policy.n_local + 1])
@@ -118,7 +140,7 @@ def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None
     probs = scores.float().softmax(dim=-1).to(q.dtype)
     y = probs @ _repeat_kv(torch.cat([glob_v, loc_v], dim=2), n_rep)
     if cache is not None:
-        _store(state, policy, k, k_rot, v, pos)
+        _store(state, policy, k, k_rot, v, start_pos)
     return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
 
 
