@@ -1,0 +1,338 @@
+"""SuperBPE vs BPE (PAPERS.md section 2): tokens per byte, then two LMs compared in bits per byte.
+
+1. Sweep: on a corpus split into a training part and a held-out part (the tail of every document),
+   train byte-level BPE and SuperBPE at each vocabulary size and transition point t, and measure
+   bytes per token on the held-out part (plus the stage-2 training time next to HF's BPE time).
+2. LMs: two identical small Transformers, one per tokenizer (same vocabulary size), trained on the
+   same training text for the same steps and batch, with contexts matched in bytes (the SuperBPE
+   model's context in tokens is scaled by the ratio of bytes per token), then scored on the
+   held-out text in bits per byte.
+
+Writes OUT/results.json; with --doc, a markdown report and a PNG beside it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LmlabError
+
+NAME = "superbpe"
+HELP = "SuperBPE vs BPE: bytes/token over vocab sizes and transition points, then two LMs in bits/byte"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--corpus", default="english-prose", help="sweep corpus (default english-prose)")
+    p.add_argument("--held-out", type=float, default=0.15,
+                   help="tail fraction of every document held out for measuring (default 0.15)")
+    p.add_argument("--vocabs", default="8192,16384,32768", help="vocabulary sizes of the sweep")
+    p.add_argument("--transitions", default="0.25,0.5,0.75,0.9",
+                   help="transition points t as fractions of the vocabulary size")
+    p.add_argument("--lm-corpus", action="append", default=[],
+                   help="corpus for the LM comparison (repeatable; default: --corpus)")
+    p.add_argument("--lm-vocab", type=int, default=8192, help="vocabulary size of both LMs' tokenizers")
+    p.add_argument("--lm-transition", type=float, default=0.0,
+                   help="SuperBPE t for the LMs as a fraction of --lm-vocab (0 = best of the sweep)")
+    p.add_argument("--lm-context", type=int, default=128, help="BPE model context in tokens")
+    p.add_argument("--lm-steps", type=int, default=400)
+    p.add_argument("--lm-batch", type=int, default=16)
+    p.add_argument("--lm-layers", type=int, default=4)
+    p.add_argument("--lm-d", type=int, default=128)
+    p.add_argument("--lm-lr", type=float, default=2e-3)
+    p.add_argument("--device", default="auto", help="device for the LMs (auto, cpu, cuda)")
+    p.add_argument("--skip-sweep", action="store_true")
+    p.add_argument("--skip-lm", action="store_true")
+    p.add_argument("--out", default="runs/superbpe", help="output directory (default runs/superbpe)")
+    p.add_argument("--doc", default="", help="write the markdown report here (PNG beside it)")
+    p.add_argument("--command", default="", help="the regenerating command quoted in the report")
+
+
+# --- data -------------------------------------------------------------------------------------
+def split_document(text: str, held_out: float) -> tuple[str, str]:
+    """Training head and held-out tail of one document, cut at a line start."""
+    cut = int(len(text) * (1 - held_out))
+    nl = text.find("\n", cut)
+    cut = len(text) if nl < 0 else nl + 1
+    return text[:cut], text[cut:]
+
+
+def split_corpus(spec: str, held_out: float) -> tuple[str, str]:
+    from ..data.corpora import read_corpus
+
+    if not 0 < held_out < 1:
+        raise LmlabError(f"--held-out must be between 0 and 1, not {held_out}")
+    parts = [split_document(d.text, held_out) for d in read_corpus(spec)]
+    return "".join(p[0] for p in parts), "".join(p[1] for p in parts)
+
+
+def parse_list(text: str, kind, name: str) -> list:
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LmlabError(f"{name} must be a comma-separated list of numbers, not {text!r}") from None
+
+
+# --- 1. sweep ---------------------------------------------------------------------------------
+def bytes_per_token(tok, text: str) -> float:
+    return len(text.encode("utf-8")) / max(len(tok.encode(text)), 1)
+
+
+def superword_share(tok, text: str) -> float:
+    from ..tokenizers.superbpe_trainer import n_words
+
+    ids = tok.encode(text)
+    multi = np.array([n_words(tok.token_bytes(i)) >= 2 for i in range(tok.vocab_size)])
+    return float(multi[ids].mean()) if ids else 0.0
+
+
+def sweep(train_text: str, held_text: str, vocabs: list[int], fractions: list[float], log=print) -> list[dict]:
+    """One row per tokenizer: kind, vocab, t, bytes/token on held-out text, training seconds."""
+    from ..tokenizers import bpe, superbpe
+
+    rows = []
+    for vocab in vocabs:
+        t0 = time.perf_counter()
+        base = bpe.train(train_text, vocab)
+        hf_seconds = time.perf_counter() - t0
+        base_bpt = bytes_per_token(base, held_text)
+        rows.append({"kind": "bpe", "vocab": vocab, "vocab_reached": base.vocab_size, "transition": None,
+                     "bytes_per_token": base_bpt, "token_reduction": 0.0, "superword_share": 0.0,
+                     "train_seconds": hf_seconds})
+        log(f"bpe {vocab}: {base.vocab_size} ids, {base_bpt:.3f} bytes/token ({hf_seconds:.1f} s)")
+        for frac in fractions:
+            t = max(bpe.N_BYTES + 1, int(round(vocab * frac)))
+            tok = superbpe.train(train_text, vocab, t)
+            bpt = bytes_per_token(tok, held_text)
+            rows.append({
+                "kind": "superbpe", "vocab": vocab, "vocab_reached": tok.vocab_size, "transition": t,
+                "transition_reached": tok.transition, "bytes_per_token": bpt,
+                "token_reduction": 1 - base_bpt / bpt, "superword_share": superword_share(tok, held_text),
+                "stage1_seconds": tok.train_seconds["stage1"], "stage2_seconds": tok.train_seconds["stage2"],
+                "stage2_vs_hf_bpe": tok.train_seconds["stage2"] / hf_seconds,
+            })
+            log(f"superbpe {vocab} t={t}: {bpt:.3f} bytes/token, {rows[-1]['token_reduction']:.1%} fewer tokens")
+    return rows
+
+
+def best_fraction(rows: list[dict], vocab: int) -> float | None:
+    cands = [r for r in rows if r["kind"] == "superbpe" and r["vocab"] == vocab]
+    if not cands:
+        return None
+    best = max(cands, key=lambda r: r["bytes_per_token"])
+    return best["transition"] / vocab
+
+
+# --- 2. LMs -----------------------------------------------------------------------------------
+def lm_overrides(args, tok_dir: Path, corpus_file: Path, context: int) -> list[str]:
+    return [
+        f"model.n_layers={args.lm_layers}", f"model.d_model={args.lm_d}", f"model.n_heads={max(1, args.lm_d // 32)}",
+        f"model.context={context}", f"tokenizer.path={tok_dir}", f"data.corpus={corpus_file}",
+        "data.val_fraction=0.05", f"train.max_steps={args.lm_steps}", f"train.batch_size={args.lm_batch}",
+        f"train.lr={args.lm_lr}", f"train.min_lr={args.lm_lr / 10}", f"train.warmup_steps={max(1, args.lm_steps // 20)}",
+        f"train.eval_every={max(1, args.lm_steps // 8)}", "train.eval_batches=8",
+        f"train.ckpt_every={args.lm_steps}", f"train.device={args.device}", "train.progress=false",
+        "train.seed=1337",
+    ]
+
+
+def held_out_bpb(run_dir: Path, text: str, device: str) -> dict:
+    """Bits per byte of every byte of `text` (an <|endoftext|> first, so token one is predicted too)."""
+    from ..eval.perplexity import evaluate_ids
+    from ..train.checkpoint import load_model
+    from ..train.device import pick_device
+
+    model, tok, cfg = load_model(run_dir, pick_device(device))
+    ids = np.asarray([tok.eot_id] + tok.encode(text), dtype=np.int64)
+    out = evaluate_ids(model, ids, tok.token_nbytes(), batch_size=16)
+    out["context"] = cfg.model.context
+    return out
+
+
+def compare_lms(args, corpus: str, rows: list[dict], out: Path, log=print) -> dict:
+    from .. import config as config_mod
+    from ..tokenizers import bpe, superbpe
+    from ..train.loop import train
+
+    train_text, held_text = split_corpus(corpus, args.held_out)
+    slug = "".join(c if c.isalnum() else "-" for c in corpus)
+    base = out / f"lm-{slug}"
+    base.mkdir(parents=True, exist_ok=True)
+    corpus_file = base / "train.txt"
+    corpus_file.write_text(train_text, encoding="utf-8")
+    frac = args.lm_transition or (best_fraction(rows, args.lm_vocab) if corpus == args.corpus else None) or 0.5
+    t = max(bpe.N_BYTES + 1, int(round(args.lm_vocab * frac)))
+    toks = {"bpe": bpe.train(train_text, args.lm_vocab), "superbpe": superbpe.train(train_text, args.lm_vocab, t)}
+    bpt = {k: bytes_per_token(tok, train_text) for k, tok in toks.items()}
+    contexts = {"bpe": args.lm_context,
+                "superbpe": max(8, int(round(args.lm_context * bpt["bpe"] / bpt["superbpe"])))}
+    result = {"corpus": corpus, "train_bytes": len(train_text.encode()), "held_out_bytes": len(held_text.encode()),
+              "transition": t, "models": {}}
+    for kind, tok in toks.items():
+        tok_dir, run_dir = base / f"tokenizer-{kind}", base / f"run-{kind}"
+        tok.save(tok_dir)
+        cfg = config_mod.load("tiny", lm_overrides(args, tok_dir, corpus_file, contexts[kind]))
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)
+        log(f"LM on {corpus} with {kind}: context {contexts[kind]} tokens "
+            f"(~{contexts[kind] * bpt[kind]:.0f} bytes), {args.lm_steps} steps")
+        t0 = time.perf_counter()
+        final = train(cfg, run_dir, echo=lambda *a: None)
+        seconds = time.perf_counter() - t0
+        held = held_out_bpb(run_dir, held_text, args.device)
+        curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        curve = [{"step": m["step"], "val_bpb": m["val_bpb"]} for m in curve if "val_bpb" in m]
+        result["models"][kind] = {
+            "vocab": tok.vocab_size, "train_bytes_per_token": bpt[kind], "context_tokens": contexts[kind],
+            "context_bytes": contexts[kind] * bpt[kind], "params": final.get("params"),
+            "held_out_bpb": held["bpb"], "held_out_tokens": held["tokens"], "held_out_bytes": held["bytes"],
+            "val_bpb": final.get("val_bpb"), "train_seconds": seconds, "curve": curve,
+            "bytes_seen": args.lm_steps * args.lm_batch * contexts[kind] * bpt[kind],
+        }
+        log(f"  held-out {held['bpb']:.4f} bits/byte over {held['bytes']} bytes ({seconds:.0f} s)")
+    return result
+
+
+# --- report -----------------------------------------------------------------------------------
+def plot(results: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lms = results.get("lm", [])
+    fig, axes = plt.subplots(1, 1 + len(lms), figsize=(5.5 * (1 + len(lms)), 4))
+    axes = np.atleast_1d(axes)
+    ax = axes[0]
+    rows = results.get("sweep", [])
+    for i, vocab in enumerate(sorted({r["vocab"] for r in rows})):
+        color = f"C{i}"
+        base = [r for r in rows if r["vocab"] == vocab and r["kind"] == "bpe"]
+        sup = sorted((r for r in rows if r["vocab"] == vocab and r["kind"] == "superbpe"), key=lambda r: r["transition"])
+        ax.plot([r["transition"] / vocab for r in sup], [r["bytes_per_token"] for r in sup], "o-", color=color,
+                label=f"SuperBPE {vocab // 1024}k")
+        if base:
+            ax.axhline(base[0]["bytes_per_token"], color=color, ls="--", label=f"BPE {vocab // 1024}k")
+    ax.set_xlabel("transition t / vocabulary size")
+    ax.set_ylabel("held-out bytes per token")
+    ax.set_title(f"{results.get('corpus', '')}: encoding efficiency")
+    ax.legend(fontsize=7)
+    for ax, lm in zip(axes[1:], lms):
+        for kind, m in lm["models"].items():
+            steps = [c["step"] for c in m["curve"]]
+            ax.plot(steps, [c["val_bpb"] for c in m["curve"]], "o-",
+                    label=f"{kind} (ctx {m['context_tokens']} tok), held-out {m['held_out_bpb']:.3f}")
+        ax.set_xlabel("training step (same bytes per step)")
+        ax.set_ylabel("validation bits per byte")
+        ax.set_title(f"LMs on {lm['corpus']}, vocab {lm['models']['bpe']['vocab']}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(v, spec=".3f"):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def report(results: dict, png_name: str, command: str) -> str:
+    lines = [
+        "# SuperBPE vs BPE",
+        "",
+        "SuperBPE (Liu et al. 2025; PAPERS.md section 2) trains byte-level BPE with whitespace",
+        "pre-tokenisation up to a transition vocabulary size t, then keeps merging inside whole lines",
+        "(digits still split into groups of 1-3, no token crossing a newline, at most 4 words per token,",
+        "no token containing \": \"). Stage 1 is HF `tokenizers`; stage 2 is lmlab's incremental trainer",
+        "(`lmlab/tokenizers/superbpe_trainer.py`); both tokenizers are stock HF `tokenizer.json` files.",
+        "",
+        f"Regenerate: `{command}`" if command else "",
+        "",
+        f"Corpus: `{results.get('corpus')}`, every document split into its first "
+        f"{1 - results.get('held_out', 0.15):.0%} (training text, {results.get('train_bytes', 0):,} bytes) "
+        f"and its last {results.get('held_out', 0.15):.0%} (held-out text, {results.get('held_out_bytes', 0):,} bytes).",
+        f"Measured on: {results.get('machine', '?')}.",
+        "",
+    ]
+    rows = results.get("sweep", [])
+    if rows:
+        lines += ["## Bytes per token on held-out text", "",
+                  "| vocab | tokenizer | t | ids reached | bytes/token | fewer tokens than BPE | superword tokens | "
+                  "train s (HF BPE / stage 1 + stage 2) | stage 2 / HF BPE |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if r["kind"] == "bpe":
+                lines.append(f"| {r['vocab']} | BPE | - | {r['vocab_reached']} | {r['bytes_per_token']:.3f} | - | - | "
+                             f"{r['train_seconds']:.1f} | - |")
+            else:
+                lines.append(
+                    f"| {r['vocab']} | SuperBPE | {r['transition']} | {r['vocab_reached']} | {r['bytes_per_token']:.3f} "
+                    f"| {r['token_reduction']:.1%} | {r['superword_share']:.1%} | "
+                    f"{r['stage1_seconds']:.1f} + {r['stage2_seconds']:.1f} | {r['stage2_vs_hf_bpe']:.2f}x |")
+        best = {}
+        for r in rows:
+            if r["kind"] == "superbpe" and r["token_reduction"] > best.get(r["vocab"], (-1,))[0]:
+                best[r["vocab"]] = (r["token_reduction"], r["transition"])
+        lines += ["", "Best token reduction per vocabulary size: " + ", ".join(
+            f"{v}: {b[0]:.1%} (t = {b[1]})" for v, b in sorted(best.items())) + ".", ""]
+    for lm in results.get("lm", []):
+        m = lm["models"]
+        lines += [f"## Two LMs on `{lm['corpus']}`", "",
+                  f"Identical models ({results['lm_setup']}), same training text ({lm['train_bytes']:,} bytes), "
+                  f"same steps and batch, contexts matched in bytes; SuperBPE t = {lm['transition']}. Held-out "
+                  f"bits per byte cover every byte of the held-out text ({lm['held_out_bytes']:,} bytes).", "",
+                  "| tokenizer | vocab | bytes/token (train) | context tokens | context bytes | bytes seen | "
+                  "held-out bits/byte | held-out tokens | last val bits/byte | train s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for kind, r in m.items():
+            lines.append(f"| {kind} | {r['vocab']} | {r['train_bytes_per_token']:.3f} | {r['context_tokens']} | "
+                         f"{r['context_bytes']:.0f} | {r['bytes_seen'] / 1e6:.1f} M | {r['held_out_bpb']:.4f} | "
+                         f"{r['held_out_tokens']} | {_fmt(r['val_bpb'], '.4f')} | {r['train_seconds']:.0f} |")
+        diff = m["superbpe"]["held_out_bpb"] - m["bpe"]["held_out_bpb"]
+        lines += ["", f"SuperBPE minus BPE: {diff:+.4f} bits per byte ({diff / m['bpe']['held_out_bpb']:+.1%}).", ""]
+    lines += [f"![bytes per token and LM curves]({png_name})", ""]
+    lines += results.get("notes", [])
+    return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()} with {os.cpu_count()} CPUs, {gpu}"
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    vocabs = parse_list(args.vocabs, int, "--vocabs")
+    fractions = parse_list(args.transitions, float, "--transitions")
+    if any(not 0 < f <= 1 for f in fractions):
+        raise LmlabError("--transitions are fractions of the vocabulary size, in (0, 1]")
+    results = {"corpus": args.corpus, "held_out": args.held_out, "machine": machine(),
+               "lm_setup": f"{args.lm_layers} layers, d_model {args.lm_d}, {args.lm_steps} steps of "
+                           f"batch {args.lm_batch}, lr {args.lm_lr}, device {args.device}"}
+    train_text, held_text = split_corpus(args.corpus, args.held_out)
+    results["train_bytes"], results["held_out_bytes"] = len(train_text.encode()), len(held_text.encode())
+    if not args.skip_sweep:
+        results["sweep"] = sweep(train_text, held_text, vocabs, fractions)
+    if not args.skip_lm:
+        rows = results.get("sweep", [])
+        results["lm"] = [compare_lms(args, c, rows, out) for c in (args.lm_corpus or [args.corpus])]
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    if args.doc:
+        doc = Path(args.doc)
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        png = doc.with_suffix(".png")
+        plot(results, png)
+        doc.write_text(report(results, png.name, args.command), encoding="utf-8")
+        print(f"wrote {doc} and {png}")
+    print(out / "results.json")
+    return 0
