@@ -65,6 +65,11 @@ def test_knn_distribution_and_mixture(setup):
     expected = torch.log(0.25 * knn.exp() + 0.75 * lm.exp())
     torch.testing.assert_close(mix, expected, atol=1e-5, rtol=1e-5)
     assert torch.allclose(knnlm.mixed_logprobs(model, store, x, lmbda=1.0, k=8)[2], knn)
+    # The per-target shortcut used for evaluation agrees with the full distributions.
+    nb = knnlm.target_neighbours(model, store, ids[:17], k=8)
+    y = torch.from_numpy(ids[1:17])
+    torch.testing.assert_close(knnlm.mix_target_logprobs(nb, 0.25).float(), mix[0].gather(-1, y[:, None])[:, 0],
+                               atol=1e-5, rtol=1e-5)
 
 
 def test_in_store_text_gets_better_and_report_fields(setup):

@@ -11,7 +11,7 @@ import random
 
 from ..errors import LmlabError
 
-INTRO = "There is important info hidden in a lot of irrelevant text. Find it and remember it.\n"
+INTRO = "Find the pass key and remember it.\n"
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.\n"
 QUESTION = "What is the pass key? The pass key is "
 

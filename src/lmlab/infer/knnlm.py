@@ -214,37 +214,44 @@ def mixed_logprobs(model, store: Datastore, ids: torch.Tensor, lmbda: float = 0.
 
 
 @torch.no_grad()
-def token_logprobs(model, store: Datastore, ids, lmbda: float = 0.25, k: int = 1024,
-                   temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(log p_LM, log p_mix) of every target ids[1:], windows as in `lmlab.eval.perplexity`."""
+def target_neighbours(model, store: Datastore, ids, k: int = 1024) -> dict:
+    """For every target ids[1:]: log p_LM(target), the k squared distances, and which neighbours
+    hold the target. Enough to score any (lambda, temperature) without searching again."""
     model.eval()
     ctx = model.cfg.context
     device = next(model.parameters()).device
     ids = np.asarray(ids, dtype=np.int64)
-    n_targets = len(ids) - 1
-    base, mixed = np.zeros(n_targets), np.zeros(n_targets)
-    for s in range(0, n_targets, ctx):  # one window at a time keeps the [T, V] tensors small
-        end = min(s + ctx, n_targets)
+    base, dists, hits = [], [], []
+    for s in range(0, len(ids) - 1, ctx):
+        end = min(s + ctx, len(ids) - 1)
         x = torch.from_numpy(ids[s:end][None]).to(device)
         y = torch.from_numpy(ids[s + 1:end + 1]).to(device)
-        lm, _, mix = mixed_logprobs(model, store, x, lmbda, k, temperature)
-        base[s:end] = lm[0].gather(-1, y[:, None])[:, 0].double().cpu().numpy()
-        mixed[s:end] = mix[0].gather(-1, y[:, None])[:, 0].double().cpu().numpy()
-    return base, mixed
+        keys, logits = keys_and_logits(model, x)
+        base.append(F.log_softmax(logits[0].float(), -1).gather(-1, y[:, None])[:, 0].double().cpu())
+        d, v = store.search(keys[0], k)
+        dists.append(d.cpu())
+        hits.append((v == y[:, None]).cpu())
+    return {"base": torch.cat(base), "dist": torch.cat(dists), "hit": torch.cat(hits)}
 
 
-def evaluate(model, store: Datastore, ids, token_nbytes: np.ndarray, lmbda: float = 0.25, k: int = 1024,
-             temperature: float = 1.0, bins: int = 41) -> dict:
+def mix_target_logprobs(nb: dict, lmbda: float, temperature: float = 1.0) -> torch.Tensor:
+    """log p_mix(target) per token from `target_neighbours` output (same maths as `mixed_logprobs`)."""
+    w = (-nb["dist"] / temperature).softmax(-1).nan_to_num(0.0).double()
+    knn = (w * nb["hit"]).sum(-1).log()
+    return interpolate(nb["base"], knn, lmbda)
+
+
+def token_logprobs(model, store: Datastore, ids, lmbda: float = 0.25, k: int = 1024,
+                   temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(log p_LM, log p_mix) of every target ids[1:], windows as in `lmlab.eval.perplexity`."""
+    nb = target_neighbours(model, store, ids, k)
+    return nb["base"].numpy(), mix_target_logprobs(nb, lmbda, temperature).numpy()
+
+
+def per_token_report(base: np.ndarray, mixed: np.ndarray, nbytes: float, bins: int = 41) -> dict:
     """Perplexity with and without kNN, plus the critique's per-token view of the change."""
-    store.check_model(model)
-    ids = np.asarray(ids, dtype=np.int64)
-    if len(ids) < 2:
-        raise LmlabError("need at least two tokens to evaluate")
-    base, mixed = token_logprobs(model, store, ids, lmbda, k, temperature)
-    nbytes = float(token_nbytes[ids[1:]].sum())
     delta = mixed - base  # > 0: the kNN made this token more likely
-    lo = float(np.quantile(delta, 0.001)) if len(delta) else -1.0
-    hi = float(np.quantile(delta, 0.999)) if len(delta) else 1.0
+    lo, hi = (float(np.quantile(delta, 0.001)), float(np.quantile(delta, 0.999))) if len(delta) else (-1.0, 1.0)
     hist, edges = np.histogram(np.clip(delta, lo, hi), bins=bins, range=(lo, hi))
 
     def summary(lp):
@@ -255,8 +262,18 @@ def evaluate(model, store: Datastore, ids, token_nbytes: np.ndarray, lmbda: floa
             "frac_better": float((delta > 0).mean()), "frac_worse": float((delta < 0).mean()),
             "mean_gain_better": float(delta[delta > 0].mean()) if (delta > 0).any() else 0.0,
             "mean_loss_worse": float(delta[delta < 0].mean()) if (delta < 0).any() else 0.0,
-            "hist_counts": hist.tolist(), "hist_edges": edges.tolist(),
-            "lmbda": lmbda, "k": min(k, len(store)), "temperature": temperature, "entries": len(store)}
+            "hist_counts": hist.tolist(), "hist_edges": edges.tolist()}
+
+
+def evaluate(model, store: Datastore, ids, token_nbytes: np.ndarray, lmbda: float = 0.25, k: int = 1024,
+             temperature: float = 1.0, bins: int = 41) -> dict:
+    store.check_model(model)
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) < 2:
+        raise LmlabError("need at least two tokens to evaluate")
+    base, mixed = token_logprobs(model, store, ids, lmbda, k, temperature)
+    report = per_token_report(base, mixed, float(token_nbytes[ids[1:]].sum()), bins)
+    return {**report, "lmbda": lmbda, "k": min(k, len(store)), "temperature": temperature, "entries": len(store)}
 
 
 def entropy(logp: torch.Tensor) -> torch.Tensor:
