@@ -6,6 +6,7 @@ from lmlab import config
 from lmlab.config import ModelConfig
 from lmlab.infer.generate import generate
 from lmlab.model import Transformer
+from lmlab.model.hooks import hook_points
 from lmlab.train.checkpoint import load_model
 from lmlab.train.loop import train
 
@@ -110,3 +111,14 @@ def test_train_resume_load_generate(tmp_path, overrides):
     text = generate(model, tokenizer, "To be", max_new_tokens=40, temperature=0)
     assert text == generate(model, tokenizer, "To be", max_new_tokens=40, temperature=0)
     assert len(text) > 0
+
+
+def test_hook_names_and_bad_configs():
+    names = hook_points(make_model("AMF LF"))
+    assert {"blocks.0.attn.in", "blocks.0.ssm.out", "blocks.1.lmu.in", "blocks.1.ffn.out"} <= set(names)
+    for bad in (["model.pattern=AXF"], ["model.pattern=MF", "model.ssm_head_dim=7"], ["model.pattern=LF", "model.lmu_order=0"],
+                ["model.meta_tokens=-1"], ["model.meta_tokens=2", "model.meta_rate=1.0"]):
+        cfg = config.load("tiny", bad)
+        cfg.model.vocab_size = VOCAB
+        with pytest.raises(ValueError):
+            Transformer(cfg.model)

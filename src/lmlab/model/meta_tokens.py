@@ -72,6 +72,8 @@ class MetaAttention(nn.Module):
 class MetaTokens(nn.Module):
     def __init__(self, cfg):
         super().__init__()
+        if cfg.meta_tokens < 0:
+            raise ValueError(f"model.meta_tokens must be >= 0 (0 = off), got {cfg.meta_tokens}")
         if not 0.0 <= cfg.meta_rate < 1.0:
             raise ValueError(f"model.meta_rate must be in [0, 1), got {cfg.meta_rate}")
         self.vocab_size, self.count, self.rate = cfg.vocab_size, cfg.meta_tokens, cfg.meta_rate

@@ -56,6 +56,8 @@ def causal_fft_conv(u, H):
 class LMUMixer(nn.Module):
     def __init__(self, cfg):
         super().__init__()
+        if cfg.lmu_order < 1 or cfg.lmu_channels < 0 or cfg.lmu_theta < 0:
+            raise ValueError("model.lmu_order must be >= 1, model.lmu_channels and model.lmu_theta >= 0")
         self.q = cfg.lmu_order
         self.c = cfg.lmu_channels or max(1, cfg.d_model // 4)
         theta = cfg.lmu_theta or float(cfg.context)

@@ -77,6 +77,8 @@ def ssd_recurrent(x, dt, A, B, C, state=None):
 class SelectiveSSM(nn.Module):
     def __init__(self, cfg, chunk: int = 64):
         super().__init__()
+        if min(cfg.ssm_expand, cfg.ssm_state, cfg.ssm_head_dim, cfg.ssm_conv) < 1:
+            raise ValueError("model.ssm_expand, ssm_state, ssm_head_dim and ssm_conv must be at least 1")
         d_inner = cfg.ssm_expand * cfg.d_model
         if d_inner % cfg.ssm_head_dim:
             raise ValueError(f"model.ssm_expand*d_model ({d_inner}) must be divisible by model.ssm_head_dim ({cfg.ssm_head_dim})")
