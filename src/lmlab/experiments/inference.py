@@ -1,0 +1,280 @@
+"""Inference-time methods, measured: LM-Infinite, kNN-LM, layer voids, beam / conditional beam / ICN.
+
+    lmlab experiment inference [--out runs/infer] [--docs docs] [--parts lminfinite,knn,voids,decoding]
+
+Trains (or reuses) two small char-level models: one on tinyshakespeare (context 128) and one on
+synthetic passkey text; measures each part, saves the numbers as JSON under --out, and writes
+docs/inference.md with tables and PNG figures (docs/inference/*.png). `--render-only` redraws the
+report from saved JSON without measuring again.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import config as config_mod
+from ..errors import LmlabError
+
+NAME = "inference"
+HELP = "LM-Infinite, kNN-LM, layer voids, beam / conditional beam / in-context navigation, measured"
+
+PARTS = ("lminfinite", "knn", "voids", "decoding")
+MODEL = ["data.corpus=tinyshakespeare", "tokenizer.kind=char", "model.context=128", "model.n_layers=4",
+         "model.d_model=128", "model.n_heads=4", "train.max_steps=2000", "train.batch_size=16", "train.lr=3e-3",
+         "train.warmup_steps=100", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=1000",
+         "train.progress=false", "train.device=cpu"]
+PASSKEY_MODEL = ["tokenizer.kind=char", "model.context=128", "model.n_layers=2", "model.d_model=64",
+                 "model.n_heads=4", "train.max_steps=800", "train.batch_size=16", "train.lr=3e-3",
+                 "train.warmup_steps=50", "train.dtype=float32", "train.eval_every=400", "train.ckpt_every=400",
+                 "train.progress=false", "train.device=cpu"]
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", default="runs/infer", help="models, datastores and JSON results (default runs/infer)")
+    p.add_argument("--docs", default="docs", help="where inference.md and inference/*.png go")
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fair on a shared CPU)")
+    p.add_argument("--eval-tokens", type=int, default=20000, help="held-out tokens for perplexity-type figures")
+    p.add_argument("--knn-tokens", type=int, default=0, help="cap on datastore tokens (0 = the whole train split)")
+    p.add_argument("--render-only", action="store_true", help="write the report from saved JSON only")
+    p.add_argument("--quick", action="store_true", help="a smoke run: tiny models and a fraction of every measurement")
+
+
+# --- models ----------------------------------------------------------------------------------
+def _train_if_missing(run: Path, overrides: list[str], threads: int, echo=print):
+    from ..train.checkpoint import load_model
+    from ..train.loop import train
+
+    if not (run / "checkpoints" / "latest").is_file():
+        echo(f"training {run} ...")
+        cfg = config_mod.load(None, overrides + [f"train.threads={threads}"])
+        train(cfg, run, progress=False, echo=lambda *a: None)
+    return load_model(run)
+
+
+def _val_ids(cfg, tokenizer, corpus: str | None = None) -> np.ndarray:
+    from ..data.corpora import read_corpus
+    from ..data.shards import encode_documents, split, token_splits
+
+    if corpus is None:
+        return np.asarray(token_splits(cfg, tokenizer)[1], dtype=np.int64)
+    ids = encode_documents(read_corpus(corpus), tokenizer)
+    return np.asarray(split(ids, cfg.data.val_fraction, 2)[1], dtype=np.int64)
+
+
+def _train_ids(cfg, tokenizer, corpus: str | None = None) -> np.ndarray:
+    from ..data.corpora import read_corpus
+    from ..data.shards import encode_documents, split
+
+    ids = encode_documents(read_corpus(corpus or cfg.data.corpus), tokenizer)
+    return np.asarray(split(ids, cfg.data.val_fraction, 2)[0], dtype=np.int64)
+
+
+# --- parts -----------------------------------------------------------------------------------
+def measure_lminfinite(model, tokenizer, cfg, out: Path, args) -> dict:
+    from ..eval import passkey
+    from ..eval.long import decode_speed, evaluate_long
+
+    val = _val_ids(cfg, tokenizer)
+    res = {"long": evaluate_long(model, val, tokenizer.token_nbytes(), (1, 2, 4, 8), n_windows=2 if args.quick else 8,
+                                 n_global=10)}
+    speed = []
+    for m in (1, 8) if args.quick else (1, 2, 4, 8, 32):
+        L = m * model.cfg.context
+        v, i = [], []
+        for _ in range(1 if args.quick else 5):  # interleaved: machine load hits both alike
+            v.append(decode_speed(model, L, 64, "vanilla", repeats=1)["tok_per_s"])
+            i.append(decode_speed(model, L, 64, "lminfinite", 10, repeats=1)["tok_per_s"])
+        speed.append({"multiplier": m, "prompt_len": L, "vanilla": float(np.median(v)), "lminfinite": float(np.median(i)),
+                      "runs": len(v)})
+    res["speed"] = speed
+    corpus = out / "passkey.txt"
+    if not corpus.is_file():
+        corpus.write_text(passkey.corpus(4000, 300, seed=0), encoding="utf-8")
+    pk_model, pk_tok, _ = _train_if_missing(out / "passkey-char", PASSKEY_MODEL + [f"data.corpus={corpus}"]
+                                            + (["train.max_steps=10"] if args.quick else []), args.threads)
+    rows = []
+    for method in ("vanilla", "lminfinite"):
+        rows += passkey.evaluate(pk_model, pk_tok, [128, 256, 512, 1024], n_per_length=1 if args.quick else 8,
+                                 depths=(0.1, 0.5, 0.9),
+                                 method=method, n_global=10, seed=1)
+    res["passkey"] = rows
+    return res
+
+
+def measure_knn(model, tokenizer, cfg, out: Path, args) -> dict:
+    from ..infer import knnlm
+
+    res = {}
+    nbytes = tokenizer.token_nbytes()
+    for name, corpus in (("in-domain (tinyshakespeare)", None), ("new domain (english-prose)", "english-prose")):
+        store_dir = out / ("knn-shakespeare" if corpus is None else "knn-prose")
+        train = _train_ids(cfg, tokenizer, corpus)
+        if args.knn_tokens:
+            train = train[: args.knn_tokens + 1]
+        t0 = time.perf_counter()
+        if not store_dir.exists():
+            knnlm.build(model, train, store_dir, meta={"data": corpus or cfg.data.corpus, "split": "train"})
+        build_s = time.perf_counter() - t0
+        store = knnlm.Datastore.load(store_dir)
+        val = _val_ids(cfg, tokenizer, corpus)[: args.eval_tokens + 1]
+        t0 = time.perf_counter()
+        nb = knnlm.target_neighbours(model, store, val, k=1024)
+        search_s = time.perf_counter() - t0
+        byte_total = float(nbytes[val[1:]].sum())
+        grid = []
+        for temp in (1.0, 3.0, 10.0, 30.0):
+            for lmbda in (0.1, 0.25, 0.5):
+                mixed = knnlm.mix_target_logprobs(nb, lmbda, temp).numpy()
+                r = knnlm.per_token_report(nb["base"].numpy(), mixed, byte_total)
+                grid.append({"temperature": temp, "lmbda": lmbda, **r})
+        res[name] = {"entries": len(store), "index": store.meta["index"], "eval_tokens": len(val) - 1,
+                     "build_s": build_s, "search_s": search_s, "grid": grid}
+    # The critique's third measurement: entropy of p_kNN and p_LM as generated text grows.
+    store = knnlm.Datastore.load(out / "knn-shakespeare")
+    best = min(res["in-domain (tinyshakespeare)"]["grid"], key=lambda r: r["knn"]["loss"])
+    val = _val_ids(cfg, tokenizer)
+    rng = random.Random(0)
+    traces = []
+    for i in range(2 if args.quick else 6):
+        s = rng.randrange(0, len(val) - 64)
+        rec: list = []
+        knnlm.generate_ids(model, store, val[s:s + 32].tolist(), 64 if args.quick else 384, best["lmbda"], 1024, best["temperature"],
+                           temperature=1.0, seed=i, record=rec)
+        traces.append(rec)
+    res["entropy"] = {"lmbda": best["lmbda"], "temperature": best["temperature"], "samples": len(traces),
+                      "h_lm": np.mean([[r["h_lm"] for r in t] for t in traces], 0).tolist(),
+                      "h_knn": np.mean([[r["h_knn"] for r in t] for t in traces], 0).tolist()}
+    return res
+
+
+def _prompts(tokenizer, ids: np.ndarray, n: int, length: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        s = rng.randrange(0, len(ids) - length)
+        out.append(tokenizer.decode(ids[s:s + length].tolist()))
+    return out
+
+
+def measure_voids(model, tokenizer, cfg, out: Path, args) -> dict:
+    from ..eval.perplexity import evaluate_ids
+    from ..infer.generate import generate
+    from ..infer.voids import LayerVoids
+
+    val = _val_ids(cfg, tokenizer)[: args.eval_tokens + 1]
+    nbytes = tokenizer.token_nbytes()
+    res = {"alpha": 0.8, "quality": []}
+    for mode in ("detect", "last", "skip"):
+        with LayerVoids(model, 0.8, mode) as lv:
+            r = evaluate_ids(model, val, nbytes)
+        res["quality"].append({"mode": mode, "bpb": r["bpb"], "ppl": r["ppl"], "active_rate": lv.rates()["prompt"]})
+    prompts = _prompts(tokenizer, val, 4, 64, seed=3)
+    rates, speeds = [], {"plain": [], "voids": []}
+    for i, p in enumerate(prompts):
+        t0 = time.perf_counter()
+        generate(model, tokenizer, p, max_new_tokens=128, temperature=0.8, seed=i)
+        speeds["plain"].append(128 / (time.perf_counter() - t0))
+        with LayerVoids(model, 0.8, "last") as lv:
+            t0 = time.perf_counter()
+            generate(model, tokenizer, p, max_new_tokens=128, temperature=0.8, seed=i)
+            speeds["voids"].append(128 / (time.perf_counter() - t0))
+        rates.append(lv.rates())
+        if i == 0:  # one example for the heat map: tokens x layers, prompt then generation
+            res["heatmap"] = {"prompt_tokens": int(lv.records[0][1].shape[1]),
+                              "active": torch.cat([m[0] for _, m in lv.records]).int().tolist()}
+    res["rates"] = {ph: np.mean([r[ph] for r in rates], 0).tolist() for ph in ("prompt", "generation")}
+    res["speed"] = {k: float(np.median(v)) for k, v in speeds.items()}
+    return res
+
+
+def measure_decoding(model, tokenizer, cfg, out: Path, args) -> dict:
+    from ..eval import diversity
+    from ..infer import degeneracy
+    from ..infer.beam import beam_search
+    from ..infer.generate import generate
+    from ..infer.icn import navigate
+
+    train = _train_ids(cfg, tokenizer)
+    val = _val_ids(cfg, tokenizer)
+    clf, clf_stats = degeneracy.train_on_samples(model, tokenizer,
+                                                 _prompts(tokenizer, train, 3 if args.quick else 12, 48, seed=5),
+                                                 max_new_tokens=30 if args.quick else 100)
+    clf.save(out / "degeneracy.json")
+    attribute = degeneracy.attribute_fn(clf, tokenizer)
+    prompts = _prompts(tokenizer, val, 2 if args.quick else 12, 48, seed=7)
+    n, new = 4, 20 if args.quick else 100
+
+    def lp_per_token(prompt: str, text: str) -> float:
+        ids, cont = tokenizer.encode(prompt), tokenizer.encode(text)
+        if not cont:
+            return float("nan")
+        x = torch.tensor([(ids + cont)[-model.cfg.context:]])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(x)[0][0].float(), -1)
+        k = min(len(cont), x.shape[1] - 1)
+        tgt = x[0, -k:]
+        return float(lp[-k - 1:-1].gather(-1, tgt[:, None]).mean())
+
+    methods = {
+        "sampling (T=0.8)": lambda p: [generate(model, tokenizer, p, new, temperature=0.8, seed=s) for s in range(n)],
+        "greedy": lambda p: [generate(model, tokenizer, p, new, temperature=0)],
+        "beam 4": lambda p: [tokenizer.decode(h.ids) for h in beam_search(
+            model, tokenizer.encode(p), new, 4, eot_id=tokenizer.eot_id)[:n]],
+        "conditional beam 4": lambda p: [tokenizer.decode(h.ids) for h in beam_search(
+            model, tokenizer.encode(p), new, 4, eot_id=tokenizer.eot_id, attribute=attribute)[:n]],
+        "in-context navigation (4)": lambda p: [a.text for a in navigate(
+            model, tokenizer, p, n, new, stop=("\n\n",), explored_format="{answer}\n\n", ask_format="{question}")],
+    }
+    rows = []
+    for name, fn in methods.items():
+        t0 = time.perf_counter()
+        outs = [fn(p) for p in prompts]
+        secs = time.perf_counter() - t0
+        texts = [t for o in outs for t in o]
+        per_prompt = [diversity.summary(o) for o in outs]
+        rows.append({"method": name, "outputs": len(texts),
+                     "distinct_2_within_prompt": float(np.mean([s["distinct_2"] for s in per_prompt])),
+                     **{k: v for k, v in diversity.summary(texts).items() if k != "n"},
+                     "logprob_per_token": float(np.nanmean([lp_per_token(p, t) for p, o in zip(prompts, outs) for t in o])),
+                     "seconds": secs, "example": outs[0][0][:160]})
+    return {"classifier": clf_stats, "rows": rows, "prompt_example": prompts[0], "prompts": len(prompts),
+            "new_tokens": new}
+
+
+MEASURE = {"lminfinite": measure_lminfinite, "knn": measure_knn, "voids": measure_voids, "decoding": measure_decoding}
+
+
+def run(args) -> int:
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise LmlabError(f"unknown part(s) {', '.join(bad)}; valid: {', '.join(PARTS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    if not args.render_only:
+        torch.set_num_threads(args.threads)
+        model, tokenizer, cfg = _train_if_missing(out / "shakespeare-char", MODEL + (
+            ["train.max_steps=30", "model.n_layers=2", "model.d_model=64"] if args.quick else []), args.threads)
+        results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
+                              "torch": torch.__version__, "params": model.num_params()}
+        for part in parts:
+            print(f"measuring {part} ...")
+            t0 = time.perf_counter()
+            torch.manual_seed(0)
+            results[part] = MEASURE[part](model, tokenizer, cfg, out, args)
+            results[part]["wall_s"] = time.perf_counter() - t0
+            results_path.write_text(json.dumps(results, indent=1))
+    from .inference_report import write_report
+
+    path = write_report(results, Path(args.docs))
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,253 @@
+"""Write docs/inference.md and its PNGs from the JSON that `lmlab experiment inference` measured."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+USAGE = """\
+# Inference-time methods
+
+None of these needs retraining: each is an option of `lmlab generate` / `lmlab eval` and a
+function of the Python API. Facts from the papers are in `shared/PAPERS.md` sections 3, 4 and 8.
+
+| method | CLI | Python |
+|---|---|---|
+| LM-Infinite (Lambda mask, RoPE distance cap, middle-evicting KV cache) | `lmlab generate RUN --lm-infinite [--n-global 10 --n-local 0]`; `lmlab eval RUN --long`; `lmlab eval RUN --task passkey` | `lmlab.infer.lminfinite.lm_infinite(model, n_global, n_local)`, `.sample_ids`, `lmlab.eval.long.evaluate_long`, `lmlab.eval.passkey.evaluate` |
+| kNN-LM | `lmlab knn build RUN --data CORPUS -o STORE [--split train --index auto]`; `lmlab eval RUN --knn STORE --lmbda 0.25 --k 1024 --temperature T`; `lmlab generate RUN --knn STORE --lmbda L --k K --knn-temperature T` | `lmlab.infer.knnlm.build / Datastore.load / evaluate / generate_ids` |
+| layer voids (L2 adaptive computation) | `lmlab eval RUN --voids 0.8 --void-mode last`; `lmlab generate RUN --voids 0.8 [--void-mode detect/last/skip]` (rates on stderr) | `with lmlab.infer.voids.LayerVoids(model, alpha, mode) as lv: ...; lv.rates()` |
+| greedy / beam search | `lmlab generate RUN --temperature 0`; `--beam N [--length-penalty A]` | `lmlab.infer.beam.beam_search(model, ids, n, beam)` |
+| conditional beam search | `lmlab generate RUN --beam 4 --degeneracy CLASSIFIER.json [--attribute-weight 1]` | `lmlab.infer.degeneracy.train_on_samples`, `attribute_fn`, `beam_search(..., attribute=)` |
+| in-context navigation | `lmlab generate RUN --icn N` | `lmlab.infer.icn.navigate(model, tokenizer, prompt, n)` |
+
+Only one of these per `generate`/`eval` call. Speed is measured by
+`python benchmarks/decode_speed.py [RUN]` (JSON, LM-Infinite vs vanilla in the same run).
+
+## How each works here
+- **LM-Infinite** wraps the attention modules from outside (`enable`/`disable`, no model edit):
+  each query sees the first `n_global` tokens and the last `n_local` (default: the training
+  context); a global key farther than `n_local` is scored at distance exactly `n_local` (query
+  rotated by the cap, key unrotated). The cache keeps the globals plus a ring buffer of `n_local`
+  keys. While all keys are within `n_local` it runs the vanilla code path: identical logits (tested).
+- **kNN-LM**: key = input of the last block's FFN after its norm (`blocks.{L-1}.ffn.in`), value =
+  next token; one entry per target token; keys float16 on disk; faiss Flat (exact) up to 500k
+  entries, IVF-PQ (nlist = 4 sqrt(n), 8-bit PQ, nprobe 32) beyond; distances recomputed exactly
+  from the stored keys; `p = lambda p_kNN + (1 - lambda) p_LM` in log space (lambda = 0 is exactly
+  the LM, tested). A store is written under a temporary name and renamed: an interrupted build
+  leaves nothing behind (tested).
+- **Layer voids**: per token, `D_l = ||h_l|| - ||h_(l-1)||`; layer `l >= 2` is void if
+  `D_l < alpha (max_(k<l) D_k - min_(k<l) D_k)` (layer 1 has nothing to compare with: active).
+  `last` answers from the last non-void layer, `skip` drops void layers' updates. Every layer is
+  still computed (detection needs its output), so this saves no time.
+- **Conditional beam search** ranks beams by `log p(y<=t | x) + w log P(not degenerate | y<=t)`; the
+  classifier is a logistic regression on cheap text features of the prefix (repeated n-gram
+  rates, repeated suffix length, letters), trained on the model's own samples at temperatures
+  0-1.2, each labelled degenerate (empty, or > 30% repeated word trigrams) by its whole text.
+- **In-context navigation**: answer i is decoded greedily after the most likely first token that
+  no earlier answer started with, with the earlier answers placed in the context.
+"""
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _fig(path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return plt
+
+
+def _lminfinite(r: dict, figs: Path) -> str:
+    long = r["long"]
+    ctx = long["context"]
+    md = ["## LM-Infinite\n",
+          f"Model: char-level, trained on tinyshakespeare with context {ctx}; held-out text (validation split), "
+          f"{long['n_windows']} windows per length starting at the same places; n_global = {long['n_global']}, "
+          f"n_local = {long['n_local']}. Bits per byte over the whole window and over its last {ctx} tokens:\n"]
+    by = {(x["method"], x["multiplier"]): x for x in long["rows"]}
+    mults = sorted({x["multiplier"] for x in long["rows"]})
+    md.append(_table(["window", "vanilla bpb", "LM-Infinite bpb", f"vanilla bpb (last {ctx})",
+                      f"LM-Infinite bpb (last {ctx})"],
+                     [[f"{m}x ({m * ctx})", by["vanilla", m]["bpb"], by["lminfinite", m]["bpb"],
+                       by["vanilla", m]["bpb_last_context"], by["lminfinite", m]["bpb_last_context"]] for m in mults]))
+    plt = _fig(figs / "lminfinite_profile.png")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for method, label in (("vanilla", "vanilla"), ("lminfinite", "LM-Infinite")):
+        prof = long["profile"][method]
+        ax.plot([(p["start"] + p["end"]) / 2 for p in prof], [p["bpb"] for p in prof], marker="o", label=label)
+    ax.axvline(ctx, color="grey", ls="--", lw=1)
+    ax.text(ctx, ax.get_ylim()[1], " training length", va="top", fontsize=8, color="grey")
+    ax.set_xlabel("position in the window (tokens)")
+    ax.set_ylabel("bits per byte")
+    ax.set_title(f"Loss by position, {max(mults)}x-context windows")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(figs / "lminfinite_profile.png", dpi=90)
+    plt.close(fig)
+    md.append("\n![bpb vs position](inference/lminfinite_profile.png)\n")
+    md.append("\nDecoding speed (greedy, 64 new tokens after a prompt of the given length, prefill not timed; "
+              f"median of {r['speed'][0].get('runs', 5)} interleaved runs, same model and run):\n")
+    md.append(_table(["prompt", "vanilla tok/s", "LM-Infinite tok/s", "speed-up"],
+                     [[f"{s['multiplier']}x ({s['prompt_len']})", s["vanilla"], s["lminfinite"],
+                       s["lminfinite"] / s["vanilla"]] for s in r["speed"]]))
+    pk = r.get("passkey")
+    if pk:
+        md.append("\nPasskey retrieval (a 2-layer char model trained on passkey text of at most ~300 characters, "
+                  "i.e. the key within its 128-token context; greedy; exact-match accuracy / digit accuracy over "
+                  "8 keys per cell; depth = where the key sits):\n")
+        lengths = sorted({x["length"] for x in pk})
+        depths = sorted({x["depth"] for x in pk})
+        cell = {(x["method"], x["length"], x["depth"]): x for x in pk}
+        rows = []
+        for method in ("vanilla", "lminfinite"):
+            for d in depths:
+                rows.append([method, d] + [f"{cell[method, L, d]['accuracy']:.2f} / {cell[method, L, d]['digit_accuracy']:.2f}"
+                                           for L in lengths])
+        md.append(_table(["method", "depth"] + [f"{L} tokens" for L in lengths], rows))
+    return "\n".join(md)
+
+
+def _knn(r: dict, figs: Path) -> str:
+    md = ["## kNN-LM\n",
+          "Same tinyshakespeare model. Datastores from the *training* split of each corpus, evaluated on the "
+          "held-out split; k = 1024. Perplexity is per character token. `better`/`worse` = fraction of "
+          "tokens whose log-probability rose/fell with kNN (the critique's first measurement).\n"]
+    rows = []
+    for name, v in r.items():
+        if not isinstance(v, dict) or "grid" not in v:
+            continue
+        g = {(x["temperature"], x["lmbda"]): x for x in v["grid"]}
+        best = min(v["grid"], key=lambda x: x["knn"]["loss"])
+        for key, label in (((1.0, 0.25), "paper default"), ((best["temperature"], best["lmbda"]), "best on this text")):
+            x = g[key]
+            rows.append([name, f"{v['entries']:,} ({v['index']})", label, key[0], key[1], x["base"]["ppl"],
+                         x["knn"]["ppl"], x["base"]["bpb"], x["knn"]["bpb"], x["frac_better"], x["frac_worse"]])
+    md.append(_table(["datastore", "entries (index)", "setting", "T", "lambda", "ppl LM", "ppl kNN-LM",
+                      "bpb LM", "bpb kNN-LM", "better", "worse"], rows))
+    md.append("\nThe best setting was picked on the same held-out text it is reported on (a 12-point grid "
+              "T in {1, 3, 10, 30} x lambda in {0.1, 0.25, 0.5}), so it is optimistic; the paper default is not tuned.\n")
+    timing = [[n, f"{v['build_s']:.0f}", f"{v['search_s']:.0f}", v["eval_tokens"]] for n, v in r.items()
+              if isinstance(v, dict) and "grid" in v]
+    md.append(_table(["datastore", "build s (0 = reused)", "search s", "eval tokens"], timing))
+    name = next(n for n, v in r.items() if isinstance(v, dict) and "grid" in v)
+    best = min(r[name]["grid"], key=lambda x: x["knn"]["loss"])
+    plt = _fig(figs / "knn_token_changes.png")
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    edges = np.array(best["hist_edges"])
+    ax.bar((edges[:-1] + edges[1:]) / 2, best["hist_counts"], width=np.diff(edges), color="tab:blue")
+    ax.axvline(0, color="black", lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("log p(kNN-LM) - log p(LM) per token (nats)")
+    ax.set_ylabel("tokens")
+    ax.set_title(f"{name}: T={best['temperature']}, lambda={best['lmbda']}")
+    fig.tight_layout()
+    fig.savefig(figs / "knn_token_changes.png", dpi=90)
+    plt.close(fig)
+    md.append("\nPer-token change (second measurement), best in-domain setting:\n\n"
+              "![per-token change histogram](inference/knn_token_changes.png)\n")
+    ent = r.get("entropy")
+    if ent:
+        h_lm, h_knn = np.array(ent["h_lm"]), np.array(ent["h_knn"])
+        plt = _fig(figs / "knn_entropy.png")
+        fig, ax = plt.subplots(figsize=(6.4, 3.4))
+        w = 16
+        smooth = lambda a: np.convolve(a, np.ones(w) / w, mode="valid")
+        xs = np.arange(len(smooth(h_lm))) + w / 2
+        ax.plot(xs, smooth(h_lm), label="p_LM")
+        ax.plot(xs, smooth(h_knn), label="p_kNN (retrieval)")
+        ax.set_xlabel("position in generated text (tokens)")
+        ax.set_ylabel("entropy (nats)")
+        ax.set_title("Entropy while sampling from the kNN-LM")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(figs / "knn_entropy.png", dpi=90)
+        plt.close(fig)
+        q = len(h_lm) // 4
+        md.append(f"\nThird measurement: entropy of the retrieval distribution and of the LM while sampling "
+                  f"(T = 1) from the kNN-LM (lambda {ent['lmbda']}, kNN temperature {ent['temperature']}), "
+                  f"mean of {ent.get('samples', 6)} samples of {len(h_lm)} tokens after 32-token held-out prompts "
+                  f"(the model's context is 128: later tokens slide the window):\n\n")
+        md.append(_table(["tokens", "H(p_LM)", "H(p_kNN)"],
+                         [[f"{i * q}-{(i + 1) * q}", float(h_lm[i * q:(i + 1) * q].mean()),
+                           float(h_knn[i * q:(i + 1) * q].mean())] for i in range(4)]))
+        md.append("\n![entropy vs position](inference/knn_entropy.png)\n")
+    return "\n".join(md)
+
+
+def _voids(r: dict, figs: Path) -> str:
+    md = [f"## Layer voids (alpha = {r['alpha']})\n",
+          "Same tinyshakespeare model (4 layers), held-out text. `detect` leaves the output alone (the baseline).\n"]
+    md.append(_table(["mode", "bpb", "ppl", "active rate per layer (prompt)"],
+                     [[q["mode"], q["bpb"], q["ppl"], ", ".join(f"{a:.2f}" for a in q["active_rate"])]
+                      for q in r["quality"]]))
+    md.append("\nActive-layer rate per phase (4 prompts of 64 tokens, 128 sampled tokens each):\n")
+    md.append(_table(["phase"] + [f"layer {i + 1}" for i in range(len(r["rates"]["prompt"]))],
+                     [[ph] + list(r["rates"][ph]) for ph in ("prompt", "generation")]))
+    md.append(f"\nGeneration speed: {r['speed']['plain']:.0f} tok/s plain, {r['speed']['voids']:.0f} tok/s with "
+              f"void tracking (`last` mode): every layer is still computed, the hooks only add work.\n")
+    hm = r.get("heatmap")
+    if hm:
+        a = np.array(hm["active"]).T
+        plt = _fig(figs / "voids_heatmap.png")
+        fig, ax = plt.subplots(figsize=(7.5, 2.2))
+        ax.imshow(a, aspect="auto", cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
+        ax.axvline(hm["prompt_tokens"] - 0.5, color="tab:red", lw=1.5)
+        ax.set_yticks(range(a.shape[0]), [f"layer {i + 1}" for i in range(a.shape[0])])
+        ax.set_xlabel("token (prompt | generation); black = active, white = void")
+        fig.tight_layout()
+        fig.savefig(figs / "voids_heatmap.png", dpi=90)
+        plt.close(fig)
+        md.append("\n![active layers per token](inference/voids_heatmap.png)\n")
+    return "\n".join(md)
+
+
+def _decoding(r: dict) -> str:
+    c = r["classifier"]
+    md = ["## Beam, conditional beam and in-context navigation\n",
+          f"Same model; {r.get('prompts', 12)} held-out 48-character prompts, {r.get('new_tokens', 100)} new tokens. "
+          f"Degeneracy classifier: "
+          f"{c['samples']} own samples ({c['degenerate_samples']:.0%} degenerate), {c['examples']} prefixes, "
+          f"training accuracy {c['train_accuracy']:.2f}. distinct-n pools all outputs; "
+          f"'distinct-2 per prompt' pools the outputs of one prompt (diversity among answers); "
+          f"rep-n = repeated word n-grams within an output; log p = mean per-token log-probability under the model.\n"]
+    md.append(_table(["method", "outputs", "distinct-1", "distinct-2", "distinct-2 per prompt", "rep-2", "rep-4",
+                      "degenerate", "log p / token", "seconds"],
+                     [[x["method"], x["outputs"], x["distinct_1"], x["distinct_2"], x["distinct_2_within_prompt"],
+                       x["rep_2"], x["rep_4"], x["degenerate"], x["logprob_per_token"], x["seconds"]]
+                      for x in r["rows"]]))
+    md.append("\nFirst output for the first prompt (`" + r["prompt_example"].replace("\n", "⏎") + "`):\n")
+    for x in r["rows"]:
+        md.append(f"- {x['method']}: `{x['example'].replace(chr(10), '⏎').replace('`', chr(39))}`")
+    return "\n".join(md) + "\n"
+
+
+def write_report(results: dict, docs: Path) -> Path:
+    figs = docs / "inference"
+    parts = [USAGE]
+    if "machine" in results:
+        m = results["machine"]
+        parts.append(f"## Measurements\n\nRegenerate everything (trains two small models if absent, ~1 h on a "
+                     f"shared 2-core CPU): `nice lmlab experiment inference` (or `--parts knn` etc.; "
+                     f"`--render-only` redraws this page from `runs/infer/results.json`). "
+                     f"Measured on {m['cpu']}, {m['threads']} thread(s), torch {m['torch']}; the main model has "
+                     f"{m['params']:,} parameters.\n")
+    if "lminfinite" in results:
+        parts.append(_lminfinite(results["lminfinite"], figs))
+    if "knn" in results:
+        parts.append(_knn(results["knn"], figs))
+    if "voids" in results:
+        parts.append(_voids(results["voids"], figs))
+    if "decoding" in results:
+        parts.append(_decoding(results["decoding"]))
+    docs.mkdir(parents=True, exist_ok=True)
+    path = docs / "inference.md"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
