@@ -32,6 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--vocabs", default="8192,16384,32768", help="vocabulary sizes of the sweep")
     p.add_argument("--transitions", default="0.25,0.5,0.75,0.9",
                    help="transition points t as fractions of the vocabulary size")
+    p.add_argument("--sweep-extra", action="append", default=[], metavar="CORPUS",
+                   help="repeat the sweep with all of CORPUS added to the training text (repeatable)")
     p.add_argument("--lm-corpus", action="append", default=[],
                    help="corpus for the LM comparison (repeatable; default: --corpus)")
     p.add_argument("--lm-vocab", type=int, default=8192, help="vocabulary size of both LMs' tokenizers")
@@ -39,6 +41,8 @@ def add_arguments(p) -> None:
                    help="SuperBPE t for the LMs as a fraction of --lm-vocab (0 = best of the sweep)")
     p.add_argument("--lm-context", type=int, default=128, help="BPE model context in tokens")
     p.add_argument("--lm-steps", type=int, default=400)
+    p.add_argument("--lm-epochs", type=float, default=0.0,
+                   help="instead of --lm-steps: as many steps as this many passes over the training text")
     p.add_argument("--lm-batch", type=int, default=16)
     p.add_argument("--lm-layers", type=int, default=4)
     p.add_argument("--lm-d", type=int, default=128)
@@ -46,6 +50,8 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", help="device for the LMs (auto, cpu, cuda)")
     p.add_argument("--skip-sweep", action="store_true")
     p.add_argument("--skip-lm", action="store_true")
+    p.add_argument("--reuse", action="store_true",
+                   help="keep the sweeps (with --skip-sweep) or LMs (with --skip-lm) of OUT/results.json")
     p.add_argument("--out", default="runs/superbpe", help="output directory (default runs/superbpe)")
     p.add_argument("--doc", default="", help="write the markdown report here (PNG beside it)")
     p.add_argument("--command", default="", help="the regenerating command quoted in the report")
@@ -127,14 +133,14 @@ def best_fraction(rows: list[dict], vocab: int) -> float | None:
 
 
 # --- 2. LMs -----------------------------------------------------------------------------------
-def lm_overrides(args, tok_dir: Path, corpus_file: Path, context: int) -> list[str]:
+def lm_overrides(args, tok_dir: Path, corpus_file: Path, context: int, steps: int) -> list[str]:
     return [
         f"model.n_layers={args.lm_layers}", f"model.d_model={args.lm_d}", f"model.n_heads={max(1, args.lm_d // 32)}",
         f"model.context={context}", f"tokenizer.path={tok_dir}", f"data.corpus={corpus_file}",
-        "data.val_fraction=0.05", f"train.max_steps={args.lm_steps}", f"train.batch_size={args.lm_batch}",
-        f"train.lr={args.lm_lr}", f"train.min_lr={args.lm_lr / 10}", f"train.warmup_steps={max(1, args.lm_steps // 20)}",
-        f"train.eval_every={max(1, args.lm_steps // 8)}", "train.eval_batches=8",
-        f"train.ckpt_every={args.lm_steps}", f"train.device={args.device}", "train.progress=false",
+        "data.val_fraction=0.05", f"train.max_steps={steps}", f"train.batch_size={args.lm_batch}",
+        f"train.lr={args.lm_lr}", f"train.min_lr={args.lm_lr / 10}", f"train.warmup_steps={max(1, steps // 20)}",
+        f"train.eval_every={max(1, steps // 10)}", "train.eval_batches=8",
+        f"train.ckpt_every={steps}", f"train.device={args.device}", "train.progress=false",
         "train.seed=1337",
     ]
 
@@ -169,18 +175,22 @@ def compare_lms(args, corpus: str, rows: list[dict], out: Path, log=print) -> di
     bpt = {k: bytes_per_token(tok, train_text) for k, tok in toks.items()}
     contexts = {"bpe": args.lm_context,
                 "superbpe": max(8, int(round(args.lm_context * bpt["bpe"] / bpt["superbpe"])))}
-    result = {"corpus": corpus, "train_bytes": len(train_text.encode()), "held_out_bytes": len(held_text.encode()),
-              "transition": t, "models": {}}
+    train_bytes = len(train_text.encode())
+    steps = args.lm_steps
+    if args.lm_epochs > 0:
+        steps = max(1, math.ceil(args.lm_epochs * train_bytes / (args.lm_batch * args.lm_context * bpt["bpe"])))
+    result = {"corpus": corpus, "train_bytes": train_bytes, "held_out_bytes": len(held_text.encode()),
+              "transition": t, "steps": steps, "models": {}}
     for kind, tok in toks.items():
         tok_dir, run_dir = base / f"tokenizer-{kind}", base / f"run-{kind}"
         tok.save(tok_dir)
-        cfg = config_mod.load("tiny", lm_overrides(args, tok_dir, corpus_file, contexts[kind]))
+        cfg = config_mod.load("tiny", lm_overrides(args, tok_dir, corpus_file, contexts[kind], steps))
         if run_dir.exists():
             import shutil
 
             shutil.rmtree(run_dir)
         log(f"LM on {corpus} with {kind}: context {contexts[kind]} tokens "
-            f"(~{contexts[kind] * bpt[kind]:.0f} bytes), {args.lm_steps} steps")
+            f"(~{contexts[kind] * bpt[kind]:.0f} bytes), {steps} steps")
         t0 = time.perf_counter()
         final = train(cfg, run_dir, echo=lambda *a: None)
         seconds = time.perf_counter() - t0
@@ -192,7 +202,7 @@ def compare_lms(args, corpus: str, rows: list[dict], out: Path, log=print) -> di
             "context_bytes": contexts[kind] * bpt[kind], "params": final.get("params"),
             "held_out_bpb": held["bpb"], "held_out_tokens": held["tokens"], "held_out_bytes": held["bytes"],
             "val_bpb": final.get("val_bpb"), "train_seconds": seconds, "curve": curve,
-            "bytes_seen": args.lm_steps * args.lm_batch * contexts[kind] * bpt[kind],
+            "bytes_seen": steps * args.lm_batch * contexts[kind] * bpt[kind],
         }
         log(f"  held-out {held['bpb']:.4f} bits/byte over {held['bytes']} bytes ({seconds:.0f} s)")
     return result
@@ -205,24 +215,27 @@ def plot(results: dict, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lms = results.get("lm", [])
-    fig, axes = plt.subplots(1, 1 + len(lms), figsize=(5.5 * (1 + len(lms)), 4))
+    lms, sweeps = results.get("lm", []), results.get("sweeps", [])
+    n = max(1, len(sweeps) + len(lms))
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2))
     axes = np.atleast_1d(axes)
-    ax = axes[0]
-    rows = results.get("sweep", [])
-    for i, vocab in enumerate(sorted({r["vocab"] for r in rows})):
-        color = f"C{i}"
-        base = [r for r in rows if r["vocab"] == vocab and r["kind"] == "bpe"]
-        sup = sorted((r for r in rows if r["vocab"] == vocab and r["kind"] == "superbpe"), key=lambda r: r["transition"])
-        ax.plot([r["transition"] / vocab for r in sup], [r["bytes_per_token"] for r in sup], "o-", color=color,
-                label=f"SuperBPE {vocab // 1024}k")
-        if base:
-            ax.axhline(base[0]["bytes_per_token"], color=color, ls="--", label=f"BPE {vocab // 1024}k")
-    ax.set_xlabel("transition t / vocabulary size")
-    ax.set_ylabel("held-out bytes per token")
-    ax.set_title(f"{results.get('corpus', '')}: encoding efficiency")
-    ax.legend(fontsize=7)
-    for ax, lm in zip(axes[1:], lms):
+    for ax, sw in zip(axes, sweeps):
+        rows = sw["rows"]
+        for i, vocab in enumerate(sorted({r["vocab"] for r in rows})):
+            color = f"C{i}"
+            base = [r for r in rows if r["vocab"] == vocab and r["kind"] == "bpe"]
+            sup = sorted((r for r in rows if r["vocab"] == vocab and r["kind"] == "superbpe"),
+                         key=lambda r: r["transition"])
+            ax.plot([r["transition"] / vocab for r in sup], [r["bytes_per_token"] for r in sup], "o-",
+                    color=color, label=f"SuperBPE {vocab // 1024}k")
+            if base:
+                ax.axhline(base[0]["bytes_per_token"], color=color, ls="--",
+                           label=f"BPE {vocab // 1024}k ({base[0]['vocab_reached']} ids)")
+        ax.set_xlabel("transition t / vocabulary size")
+        ax.set_ylabel(f"bytes per token, held-out {results.get('corpus', '')}")
+        ax.set_title(f"trained on {sw['train']}", fontsize=9)
+        ax.legend(fontsize=7)
+    for ax, lm in zip(axes[len(sweeps):], lms):
         for kind, m in lm["models"].items():
             steps = [c["step"] for c in m["curve"]]
             ax.plot(steps, [c["val_bpb"] for c in m["curve"]], "o-",
@@ -255,12 +268,13 @@ def report(results: dict, png_name: str, command: str) -> str:
         f"Corpus: `{results.get('corpus')}`, every document split into its first "
         f"{1 - results.get('held_out', 0.15):.0%} (training text, {results.get('train_bytes', 0):,} bytes) "
         f"and its last {results.get('held_out', 0.15):.0%} (held-out text, {results.get('held_out_bytes', 0):,} bytes).",
-        f"Measured on: {results.get('machine', '?')}.",
+        f"Sweeps measured on: {results.get('machine', '?')}; LMs trained on: {results.get('lm_machine', '?')}.",
         "",
     ]
-    rows = results.get("sweep", [])
-    if rows:
-        lines += ["## Bytes per token on held-out text", "",
+    for sw in results.get("sweeps", []):
+        rows = sw["rows"]
+        lines += [f"## Bytes per token on held-out text, tokenizers trained on {sw['train']} "
+                  f"({sw['train_bytes']:,} bytes)", "",
                   "| vocab | tokenizer | t | ids reached | bytes/token | fewer tokens than BPE | superword tokens | "
                   "train s (HF BPE / stage 1 + stage 2) | stage 2 / HF BPE |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -283,7 +297,7 @@ def report(results: dict, png_name: str, command: str) -> str:
         m = lm["models"]
         lines += [f"## Two LMs on `{lm['corpus']}`", "",
                   f"Identical models ({results['lm_setup']}), same training text ({lm['train_bytes']:,} bytes), "
-                  f"same steps and batch, contexts matched in bytes; SuperBPE t = {lm['transition']}. Held-out "
+                  f"{lm['steps']} steps for both, contexts matched in bytes; SuperBPE t = {lm['transition']}. Held-out "
                   f"bits per byte cover every byte of the held-out text ({lm['held_out_bytes']:,} bytes).", "",
                   "| tokenizer | vocab | bytes/token (train) | context tokens | context bytes | bytes seen | "
                   "held-out bits/byte | held-out tokens | last val bits/byte | train s |",
@@ -317,15 +331,36 @@ def run(args) -> int:
     if any(not 0 < f <= 1 for f in fractions):
         raise LmlabError("--transitions are fractions of the vocabulary size, in (0, 1]")
     results = {"corpus": args.corpus, "held_out": args.held_out, "machine": machine(),
-               "lm_setup": f"{args.lm_layers} layers, d_model {args.lm_d}, {args.lm_steps} steps of "
-                           f"batch {args.lm_batch}, lr {args.lm_lr}, device {args.device}"}
+               "lm_setup": f"{args.lm_layers} layers, d_model {args.lm_d}, batch {args.lm_batch}, lr {args.lm_lr}, "
+                           + (f"{args.lm_epochs:g} epochs" if args.lm_epochs > 0 else f"{args.lm_steps} steps")}
     train_text, held_text = split_corpus(args.corpus, args.held_out)
     results["train_bytes"], results["held_out_bytes"] = len(train_text.encode()), len(held_text.encode())
-    if not args.skip_sweep:
-        results["sweep"] = sweep(train_text, held_text, vocabs, fractions)
-    if not args.skip_lm:
-        rows = results.get("sweep", [])
+    previous = {}
+    if args.reuse and (out / "results.json").is_file():
+        previous = json.loads((out / "results.json").read_text())
+    if args.skip_sweep:
+        results["sweeps"] = previous.get("sweeps", [])
+    else:
+        results["sweeps"] = [{"train": f"{args.corpus} (training part)", "train_bytes": results["train_bytes"],
+                              "rows": sweep(train_text, held_text, vocabs, fractions)}]
+        for extra in args.sweep_extra:
+            from ..data.corpora import read_corpus
+
+            text = train_text + "".join(d.text for d in read_corpus(extra))
+            results["sweeps"].append({"train": f"{args.corpus} (training part) + all of {extra}",
+                                      "train_bytes": len(text.encode()),
+                                      "rows": sweep(text, held_text, vocabs, fractions)})
+    if args.skip_lm:
+        results["lm"] = previous.get("lm", [])
+        if previous.get("lm_setup"):
+            results["lm_setup"] = previous["lm_setup"]
+        results["lm_machine"] = previous.get("lm_machine", results["machine"])
+    else:
+        rows = results["sweeps"][0]["rows"] if results["sweeps"] else []
         results["lm"] = [compare_lms(args, c, rows, out) for c in (args.lm_corpus or [args.corpus])]
+        results["lm_machine"] = results["machine"]
+    if args.skip_sweep and previous.get("machine"):
+        results["machine"] = previous["machine"]
     (out / "results.json").write_text(json.dumps(results, indent=1))
     if args.doc:
         doc = Path(args.doc)
