@@ -91,3 +91,17 @@ def test_degeneracy_classifier_learns_repetition(tmp_path):
     assert torch.equal(degeneracy.DegeneracyClassifier.load(tmp_path / "c.json").weight, clf.weight)
     with pytest.raises(LmlabError, match="both kinds"):
         degeneracy.DegeneracyClassifier().fit(*degeneracy.training_set(good))
+
+
+def test_cli_beam_one_is_greedy_and_icn(tiny_run, capsys):
+    from lmlab.cli import main
+    args = ["generate", str(tiny_run), "--prompt", "ROMEO:", "--max-new-tokens", "30"]
+    assert main(args + ["--temperature", "0"]) == 0
+    greedy = capsys.readouterr().out
+    assert main(args + ["--beam", "1"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == greedy.rstrip("\n")
+    assert main(args + ["--icn", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line[:3] for line in lines] == ["1. ", "2. ", "3. "]
+    assert main(args + ["--degeneracy", "x.json"]) == 2
+    assert "--beam" in capsys.readouterr().err

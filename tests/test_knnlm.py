@@ -123,3 +123,19 @@ def test_errors():
         knnlm.interpolate(torch.zeros(2), torch.zeros(2), 1.5)
     with pytest.raises(LmlabError, match="not a kNN datastore"):
         knnlm.Datastore.load("/nonexistent")
+
+
+def test_cli_build_and_eval(tiny_run, tmp_path, capsys):
+    from lmlab.cli import main
+    store = tmp_path / "store"
+    assert main(["knn", "build", str(tiny_run), "--data", "tinyshakespeare", "-o", str(store),
+                 "--max-tokens", "3000"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["entries"] == 3000 and built["index"] == "flat"
+    assert main(["eval", str(tiny_run), "--knn", str(store), "--lmbda", "0", "--k", "16", "--max-tokens", "300"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["knn"]["loss"] == r["base"]["loss"] and r["tokens"] == 300
+    assert main(["eval", str(tiny_run), "--max-tokens", "300"]) == 0
+    assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(r["base"]["loss"], rel=1e-6)
+    assert main(["knn", "build", str(tiny_run), "--data", "tinyshakespeare", "-o", str(store)]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -133,3 +133,17 @@ def test_lminfinite_sampling_runs_past_the_context_with_a_long_prompt():
         logits = model(torch.tensor([prompt + greedy]))[0][0]
     assert greedy == logits[len(prompt) - 1:-1].argmax(-1).tolist()
     assert len(list(lminfinite.sample_ids(model, prompt, 5, temperature=1.0, seed=3))) == 5
+
+
+def test_cli_long_eval_and_generation(tiny_run, capsys):
+    import json
+    from lmlab.cli import main
+    assert main(["eval", str(tiny_run), "--long", "--multipliers", "1,2", "--n-windows", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["method"], r["multiplier"]) for r in rows] == [("vanilla", 1), ("vanilla", 2), ("lminfinite", 1),
+                                                               ("lminfinite", 2)]
+    assert main(["generate", str(tiny_run), "--prompt", "ROMEO:", "--lm-infinite", "--max-new-tokens", "100",
+                 "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+    assert main(["generate", str(tiny_run), "--prompt", "A", "--lm-infinite", "--beam", "2"]) == 2
+    assert "choose one of" in capsys.readouterr().err
