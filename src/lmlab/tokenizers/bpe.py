@@ -207,10 +207,12 @@ class ByteLevelBPE:
 
     # --- internals --------------------------------------------------------------------------
     def _encode_valid(self, text: str) -> list[int]:
-        if len(text) <= PIECE_CHARS:
-            return self.hf.encode(text, add_special_tokens=False).ids
+        # encode_batch_fast skips offsets, which we never use; pieces run in parallel.
+        encs = self.hf.encode_batch_fast(safe_pieces(text), add_special_tokens=False)
+        if len(encs) == 1:
+            return encs[0].ids
         out: list[int] = []
-        for enc in self.hf.encode_batch(safe_pieces(text), add_special_tokens=False):
+        for enc in encs:
             out.extend(enc.ids)
         return out
 
