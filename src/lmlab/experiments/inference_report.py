@@ -31,7 +31,7 @@ Only one of these per `generate`/`eval` call. Speed is measured by
   keys. While all keys are within `n_local` it runs the vanilla code path: identical logits (tested).
 - **kNN-LM**: key = input of the last block's FFN after its norm (`blocks.{L-1}.ffn.in`), value =
   next token; one entry per target token; keys float16 on disk; faiss Flat (exact) up to 500k
-  entries, IVF-PQ (nlist = 4 sqrt(n), 8-bit PQ, nprobe 32) beyond; distances recomputed exactly
+  entries, IVF-PQ (nlist = sqrt(n), d/4 sub-quantizers of 8 bits, nprobe 32) beyond; distances recomputed exactly
   from the stored keys; `p = lambda p_kNN + (1 - lambda) p_LM` in log space (lambda = 0 is exactly
   the LM, tested). A store is written under a temporary name and renamed: an interrupted build
   leaves nothing behind (tested).
@@ -188,7 +188,7 @@ def _voids(r: dict, figs: Path) -> str:
     md.append(_table(["mode", "bpb", "ppl", "active rate per layer (prompt)"],
                      [[q["mode"], q["bpb"], q["ppl"], ", ".join(f"{a:.2f}" for a in q["active_rate"])]
                       for q in r["quality"]]))
-    md.append("\nActive-layer rate per phase (4 prompts of 64 tokens, 128 sampled tokens each):\n")
+    md.append("\nActive-layer rate per phase (4 held-out prompts of 32 tokens, up to 96 sampled tokens each, T = 0.8):\n")
     md.append(_table(["phase"] + [f"layer {i + 1}" for i in range(len(r["rates"]["prompt"]))],
                      [[ph] + list(r["rates"][ph]) for ph in ("prompt", "generation")]))
     md.append(f"\nGeneration speed: {r['speed']['plain']:.0f} tok/s plain, {r['speed']['voids']:.0f} tok/s with "

@@ -87,11 +87,11 @@ def _make_index(keys: np.ndarray, kind: str, seed: int = 0):
     if kind == "flat":
         index = faiss.IndexFlatL2(d)
     else:
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+        nlist = max(1, min(int(math.sqrt(n)), n // 40))  # faiss wants >= 39 training points per list
         m = next(m for m in (d // 4, d // 8, d // 2, d, 1) if m >= 1 and d % m == 0)
         index = faiss.IndexIVFPQ(faiss.IndexFlatL2(d), d, nlist, m, 8)
         rng = np.random.default_rng(seed)
-        sample = keys[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+        sample = keys[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))]
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         index.nprobe = min(32, nlist)
     for i in range(0, n, 65536):
