@@ -357,8 +357,10 @@ def run(args) -> int:
         results["lm_machine"] = previous.get("lm_machine", results["machine"])
     else:
         rows = results["sweeps"][0]["rows"] if results["sweeps"] else []
-        results["lm"] = [compare_lms(args, c, rows, out) for c in (args.lm_corpus or [args.corpus])]
-        results["lm_machine"] = results["machine"]
+        results["lm"], results["lm_machine"] = [], results["machine"]
+        for corpus in args.lm_corpus or [args.corpus]:
+            results["lm"].append(compare_lms(args, corpus, rows, out))
+            (out / "results.json").write_text(json.dumps(results, indent=1))  # keep what is done
     if args.skip_sweep and previous.get("machine"):
         results["machine"] = previous["machine"]
     (out / "results.json").write_text(json.dumps(results, indent=1))
