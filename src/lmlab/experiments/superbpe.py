@@ -34,15 +34,17 @@ def add_arguments(p) -> None:
                    help="transition points t as fractions of the vocabulary size")
     p.add_argument("--sweep-extra", action="append", default=[], metavar="CORPUS",
                    help="repeat the sweep with all of CORPUS added to the training text (repeatable)")
-    p.add_argument("--lm-corpus", action="append", default=[],
-                   help="corpus for the LM comparison (repeatable; default: --corpus)")
+    p.add_argument("--lm-corpus", action="append", default=[], metavar="CORPUS[:EPOCHS,...]",
+                   help="corpus for the LM comparison, optionally with its own epoch counts "
+                        "(repeatable; default: --corpus)")
     p.add_argument("--lm-vocab", type=int, default=8192, help="vocabulary size of both LMs' tokenizers")
-    p.add_argument("--lm-transition", type=float, default=0.0,
-                   help="SuperBPE t for the LMs as a fraction of --lm-vocab (0 = best of the sweep)")
+    p.add_argument("--lm-transition", default="",
+                   help="SuperBPE t values for the LMs, fractions of --lm-vocab (default: best of the sweep)")
     p.add_argument("--lm-context", type=int, default=128, help="BPE model context in tokens")
     p.add_argument("--lm-steps", type=int, default=400)
-    p.add_argument("--lm-epochs", type=float, default=0.0,
-                   help="instead of --lm-steps: as many steps as this many passes over the training text")
+    p.add_argument("--lm-epochs", default="",
+                   help="instead of --lm-steps: as many steps as this many passes over the training text "
+                        "(comma-separated: one pair of runs per value)")
     p.add_argument("--lm-batch", type=int, default=16)
     p.add_argument("--lm-layers", type=int, default=4)
     p.add_argument("--lm-d", type=int, default=128)
@@ -52,6 +54,8 @@ def add_arguments(p) -> None:
     p.add_argument("--skip-lm", action="store_true")
     p.add_argument("--reuse", action="store_true",
                    help="keep the sweeps (with --skip-sweep) or LMs (with --skip-lm) of OUT/results.json")
+    p.add_argument("--merge", action="append", default=[], metavar="RESULTS_JSON",
+                   help="like --reuse, from another results.json (e.g. LMs trained on a GPU machine)")
     p.add_argument("--out", default="runs/superbpe", help="output directory (default runs/superbpe)")
     p.add_argument("--doc", default="", help="write the markdown report here (PNG beside it)")
     p.add_argument("--command", default="", help="the regenerating command quoted in the report")
@@ -158,54 +162,69 @@ def held_out_bpb(run_dir: Path, text: str, device: str) -> dict:
     return out
 
 
-def compare_lms(args, corpus: str, rows: list[dict], out: Path, log=print) -> dict:
+def train_and_score(args, name: str, tok, tok_dir: Path, run_dir: Path, corpus_file: Path, context: int,
+                    steps: int, bpt: float, held_text: str, log=print) -> dict:
     from .. import config as config_mod
-    from ..tokenizers import bpe, superbpe
     from ..train.loop import train
 
+    cfg = config_mod.load("tiny", lm_overrides(args, tok_dir, corpus_file, context, steps))
+    if run_dir.exists():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    log(f"  {name}: context {context} tokens (~{context * bpt:.0f} bytes), {steps} steps")
+    t0 = time.perf_counter()
+    final = train(cfg, run_dir, echo=lambda *a: None)
+    seconds = time.perf_counter() - t0
+    held = held_out_bpb(run_dir, held_text, args.device)
+    curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    curve = [{"step": m["step"], "val_bpb": m["val_bpb"]} for m in curve if "val_bpb" in m]
+    best = min(curve, key=lambda c: c["val_bpb"]) if curve else {"step": None, "val_bpb": None}
+    log(f"    held-out {held['bpb']:.4f} bits/byte, best validation {best['val_bpb']} at step {best['step']}")
+    return {
+        "vocab": tok.vocab_size, "transition": getattr(tok, "transition", None), "train_bytes_per_token": bpt,
+        "context_tokens": context, "context_bytes": context * bpt, "params": final.get("params"),
+        "held_out_bpb": held["bpb"], "held_out_tokens": held["tokens"], "held_out_bytes": held["bytes"],
+        "best_val_bpb": best["val_bpb"], "best_val_step": best["step"], "train_seconds": seconds,
+        "curve": curve, "bytes_seen": steps * args.lm_batch * context * bpt,
+    }
+
+
+def compare_lms(args, spec: str, rows: list[dict], out: Path, log=print) -> list[dict]:
+    """BPE and SuperBPE (one per t) LMs on one corpus, for each epoch count; one entry per count."""
+    from ..tokenizers import bpe, superbpe
+
+    corpus, _, epochs_text = spec.partition(":")
+    epochs = parse_list(epochs_text or args.lm_epochs, float, "--lm-epochs") or [0.0]
+    fracs = parse_list(args.lm_transition, float, "--lm-transition")
+    if not fracs:
+        fracs = [(best_fraction(rows, args.lm_vocab) if corpus == args.corpus else None) or 0.5]
     train_text, held_text = split_corpus(corpus, args.held_out)
-    slug = "".join(c if c.isalnum() else "-" for c in corpus)
-    base = out / f"lm-{slug}"
+    base = out / ("lm-" + "".join(c if c.isalnum() else "-" for c in corpus))
     base.mkdir(parents=True, exist_ok=True)
     corpus_file = base / "train.txt"
     corpus_file.write_text(train_text, encoding="utf-8")
-    frac = args.lm_transition or (best_fraction(rows, args.lm_vocab) if corpus == args.corpus else None) or 0.5
-    t = max(bpe.N_BYTES + 1, int(round(args.lm_vocab * frac)))
-    toks = {"bpe": bpe.train(train_text, args.lm_vocab), "superbpe": superbpe.train(train_text, args.lm_vocab, t)}
+    toks = {"bpe": bpe.train(train_text, args.lm_vocab)}
+    for f in fracs:
+        t = max(bpe.N_BYTES + 1, int(round(args.lm_vocab * f)))
+        toks[f"superbpe t={t}"] = superbpe.train(train_text, args.lm_vocab, t)
     bpt = {k: bytes_per_token(tok, train_text) for k, tok in toks.items()}
-    contexts = {"bpe": args.lm_context,
-                "superbpe": max(8, int(round(args.lm_context * bpt["bpe"] / bpt["superbpe"])))}
+    contexts = {k: max(8, int(round(args.lm_context * bpt["bpe"] / b))) for k, b in bpt.items()}
     train_bytes = len(train_text.encode())
-    steps = args.lm_steps
-    if args.lm_epochs > 0:
-        steps = max(1, math.ceil(args.lm_epochs * train_bytes / (args.lm_batch * args.lm_context * bpt["bpe"])))
-    result = {"corpus": corpus, "train_bytes": train_bytes, "held_out_bytes": len(held_text.encode()),
-              "transition": t, "steps": steps, "models": {}}
-    for kind, tok in toks.items():
-        tok_dir, run_dir = base / f"tokenizer-{kind}", base / f"run-{kind}"
-        tok.save(tok_dir)
-        cfg = config_mod.load("tiny", lm_overrides(args, tok_dir, corpus_file, contexts[kind], steps))
-        if run_dir.exists():
-            import shutil
-
-            shutil.rmtree(run_dir)
-        log(f"LM on {corpus} with {kind}: context {contexts[kind]} tokens "
-            f"(~{contexts[kind] * bpt[kind]:.0f} bytes), {steps} steps")
-        t0 = time.perf_counter()
-        final = train(cfg, run_dir, echo=lambda *a: None)
-        seconds = time.perf_counter() - t0
-        held = held_out_bpb(run_dir, held_text, args.device)
-        curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        curve = [{"step": m["step"], "val_bpb": m["val_bpb"]} for m in curve if "val_bpb" in m]
-        result["models"][kind] = {
-            "vocab": tok.vocab_size, "train_bytes_per_token": bpt[kind], "context_tokens": contexts[kind],
-            "context_bytes": contexts[kind] * bpt[kind], "params": final.get("params"),
-            "held_out_bpb": held["bpb"], "held_out_tokens": held["tokens"], "held_out_bytes": held["bytes"],
-            "val_bpb": final.get("val_bpb"), "train_seconds": seconds, "curve": curve,
-            "bytes_seen": steps * args.lm_batch * contexts[kind] * bpt[kind],
-        }
-        log(f"  held-out {held['bpb']:.4f} bits/byte over {held['bytes']} bytes ({seconds:.0f} s)")
-    return result
+    entries = []
+    for ep in epochs:
+        steps = args.lm_steps if ep <= 0 else max(1, math.ceil(ep * train_bytes / (args.lm_batch * args.lm_context * bpt["bpe"])))
+        log(f"LMs on {corpus}: {steps} steps" + (f" ({ep:g} epochs)" if ep > 0 else ""))
+        entry = {"corpus": corpus, "epochs": ep or None, "steps": steps, "train_bytes": train_bytes,
+                 "held_out_bytes": len(held_text.encode()), "models": {}}
+        for k, tok in toks.items():
+            slug = k.replace(" ", "-").replace("=", "")
+            tok_dir = base / f"tokenizer-{slug}"
+            tok.save(tok_dir)
+            entry["models"][k] = train_and_score(args, k, tok, tok_dir, base / f"run-{slug}-{steps}", corpus_file,
+                                                 contexts[k], steps, bpt[k], held_text, log)
+        entries.append(entry)
+    return entries
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -216,10 +235,13 @@ def plot(results: dict, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     lms, sweeps = results.get("lm", []), results.get("sweeps", [])
-    n = max(1, len(sweeps) + len(lms))
-    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 4.2))
-    axes = np.atleast_1d(axes)
-    for ax, sw in zip(axes, sweeps):
+    ncols = max(1, len(sweeps), len(lms))
+    nrows = (1 if sweeps else 0) + (1 if lms else 0) or 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4.2 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for ax, sw in zip(axes[0], sweeps):
+        ax.set_visible(True)
         rows = sw["rows"]
         for i, vocab in enumerate(sorted({r["vocab"] for r in rows})):
             color = f"C{i}"
@@ -235,14 +257,15 @@ def plot(results: dict, png: Path) -> None:
         ax.set_ylabel(f"bytes per token, held-out {results.get('corpus', '')}")
         ax.set_title(f"trained on {sw['train']}", fontsize=9)
         ax.legend(fontsize=7)
-    for ax, lm in zip(axes[len(sweeps):], lms):
+    for ax, lm in zip(axes[-1], lms):
+        ax.set_visible(True)
         for kind, m in lm["models"].items():
-            steps = [c["step"] for c in m["curve"]]
-            ax.plot(steps, [c["val_bpb"] for c in m["curve"]], "o-",
-                    label=f"{kind} (ctx {m['context_tokens']} tok), held-out {m['held_out_bpb']:.3f}")
-        ax.set_xlabel("training step (same bytes per step)")
+            ax.plot([c["step"] for c in m["curve"]], [c["val_bpb"] for c in m["curve"]], "o-", ms=3,
+                    label=f"{kind} (ctx {m['context_tokens']} tok): held-out {m['held_out_bpb']:.3f}")
+        ax.set_xlabel("training step (same bytes per step for all)")
         ax.set_ylabel("validation bits per byte")
-        ax.set_title(f"LMs on {lm['corpus']}, vocab {lm['models']['bpe']['vocab']}")
+        ep = f", {lm['epochs']:g} epochs" if lm.get("epochs") else ""
+        ax.set_title(f"LMs on {lm['corpus']}{ep}", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
@@ -293,21 +316,29 @@ def report(results: dict, png_name: str, command: str) -> str:
                 best[r["vocab"]] = (r["token_reduction"], r["transition"])
         lines += ["", "Best token reduction per vocabulary size: " + ", ".join(
             f"{v}: {b[0]:.1%} (t = {b[1]})" for v, b in sorted(best.items())) + ".", ""]
-    for lm in results.get("lm", []):
-        m = lm["models"]
-        lines += [f"## Two LMs on `{lm['corpus']}`", "",
-                  f"Identical models ({results['lm_setup']}), same training text ({lm['train_bytes']:,} bytes), "
-                  f"{lm['steps']} steps for both, contexts matched in bytes; SuperBPE t = {lm['transition']}. Held-out "
-                  f"bits per byte cover every byte of the held-out text ({lm['held_out_bytes']:,} bytes).", "",
-                  "| tokenizer | vocab | bytes/token (train) | context tokens | context bytes | bytes seen | "
-                  "held-out bits/byte | held-out tokens | last val bits/byte | train s |",
+    lms = results.get("lm", [])
+    if lms:
+        lines += ["## LMs: BPE vs SuperBPE in bits per byte", "",
+                  f"Identical models ({results.get('lm_setup', '')}); per corpus, every model reads the same "
+                  "training text for the same number of steps with the same batch, contexts matched in bytes "
+                  "(so the same bytes per step). Held-out bits/byte: the final model over every byte of the "
+                  "held-out text. Best validation: the lowest in-training score on the validation split (the "
+                  "last 5% of the training text, never trained on), i.e. early stopping.", "",
+                  "| corpus | epochs (steps) | tokenizer | bytes/token (train) | context tokens / bytes | bytes seen | "
+                  "held-out bits/byte | best val bits/byte (step) | vs BPE (held-out / best val) | train s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
-        for kind, r in m.items():
-            lines.append(f"| {kind} | {r['vocab']} | {r['train_bytes_per_token']:.3f} | {r['context_tokens']} | "
-                         f"{r['context_bytes']:.0f} | {r['bytes_seen'] / 1e6:.1f} M | {r['held_out_bpb']:.4f} | "
-                         f"{r['held_out_tokens']} | {_fmt(r['val_bpb'], '.4f')} | {r['train_seconds']:.0f} |")
-        diff = m["superbpe"]["held_out_bpb"] - m["bpe"]["held_out_bpb"]
-        lines += ["", f"SuperBPE minus BPE: {diff:+.4f} bits per byte ({diff / m['bpe']['held_out_bpb']:+.1%}).", ""]
+        for lm in lms:
+            m = lm["models"]
+            ref = m["bpe"]
+            ep = f"{lm['epochs']:g} ({lm['steps']})" if lm.get("epochs") else f"- ({lm['steps']})"
+            for kind, r in m.items():
+                vs = "-" if kind == "bpe" else (
+                    f"{r['held_out_bpb'] / ref['held_out_bpb'] - 1:+.1%} / {r['best_val_bpb'] / ref['best_val_bpb'] - 1:+.1%}")
+                lines.append(
+                    f"| {lm['corpus']} | {ep} | {kind} | {r['train_bytes_per_token']:.3f} | {r['context_tokens']} / "
+                    f"{r['context_bytes']:.0f} | {r['bytes_seen'] / 1e6:.1f} M | {r['held_out_bpb']:.4f} | "
+                    f"{_fmt(r['best_val_bpb'], '.4f')} ({r['best_val_step']}) | {vs} | {r['train_seconds']:.0f} |")
+        lines.append("")
     lines += [f"![bytes per token and LM curves]({png_name})", ""]
     lines += results.get("notes", [])
     return "\n".join(lines) + "\n"
@@ -331,13 +362,21 @@ def run(args) -> int:
     if any(not 0 < f <= 1 for f in fractions):
         raise LmlabError("--transitions are fractions of the vocabulary size, in (0, 1]")
     results = {"corpus": args.corpus, "held_out": args.held_out, "machine": machine(),
-               "lm_setup": f"{args.lm_layers} layers, d_model {args.lm_d}, batch {args.lm_batch}, lr {args.lm_lr}, "
-                           + (f"{args.lm_epochs:g} epochs" if args.lm_epochs > 0 else f"{args.lm_steps} steps")}
+               "lm_setup": f"{args.lm_layers} layers, d_model {args.lm_d}, vocab {args.lm_vocab}, "
+                           f"BPE context {args.lm_context} tokens, batch {args.lm_batch}, lr {args.lm_lr}"}
     train_text, held_text = split_corpus(args.corpus, args.held_out)
     results["train_bytes"], results["held_out_bytes"] = len(train_text.encode()), len(held_text.encode())
-    previous = {}
-    if args.reuse and (out / "results.json").is_file():
-        previous = json.loads((out / "results.json").read_text())
+    sources = [out / "results.json"] if args.reuse else []
+    sources += [Path(f) for f in args.merge]
+    previous: dict = {}
+    for src in sources:
+        if not src.is_file():
+            raise LmlabError(f"{src}: no results to reuse")
+        data = json.loads(src.read_text())
+        if data.get("sweeps") and "sweeps" not in previous:
+            previous.update({k: data[k] for k in ("sweeps", "machine", "train_bytes", "held_out_bytes") if k in data})
+        if data.get("lm") and "lm" not in previous:
+            previous.update({k: data[k] for k in ("lm", "lm_setup", "lm_machine") if k in data})
     if args.skip_sweep:
         results["sweeps"] = previous.get("sweeps", [])
     else:
@@ -359,7 +398,7 @@ def run(args) -> int:
         rows = results["sweeps"][0]["rows"] if results["sweeps"] else []
         results["lm"], results["lm_machine"] = [], results["machine"]
         for corpus in args.lm_corpus or [args.corpus]:
-            results["lm"].append(compare_lms(args, corpus, rows, out))
+            results["lm"].extend(compare_lms(args, corpus, rows, out))
             (out / "results.json").write_text(json.dumps(results, indent=1))  # keep what is done
     if args.skip_sweep and previous.get("machine"):
         results["machine"] = previous["machine"]
