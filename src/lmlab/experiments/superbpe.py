@@ -58,7 +58,8 @@ def add_arguments(p) -> None:
                    help="like --reuse, from another results.json (e.g. LMs trained on a GPU machine)")
     p.add_argument("--out", default="runs/superbpe", help="output directory (default runs/superbpe)")
     p.add_argument("--doc", default="", help="write the markdown report here (PNG beside it)")
-    p.add_argument("--command", default="", help="the regenerating command quoted in the report")
+    p.add_argument("--command", action="append", default=[],
+                   help="regenerating command(s) quoted in the report (repeatable)")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -276,7 +277,42 @@ def _fmt(v, spec=".3f"):
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
-def report(results: dict, png_name: str, command: str) -> str:
+def findings(results: dict) -> list[str]:
+    """Plain statements read off the measured numbers."""
+    out = []
+    for sw in results.get("sweeps", []):
+        by_vocab: dict = {}
+        for r in sw["rows"]:
+            by_vocab.setdefault(r["vocab"], []).append(r)
+        for vocab, rows in sorted(by_vocab.items()):
+            base = next(r for r in rows if r["kind"] == "bpe")
+            sup = [r for r in rows if r["kind"] == "superbpe"]
+            if not sup:
+                continue
+            best = max(sup, key=lambda r: r["token_reduction"])
+            short = "" if base["vocab_reached"] == vocab else (
+                f" (BPE ran out of pairs seen twice at {base['vocab_reached']} ids; SuperBPE reached "
+                f"{best['vocab_reached']})")
+            ratios = [r["stage2_vs_hf_bpe"] for r in sup]
+            out.append(f"- Trained on {sw['train']}, vocab {vocab}: SuperBPE needs {best['token_reduction']:.1%} fewer "
+                       f"tokens than BPE at best (t = {best['transition']}), {min(r['token_reduction'] for r in sup):.1%} "
+                       f"at worst{short}; stage 2 took {min(ratios):.2f}x-{max(ratios):.2f}x HF's BPE training time.")
+    for lm in results.get("lm", []):
+        m = lm["models"]
+        ref = m["bpe"]
+        for kind, r in m.items():
+            if kind == "bpe":
+                continue
+            d_held = r["held_out_bpb"] - ref["held_out_bpb"]
+            d_best = r["best_val_bpb"] - ref["best_val_bpb"]
+            ep = f"{lm['epochs']:g} epochs" if lm.get("epochs") else f"{lm['steps']} steps"
+            out.append(f"- LMs on {lm['corpus']}, {ep}: {kind} is {'better' if d_held < 0 else 'worse'} than BPE by "
+                       f"{abs(d_held):.4f} bits/byte on held-out text and {'better' if d_best < 0 else 'worse'} by "
+                       f"{abs(d_best):.4f} at the best validation point.")
+    return out
+
+
+def report(results: dict, png_name: str, commands: list[str]) -> str:
     lines = [
         "# SuperBPE vs BPE",
         "",
@@ -286,8 +322,7 @@ def report(results: dict, png_name: str, command: str) -> str:
         "no token containing \": \"). Stage 1 is HF `tokenizers`; stage 2 is lmlab's incremental trainer",
         "(`lmlab/tokenizers/superbpe_trainer.py`); both tokenizers are stock HF `tokenizer.json` files.",
         "",
-        f"Regenerate: `{command}`" if command else "",
-        "",
+        *(["Regenerate:", "", "```", *commands, "```", ""] if commands else []),
         f"Corpus: `{results.get('corpus')}`, every document split into its first "
         f"{1 - results.get('held_out', 0.15):.0%} (training text, {results.get('train_bytes', 0):,} bytes) "
         f"and its last {results.get('held_out', 0.15):.0%} (held-out text, {results.get('held_out_bytes', 0):,} bytes).",
@@ -340,7 +375,9 @@ def report(results: dict, png_name: str, command: str) -> str:
                     f"{_fmt(r['best_val_bpb'], '.4f')} ({r['best_val_step']}) | {vs} | {r['train_seconds']:.0f} |")
         lines.append("")
     lines += [f"![bytes per token and LM curves]({png_name})", ""]
-    lines += results.get("notes", [])
+    found = findings(results)
+    if found:
+        lines += ["## Findings (read off the tables above)", "", *found, ""]
     return "\n".join(lines) + "\n"
 
 
