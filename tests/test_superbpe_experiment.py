@@ -1,0 +1,35 @@
+"""`lmlab experiment superbpe` end to end on a tiny corpus: sweep, two LMs, report and PNG."""
+import json
+import random
+
+from lmlab.cli import main
+from lmlab.experiments.superbpe import split_document
+
+
+def test_split_document_cuts_at_a_line_start():
+    text = "".join(f"line {i}\n" for i in range(100))
+    head, tail = split_document(text, 0.15)
+    assert head + tail == text and head.endswith("\n")
+    assert 0.1 < len(tail) / len(text) < 0.16
+
+
+def test_experiment_end_to_end(tmp_path):
+    rng = random.Random(0)
+    words = "the sun rose over a quiet sea and the old ship sailed on: 42 days".split()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (corpus / name).write_text("".join(" ".join(rng.choices(words, k=9)) + ".\n" for _ in range(300)))
+    out, doc = tmp_path / "out", tmp_path / "docs" / "superbpe.md"
+    assert main(["experiment", "superbpe", "--corpus", str(corpus), "--vocabs", "320", "--transitions", "0.9",
+                 "--lm-vocab", "320", "--lm-steps", "3", "--lm-batch", "2", "--lm-context", "16",
+                 "--lm-layers", "1", "--lm-d", "16", "--device", "cpu", "--out", str(out), "--doc", str(doc)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    rows = results["sweeps"][0]["rows"]
+    assert [r["kind"] for r in rows] == ["bpe", "superbpe"] and rows[1]["transition"] == 288
+    lm = results["lm"][0]["models"]
+    assert set(lm) == {"bpe", "superbpe t=288"}
+    assert lm["bpe"]["held_out_bytes"] == lm["superbpe t=288"]["held_out_bytes"] == results["held_out_bytes"]
+    text = doc.read_text()
+    assert "| 320 | SuperBPE | 288 |" in text and "## Findings" in text
+    assert doc.with_suffix(".png").stat().st_size > 1000
