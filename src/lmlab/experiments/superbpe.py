@@ -322,6 +322,18 @@ def report(results: dict, png_name: str, commands: list[str]) -> str:
         "no token containing \": \"). Stage 1 is HF `tokenizers`; stage 2 is lmlab's incremental trainer",
         "(`lmlab/tokenizers/superbpe_trainer.py`); both tokenizers are stock HF `tokenizer.json` files.",
         "",
+        "Use them:",
+        "",
+        "```",
+        "lmlab tokenizer train --kind superbpe --vocab 16384 --transition 8192 english-prose -o tok/superbpe16k",
+        "lmlab tokenizer stats tok/superbpe16k some.txt       # bytes/token, tokens/word, vocab use, MB/s",
+        "lmlab train -c demo --set tokenizer.path=tok/superbpe16k   # or tokenizer.kind=superbpe",
+        "```",
+        "",
+        "Stock HF loads the same file: `tokenizers.Tokenizer.from_file('tok/superbpe16k/tokenizer.json')`",
+        "gives the same ids (lmlab also spells text that happens to read `<|endoftext|>` as plain text,",
+        "and lone surrogates as their 'surrogatepass' bytes, which HF cannot take).",
+        "",
         *(["Regenerate:", "", "```", *commands, "```", ""] if commands else []),
         f"Corpus: `{results.get('corpus')}`, every document split into its first "
         f"{1 - results.get('held_out', 0.15):.0%} (training text, {results.get('train_bytes', 0):,} bytes) "
