@@ -60,6 +60,7 @@ def add_arguments(p) -> None:
     p.add_argument("--doc", default="", help="write the markdown report here (PNG beside it)")
     p.add_argument("--command", action="append", default=[],
                    help="regenerating command(s) quoted in the report (repeatable)")
+    p.add_argument("--note", action="append", default=[], help="a paragraph appended to the report (repeatable)")
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -312,7 +313,7 @@ def findings(results: dict) -> list[str]:
     return out
 
 
-def report(results: dict, png_name: str, commands: list[str]) -> str:
+def report(results: dict, png_name: str, commands: list[str], notes: list[str] = ()) -> str:
     lines = [
         "# SuperBPE vs BPE",
         "",
@@ -370,7 +371,9 @@ def report(results: dict, png_name: str, commands: list[str]) -> str:
                   "training text for the same number of steps with the same batch, contexts matched in bytes "
                   "(so the same bytes per step). Held-out bits/byte: the final model over every byte of the "
                   "held-out text. Best validation: the lowest in-training score on the validation split (the "
-                  "last 5% of the training text, never trained on), i.e. early stopping.", "",
+                  "last 5% of the training text, never trained on), i.e. early stopping. Each corpus is split like "
+                  "the sweep's (training / held-out bytes: " + "; ".join(sorted({
+                      f"{lm['corpus']} {lm['train_bytes']:,} / {lm['held_out_bytes']:,}" for lm in lms})) + ").", "",
                   "| corpus | epochs (steps) | tokenizer | bytes/token (train) | context tokens / bytes | bytes seen | "
                   "held-out bits/byte | best val bits/byte (step) | vs BPE (held-out / best val) | train s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -390,6 +393,8 @@ def report(results: dict, png_name: str, commands: list[str]) -> str:
     found = findings(results)
     if found:
         lines += ["## Findings (read off the tables above)", "", *found, ""]
+    if notes:
+        lines += ["## Notes", ""] + [x for n in notes for x in (n, "")]
     return "\n".join(lines) + "\n"
 
 
@@ -457,7 +462,7 @@ def run(args) -> int:
         doc.parent.mkdir(parents=True, exist_ok=True)
         png = doc.with_suffix(".png")
         plot(results, png)
-        doc.write_text(report(results, png.name, args.command), encoding="utf-8")
+        doc.write_text(report(results, png.name, args.command, args.note), encoding="utf-8")
         print(f"wrote {doc} and {png}")
     print(out / "results.json")
     return 0
