@@ -171,3 +171,14 @@ def test_config_kind_trains_and_directory_loads(tmp_path):
     assert again.encode(text) == tok.encode(text)
     assert np.array_equal(again.token_nbytes(), tok.token_nbytes())
     assert token_str_bytes("Ġ") == b" "
+
+
+@pytest.mark.parametrize("kind", ["bpe", "superbpe"])
+def test_literal_endoftext_in_corpus_never_becomes_the_special_id(kind):
+    from lmlab.tokenizers import bpe
+
+    text = "".join(f"story {i} ends here.<|endoftext|>" for i in range(200))
+    tok = bpe.train(text, 400) if kind == "bpe" else superbpe.train(text, 400, 300)
+    ids = tok.encode(text)
+    assert tok.eot_id not in ids and tok.decode(ids) == text
+    assert tok.token_nbytes()[ids].sum() == len(text.encode())

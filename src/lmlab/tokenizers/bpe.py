@@ -72,6 +72,14 @@ def safe_pieces(text: str, size: int = PIECE_CHARS) -> list[str]:
     return pieces
 
 
+def without_eot(text: str) -> str:
+    """Training text with literal "<|endoftext|>" removed, so that no merge can rebuild the special
+    token's string (the id would then stand for text, and decode would drop it)."""
+    while EOT in text:
+        text = text.replace(EOT, "")
+    return text
+
+
 def check_train_args(text: str, vocab_size: int, kind: str) -> None:
     if not text:
         raise LmlabError(f"cannot train a {kind} tokenizer on an empty corpus")
@@ -107,6 +115,7 @@ def train_hf_bpe(text: str, vocab_size: int, pattern: str = GPT_PATTERN, show_pr
     from tokenizers import models, pre_tokenizers, trainers
 
     check_train_args(text, vocab_size, "bpe")
+    text = without_eot(text)
     tok = hf_tokenizer(models.BPE(), pattern)
     # HF's bars only make sense on a terminal (elsewhere they leave blank lines on stdout).
     trainer = trainers.BpeTrainer(

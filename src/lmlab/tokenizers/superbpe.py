@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import LmlabError
 from .bpe import (
     DEFAULT_VOCAB, EOT, N_BYTES, ByteLevelBPE, _show_progress, check_train_args, hf_tokenizer,
-    model_vocab_merges, token_str_bytes, train_hf_bpe,
+    model_vocab_merges, token_str_bytes, train_hf_bpe, without_eot,
 )
 from .superbpe_trainer import MAX_WORDS, train_stage2
 
@@ -74,6 +74,7 @@ def train_superbpe(text: str, vocab_size: int = DEFAULT_VOCAB, transition: int |
     from tokenizers import models, pre_tokenizers
 
     check_train_args(text, vocab_size, "superbpe")
+    text = without_eot(text)
     transition = default_transition(vocab_size) if not transition else transition
     check_transition(vocab_size, transition)
 
