@@ -137,3 +137,5 @@ def test_train_resume_load_generate_self_guided(tmp_path):
 def test_bad_block_count_is_a_clear_error():
     with pytest.raises(ValueError, match="ffn_blocks"):
         make_model(ffn="blockshuffle", ffn_blocks=3)
+    with pytest.raises(ValueError, match="ffn_blocks"):
+        make_model(ffn="blockdense", ffn_blocks=0)

@@ -232,6 +232,8 @@ class StructuredMLP(nn.Module):
         d, f = cfg.d_model, default_d_ff(cfg, gated=False)
         std, resid_std = cfg.init_std, cfg.init_std / math.sqrt(2 * cfg.n_layers)
         g = cfg.self_guided
+        if kind != "lowrank" and cfg.ffn_blocks < 1:
+            raise ValueError(f"model.ffn_blocks must be >= 1, got {cfg.ffn_blocks}")
         if kind == "lowrank":
             r = max(1, round(cfg.ffn_rank * d))
             self.up = LowRankLinear(d, f, r, std, cfg.bias, g)
