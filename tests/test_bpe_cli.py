@@ -43,3 +43,18 @@ def test_other_kinds_and_errors(tmp_path, capsys):
     empty.write_text("")
     assert main(["tokenizer", "train", "--kind", "bpe", str(empty), "-o", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_model_config_names_a_trained_tokenizer_directory(tmp_path, capsys):
+    from lmlab.train.checkpoint import load_model
+
+    path, text = corpus(tmp_path)
+    tok_dir, run = tmp_path / "tok", tmp_path / "run"
+    assert main(["tokenizer", "train", "--kind", "superbpe", "--vocab", "400", str(path), "-o", str(tok_dir), "-q"]) == 0
+    assert main(["train", "-c", "tiny", "--set", f"tokenizer.path={tok_dir}", "--set", f"data.corpus={path}",
+                 "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "model.context=32",
+                 "--set", "train.max_steps=2", "--set", "train.eval_every=2", "--set", "train.ckpt_every=2",
+                 "-o", str(run)]) == 0
+    model, tok, cfg = load_model(run)
+    assert tok.kind == "superbpe" and model.cfg.vocab_size == tok.vocab_size == 400
+    assert tok.encode(text) == tokenizers.load(tok_dir).encode(text)
