@@ -86,13 +86,13 @@ def base_config(args, corpus_dir: Path, tokenizer_dir: Path, val_fraction: float
     return cfg
 
 
-def prepare_corpus(args, out: Path, key: str):
+def prepare_corpus(args, out: Path, key: str, docs=None):
     """Corpus folder, trained tokenizer, exact validation fraction and held-out documents."""
     from .. import tokenizers
     from ..data.corpora import Document, read_corpus
     from ..tokenizers.unicode import train_corpus
 
-    docs = read_corpus(CORPORA[key])
+    docs = docs if docs is not None else read_corpus(CORPORA[key])
     train, held = split_documents(docs, args.heldout)
     folder = out / f"corpus-{key}"
     write_corpus(folder, train, held)
