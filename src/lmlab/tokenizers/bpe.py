@@ -90,6 +90,11 @@ def check_train_args(text: str, vocab_size: int, kind: str) -> None:
         )
 
 
+def batch_encoder(hf):
+    """HF's parallel batch encoder; the fast one (tokenizers >= 0.21) skips offsets, which we never use."""
+    return getattr(hf, "encode_batch_fast", hf.encode_batch)
+
+
 def hf_pre_tokenizer(pattern: str):
     from tokenizers import Regex, pre_tokenizers
 
@@ -216,8 +221,7 @@ class ByteLevelBPE:
 
     # --- internals --------------------------------------------------------------------------
     def _encode_valid(self, text: str) -> list[int]:
-        # encode_batch_fast skips offsets, which we never use; pieces run in parallel.
-        encs = self.hf.encode_batch_fast(safe_pieces(text), add_special_tokens=False)
+        encs = batch_encoder(self.hf)(safe_pieces(text), add_special_tokens=False)
         if len(encs) == 1:
             return encs[0].ids
         out: list[int] = []

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import LmlabError
 from .bpe import (
-    DEFAULT_VOCAB, EOT, N_BYTES, ByteLevelBPE, _show_progress, check_train_args, hf_tokenizer,
+    DEFAULT_VOCAB, EOT, N_BYTES, ByteLevelBPE, _show_progress, batch_encoder, check_train_args, hf_tokenizer,
     model_vocab_merges, token_str_bytes, train_hf_bpe, without_eot,
 )
 from .superbpe_trainer import MAX_WORDS, train_stage2
@@ -92,7 +92,7 @@ def train_superbpe(text: str, vocab_size: int = DEFAULT_VOCAB, transition: int |
     chunks = list(counts)
     seg = hf_tokenizer(models.BPE(vocab=vocab, merges=merges), SUPER_PATTERN)
     seg.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)  # one chunk = one word
-    encoded = [e.ids for e in seg.encode_batch_fast(chunks, add_special_tokens=False)]
+    encoded = [e.ids for e in batch_encoder(seg)(chunks, add_special_tokens=False)]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     flat = np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(lengths.sum()))
     weights = np.fromiter((counts[c] for c in chunks), dtype=np.int64, count=len(chunks))
