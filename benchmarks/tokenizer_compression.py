@@ -28,7 +28,8 @@ def main():
                  parse_list(args.transitions, float, "--transitions"), log=lambda *a: None)
     best = {}
     for r in rows:
-        if r["kind"] == "superbpe" and r["token_reduction"] > best.get(r["vocab"], {"token_reduction": -1})["token_reduction"]:
+        current = best.get(r["vocab"], {"token_reduction": -1})["token_reduction"]
+        if r["kind"] == "superbpe" and r["token_reduction"] > current:
             best[r["vocab"]] = r
     out = {
         "train": args.corpus + (f" + {args.extra}" if args.extra else ""),

@@ -41,7 +41,8 @@ def main():
             ref = stock.encode(text).ids
             theirs.append(time.perf_counter() - t0)
         assert ids == ref
-        out[name] = {"lmlab_mb_per_s": mb / statistics.median(ours), "stock_hf_mb_per_s": mb / statistics.median(theirs),
+        out[name] = {"lmlab_mb_per_s": mb / statistics.median(ours),
+                     "stock_hf_mb_per_s": mb / statistics.median(theirs),
                      "bytes_per_token": len(text.encode()) / len(ids), "same_ids": ids == ref}
     print(json.dumps(out, indent=1))
 

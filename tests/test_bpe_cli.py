@@ -50,7 +50,8 @@ def test_model_config_names_a_trained_tokenizer_directory(tmp_path, capsys):
 
     path, text = corpus(tmp_path)
     tok_dir, run = tmp_path / "tok", tmp_path / "run"
-    assert main(["tokenizer", "train", "--kind", "superbpe", "--vocab", "400", str(path), "-o", str(tok_dir), "-q"]) == 0
+    assert main(["tokenizer", "train", "--kind", "superbpe", "--vocab", "400", str(path),
+                 "-o", str(tok_dir), "-q"]) == 0
     assert main(["train", "-c", "tiny", "--set", f"tokenizer.path={tok_dir}", "--set", f"data.corpus={path}",
                  "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "model.context=32",
                  "--set", "train.max_steps=2", "--set", "train.eval_every=2", "--set", "train.ckpt_every=2",

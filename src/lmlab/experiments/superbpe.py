@@ -215,7 +215,8 @@ def compare_lms(args, spec: str, rows: list[dict], out: Path, log=print) -> list
     train_bytes = len(train_text.encode())
     entries = []
     for ep in epochs:
-        steps = args.lm_steps if ep <= 0 else max(1, math.ceil(ep * train_bytes / (args.lm_batch * args.lm_context * bpt["bpe"])))
+        bytes_per_step = args.lm_batch * args.lm_context * bpt["bpe"]
+        steps = args.lm_steps if ep <= 0 else max(1, math.ceil(ep * train_bytes / bytes_per_step))
         log(f"LMs on {corpus}: {steps} steps" + (f" ({ep:g} epochs)" if ep > 0 else ""))
         entry = {"corpus": corpus, "epochs": ep or None, "steps": steps, "train_bytes": train_bytes,
                  "held_out_bytes": len(held_text.encode()), "models": {}}
@@ -296,7 +297,8 @@ def findings(results: dict) -> list[str]:
                 f"{best['vocab_reached']})")
             ratios = [r["stage2_vs_hf_bpe"] for r in sup]
             out.append(f"- Trained on {sw['train']}, vocab {vocab}: SuperBPE needs {best['token_reduction']:.1%} fewer "
-                       f"tokens than BPE at best (t = {best['transition']}), {min(r['token_reduction'] for r in sup):.1%} "
+                       f"tokens than BPE at best (t = {best['transition']}), "
+                       f"{min(r['token_reduction'] for r in sup):.1%} "
                        f"at worst{short}; stage 2 took {min(ratios):.2f}x-{max(ratios):.2f}x HF's BPE training time.")
     for lm in results.get("lm", []):
         m = lm["models"]
@@ -338,7 +340,8 @@ def report(results: dict, png_name: str, commands: list[str], notes: list[str] =
         *(["Regenerate:", "", "```", *commands, "```", ""] if commands else []),
         f"Corpus: `{results.get('corpus')}`, every document split into its first "
         f"{1 - results.get('held_out', 0.15):.0%} (training text, {results.get('train_bytes', 0):,} bytes) "
-        f"and its last {results.get('held_out', 0.15):.0%} (held-out text, {results.get('held_out_bytes', 0):,} bytes).",
+        f"and its last {results.get('held_out', 0.15):.0%} "
+        f"(held-out text, {results.get('held_out_bytes', 0):,} bytes).",
         f"Sweeps measured on: {results.get('machine', '?')}; LMs trained on: {results.get('lm_machine', '?')}.",
         "",
     ]
@@ -355,7 +358,8 @@ def report(results: dict, png_name: str, commands: list[str], notes: list[str] =
                              f"{r['train_seconds']:.1f} | - |")
             else:
                 lines.append(
-                    f"| {r['vocab']} | SuperBPE | {r['transition']} | {r['vocab_reached']} | {r['bytes_per_token']:.3f} "
+                    f"| {r['vocab']} | SuperBPE | {r['transition']} | {r['vocab_reached']} "
+                    f"| {r['bytes_per_token']:.3f} "
                     f"| {r['token_reduction']:.1%} | {r['superword_share']:.1%} | "
                     f"{r['stage1_seconds']:.1f} + {r['stage2_seconds']:.1f} | {r['stage2_vs_hf_bpe']:.2f}x |")
         best = {}
@@ -383,7 +387,8 @@ def report(results: dict, png_name: str, commands: list[str], notes: list[str] =
             ep = f"{lm['epochs']:g} ({lm['steps']})" if lm.get("epochs") else f"- ({lm['steps']})"
             for kind, r in m.items():
                 vs = "-" if kind == "bpe" else (
-                    f"{r['held_out_bpb'] / ref['held_out_bpb'] - 1:+.1%} / {r['best_val_bpb'] / ref['best_val_bpb'] - 1:+.1%}")
+                    f"{r['held_out_bpb'] / ref['held_out_bpb'] - 1:+.1%} / "
+                    f"{r['best_val_bpb'] / ref['best_val_bpb'] - 1:+.1%}")
                 lines.append(
                     f"| {lm['corpus']} | {ep} | {kind} | {r['train_bytes_per_token']:.3f} | {r['context_tokens']} / "
                     f"{r['context_bytes']:.0f} | {r['bytes_seen'] / 1e6:.1f} M | {r['held_out_bpb']:.4f} | "
