@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -114,7 +115,10 @@ def run_variant(name: str, overrides: list[str], args) -> dict:
             "setup": {"n_layers": cfg.model.n_layers, "d_model": cfg.model.d_model, "n_heads": cfg.model.n_heads,
                       "context": cfg.model.context, "batch_size": cfg.train.batch_size, "corpus": cfg.data.corpus,
                       "tokenizer": cfg.tokenizer.kind, "eval_windows": cfg.train.eval_batches * cfg.train.batch_size,
-                      "prompt_tokens": len(prompt)}}
+                      "prompt_tokens": len(prompt), "device": result.get("device", "cpu"),
+                      "dtype": result.get("dtype", "float32"),
+                      "machine": torch.cuda.get_device_name() if str(result.get("device", "")).startswith("cuda")
+                      else f"{platform.machine()} CPU"}}
 
 
 def run(args) -> int:

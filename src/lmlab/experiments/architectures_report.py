@@ -1,7 +1,6 @@
 """Markdown table and plots for `lmlab experiment architectures` (measured numbers only)."""
 from __future__ import annotations
 
-import platform
 import shlex
 from pathlib import Path
 
@@ -59,10 +58,13 @@ def plots(results, docs: Path) -> list[str]:
     files.append("architectures_bpb.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for r in results:
+    palette = plt.get_cmap("tab20").colors
+    for i, r in enumerate(results):
         steps = [s for s, _ in r["curve"]]
-        ax.plot(steps, _ema([v for _, v in r["curve"]]), label=r["name"],
-                lw=2.2 if r["name"] == "dense" else 1.2, color="black" if r["name"] == "dense" else None)
+        mixer = "pattern=" in " ".join(r["overrides"])  # M / L / hybrid rows dashed
+        ax.plot(steps, _ema([v for _, v in r["curve"]]), label=r["name"], ls="--" if mixer else "-",
+                lw=2.2 if r["name"] == "dense" else 1.2,
+                color="black" if r["name"] == "dense" else palette[(2 * i) % 20 + (i // 10) % 2])
     ax.set_xlabel("step")
     ax.set_ylabel("training loss, nats/token (EMA 0.05)")
     ax.set_title("Training loss")
@@ -82,7 +84,7 @@ def write_report(results, skipped: dict, args) -> Path:
     files = plots(results, docs) if results else []
     base = next((r for r in results if r["name"] == "dense"), None)
     tokens = results[0]["tokens"] if results else 0
-    su = results[0]["setup"] if results else {}
+    su = {"device": "cpu", "dtype": "float32", "machine": "x86_64 CPU", **(results[0]["setup"] if results else {})}
     lines = [
         "# Architecture variants on equal terms",
         "",
@@ -96,13 +98,13 @@ def write_report(results, skipped: dict, args) -> Path:
         f"Setup: {su['tokenizer']} tokenizer on {su['corpus']}, {su['n_layers']} layers, d_model {su['d_model']}, "
         f"{su['n_heads']} heads, context {su['context']},",
         f"batch {su['batch_size']}, {args.steps} steps: the same {tokens:,} training tokens in the same order for every",
-        "variant (seed 1337), AdamW with warm-up and cosine decay, fp32 on CPU with "
-        f"{args.threads} thread(s). Validation bits",
+        f"variant (seed 1337), AdamW with warm-up and cosine decay, {su['dtype']} on {su['device']} "
+        f"({args.threads} CPU thread(s)). Validation bits",
         f"per byte on {su['eval_windows']} fixed windows of the held-out split. Generation: greedy, "
         f"{args.gen_tokens} tokens after a",
         f"{su['prompt_tokens']}-token prompt, with the KV cache / recurrent state (`lmlab.infer.generate.sample_ids`).",
-        f"Machine: {platform.machine()} CPU, torch {torch.__version__}, shared with other jobs while it ran,",
-        "so speeds are indicative; ratios to the dense row say more than absolute numbers.",
+        f"Machine: {su['machine']}, torch {torch.__version__}. On the shared CPU other jobs ran alongside, so",
+        "speeds there are indicative only; ratios to the dense row say more than absolute numbers.",
         "",
         "| variant | config | val bits/byte | vs dense | params | train tok/s | vs dense | gen tok/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
