@@ -114,3 +114,11 @@ def test_codes_are_unit_distinct_and_fixed():
     assert torch.equal(b[:, :10], b[:, 10:20])
     g = gaussian_codes(500, 32)
     assert torch.allclose(g.norm(dim=1), torch.ones(500)) and torch.equal(g, gaussian_codes(500, 32))
+
+
+def test_every_byte_box_and_a_range_of_hex_boxes_are_distinct():
+    r = GlyphRenderer(size=32, fonts=[])
+    _, cov = r.bits([f"<0x{i:02X}>" for i in range(256)])
+    assert cov.duplicate_rows == 0  # renderer v2 drew 48 byte pairs alike (a frame hid a digit column)
+    _, cov = r.bits([chr(c) for c in range(0x300)])
+    assert cov.duplicate_rows == 0

@@ -64,10 +64,11 @@ def hex_box(text: str, size: int) -> np.ndarray:
     grid = np.zeros((16, 16), dtype=np.uint8)
     grid[0, :] = grid[-1, :] = grid[:, 0] = grid[:, -1] = 1
     rows = [text[:3], text[3:6]] if len(text) > 3 else [text]
+    first = 2 if len(text) > 2 else 4  # a byte's two digits sit inside its inner frame (columns 3-12)
     for r, row in enumerate(rows):
         top = 2 + r * 7 if len(rows) == 2 else 5
         for c, digit in enumerate(row):
-            left = 2 + c * 4
+            left = first + c * 4
             for y, bits in enumerate(_HEX_DIGITS[digit]):
                 for x in range(3):
                     grid[top + y, left + x] = (bits >> (2 - x)) & 1
@@ -116,7 +117,7 @@ class GlyphRenderer:
 
     def identity(self) -> str:
         """What the pictures depend on: renderer version, font files (name + size), parameters."""
-        h = hashlib.sha256(f"glyph-v2|{self.size}|{self.augment}|{self.seed}".encode())
+        h = hashlib.sha256(f"glyph-v3|{self.size}|{self.augment}|{self.seed}".encode())
         for path in self.font_paths:
             h.update(f"|{Path(path).name}:{os.path.getsize(path)}".encode())
         return h.hexdigest()[:16]
