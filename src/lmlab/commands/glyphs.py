@@ -109,6 +109,13 @@ def run(args) -> int:
     fonts = default_font_chain([f for f in m.glyph_font.split(os.pathsep) if f])
     texts = token_texts(tok, tok.vocab_size)
     matrix, report = build_glyph_matrix(texts, m.d_model, m.glyph_size, fonts, m.glyph_augment)
+    if args.run and m.embedding == "glyph":  # neighbours in the exact matrix the run trained with
+        from safetensors.torch import load_file
+
+        from ..train.checkpoint import resolve
+
+        matrix = load_file(resolve(args.run) / "model.safetensors")["embed.weight"][: tok.vocab_size].float()
+        report = {**report, "matrix": "from the checkpoint"}
     renderer = GlyphRenderer(size=m.glyph_size, fonts=fonts, augment=m.glyph_augment)
     text_ids = [i for i, t in enumerate(texts) if t and not (t.startswith("<") and t.endswith(">") and len(t) > 2)]
     start = args.start or (text_ids[0] if text_ids else 0)

@@ -86,11 +86,13 @@ class Coverage:
     chars_by_font: dict = field(default_factory=dict)
     tokens_with_fallback: int = 0
     tokens: int = 0
-    duplicate_rows: int = 0
+    duplicate_rows: int = 0          # tokens whose picture another token already has
+    duplicate_single_chars: int = 0  # ... of which all alike are single characters (homoglyphs)
 
     def as_dict(self) -> dict:
         return {"chars_by_font": dict(self.chars_by_font), "tokens": self.tokens,
-                "tokens_with_fallback": self.tokens_with_fallback, "duplicate_rows": self.duplicate_rows}
+                "tokens_with_fallback": self.tokens_with_fallback, "duplicate_rows": self.duplicate_rows,
+                "duplicate_single_chars": self.duplicate_single_chars}
 
 
 class GlyphRenderer:
@@ -196,6 +198,9 @@ class GlyphRenderer:
             fonts_of_char.update(used)
         for name in fonts_of_char.values():
             cov.chars_by_font[name] = cov.chars_by_font.get(name, 0) + 1
-        packed = np.packbits(out, axis=1)
-        cov.duplicate_rows = len(texts) - len({row.tobytes() for row in packed})
+        groups: dict[bytes, list[str]] = {}
+        for text, row in zip(texts, np.packbits(out, axis=1)):
+            groups.setdefault(row.tobytes(), []).append(text)
+        cov.duplicate_rows = len(texts) - len(groups)
+        cov.duplicate_single_chars = sum(len(g) - 1 for g in groups.values() if all(len(t) == 1 for t in g))
         return out, cov
