@@ -100,7 +100,7 @@ def _lminfinite(r: dict, figs: Path) -> str:
                        s["lminfinite"] / s["vanilla"]] for s in r["speed"]]))
     pk = r.get("passkey")
     if pk:
-        md.append("\nPasskey retrieval (a 2-layer char model trained 1500 steps on passkey text of at most ~200 characters, "
+        md.append("\nPasskey retrieval (a 2-layer char model trained 4000 steps on passkey text of at most ~200 characters, "
                   "i.e. the key within its 128-token context; greedy; exact-match accuracy / digit accuracy over "
                   "8 keys per cell; depth = where the key sits):\n")
         lengths = sorted({x["length"] for x in pk})
@@ -217,7 +217,10 @@ def _decoding(r: dict) -> str:
           f"{c['samples']} own samples ({c['degenerate_samples']:.0%} degenerate), {c['examples']} prefixes, "
           f"training accuracy {c['train_accuracy']:.2f}. distinct-n pools all outputs; "
           f"'distinct-2 per prompt' pools the outputs of one prompt (diversity among answers); "
-          f"rep-n = repeated word n-grams within an output; log p = mean per-token log-probability under the model.\n"]
+          f"rep-n = repeated word n-grams within an output; log p = mean per-token log-probability under the model "
+          f"(of the output's last tokens within one context). Beam rows list the 4 best hypotheses; in-context "
+          f"navigation answers stop at a blank line, so they are shorter than the others; 'degenerate' = empty or "
+          f"more than 30% repeated word trigrams.\n"]
     md.append(_table(["method", "outputs", "distinct-1", "distinct-2", "distinct-2 per prompt", "rep-2", "rep-4",
                       "degenerate", "log p / token", "seconds"],
                      [[x["method"], x["outputs"], x["distinct_1"], x["distinct_2"], x["distinct_2_within_prompt"],
