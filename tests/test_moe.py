@@ -10,9 +10,15 @@ from lmlab.config import ModelConfig
 from lmlab.model.moe import MoE
 from lmlab.model.training_hooks import train_stats
 from variant_checks import (check_cached_greedy, check_causal, check_gradients, check_overfits,
-                            check_train_resume_load_generate, make_model)
+                            check_train_resume_load_generate, make_model, one_thread)
 
 VARIANTS = [dict(ffn="moe"), dict(ffn="moe", moe_top_k=1, moe_capacity=1.5), dict(ffn="moe", norm="crmsnorm")]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # small models: threads only add contention on a shared CPU
+    with one_thread():
+        yield
 
 
 def moe(**kw):

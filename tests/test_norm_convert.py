@@ -3,16 +3,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lmlab import config
 from lmlab.cli import main
 from lmlab.errors import LmlabError
 from lmlab.model.convert import ConversionError, convert_norm
 from lmlab.model.norms import CRMSNorm, to_stream
 from lmlab.train.checkpoint import load_model
+from lmlab.train.loop import train
 from variant_checks import (check_cached_greedy, check_causal, check_gradients, check_overfits,
-                            check_train_resume_load_generate, make_model)
+                            check_train_resume_load_generate, make_model, one_thread)
 
 VARIANTS = [dict(norm="rmsnorm"), dict(norm="crmsnorm"),
             dict(norm="crmsnorm", positions="learned", tie_embeddings=False, ffn="swiglu")]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # small models: threads only add contention on a shared CPU
+    with one_thread():
+        yield
 
 
 def test_crmsnorm_of_stored_coordinates_is_layernorm_of_the_full_vector():
@@ -105,8 +113,15 @@ def test_conversion_refusals():
         torch.testing.assert_close(convert_norm(model, "crmsnorm")(ids)[0], model(ids)[0], atol=1e-5, rtol=0)
 
 
-def test_convert_command_on_a_trained_model_and_real_text(tiny_run, tmp_path, shared_data, capsys):
-    text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[5000:5000 + 64 * 4]
+def test_convert_command_on_a_trained_model_and_real_text(tmp_path, shared_data, capsys):
+    full = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(full[:60_000], encoding="utf-8")
+    cfg = config.load("tiny", [f"data.corpus={corpus}", f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=30",
+                               "train.eval_every=0", "train.ckpt_every=30"])
+    tiny_run = tmp_path / "run"
+    train(cfg, tiny_run, progress=False, echo=lambda *a: None)
+    text = full[200_000:200_000 + 64 * 4]                                 # text the model never trained on
     model, tokenizer, _ = load_model(tiny_run)
     ids = torch.tensor(tokenizer.encode(text)[:256]).view(4, 64)
     gains = model.blocks[1].sublayers["attn"].norm.weight

@@ -11,10 +11,16 @@ from lmlab.model.structured_ffn import (BlockDenseLinear, BlockShuffleLinear, Lo
 from lmlab.model.training_hooks import set_progress
 from lmlab.train.checkpoint import load_model
 from variant_checks import (check_cached_greedy, check_causal, check_gradients, check_overfits,
-                            check_train_resume_load_generate, make_model)
+                            check_train_resume_load_generate, make_model, one_thread)
 
 KINDS = ["lowrank", "blockdense", "blockshuffle"]
 VARIANTS = [dict(ffn=k) for k in KINDS] + [dict(ffn="blockshuffle", self_guided=0.5, norm="crmsnorm")]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # small models: threads only add contention on a shared CPU
+    with one_thread():
+        yield
 
 
 def layers():

@@ -4,6 +4,8 @@ Each takes ModelConfig overrides; a model is small (2 layers, d=32) so a check t
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from lmlab import config
@@ -15,6 +17,17 @@ from lmlab.train.checkpoint import load_model
 from lmlab.train.loop import train
 
 VOCAB = 37
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy shared CPU they lose a lot to them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def make_model(seed: int = 0, **kw) -> Transformer:
@@ -39,6 +52,11 @@ def check_causal(model) -> None:
 
 @torch.no_grad()
 def check_cached_greedy(model, n_new: int = 25) -> None:
+    with one_thread():
+        _check_cached_greedy(model, n_new)
+
+
+def _check_cached_greedy(model, n_new: int) -> None:
     model.eval()
     prompt = torch.randint(0, VOCAB, (2, 9))
     seq = prompt
@@ -78,6 +96,11 @@ def check_gradients(model, progress: float = 0.1) -> None:
 
 
 def check_overfits(model, steps: int = 120) -> None:
+    with one_thread():
+        _check_overfits(model, steps)
+
+
+def _check_overfits(model, steps: int) -> None:
     model.train()
     ids = torch.randint(0, VOCAB, (2, 33))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -104,6 +127,11 @@ def run_config(tmp_path, overrides, steps: int):
 
 
 def check_train_resume_load_generate(tmp_path, overrides) -> None:
+    with one_thread():
+        _check_train_resume_load_generate(tmp_path, overrides)
+
+
+def _check_train_resume_load_generate(tmp_path, overrides) -> None:
     quiet = dict(progress=False, echo=lambda *a: None)
     cfg = run_config(tmp_path, overrides, 4)
     run = tmp_path / "run"
