@@ -34,13 +34,15 @@ def random_key(rng: random.Random, digits: int) -> str:
     return "".join(rng.choice("0123456789") for _ in range(digits))
 
 
-def corpus(n_docs: int, n_chars: int, digits: int = 5, seed: int = 0) -> str:
-    """Training text: passkey prompts followed by their answers, one document per line block."""
+def corpus(n_docs: int, n_chars: int, digits: int = 5, seed: int = 0, answers: int = 1) -> str:
+    """Training text: passkey prompts followed by their answers, one document per line block.
+    `answers` > 1 asks the question again after the answer: more copying per document to learn from."""
     rng = random.Random(seed)
     docs = []
     for _ in range(n_docs):
         key = random_key(rng, digits)
-        docs.append(make_prompt(key, rng.randint(n_chars // 4, n_chars), rng.random()) + key + ".\n\n")
+        prompt = make_prompt(key, rng.randint(n_chars // 4, n_chars), rng.random())
+        docs.append(prompt + key + ".\n" + (QUESTION + key + ".\n") * (answers - 1) + "\n")
     return "".join(docs)
 
 

@@ -29,9 +29,9 @@ MODEL = ["data.corpus=tinyshakespeare", "tokenizer.kind=char", "model.context=12
          "model.d_model=128", "model.n_heads=4", "train.max_steps=2000", "train.batch_size=16", "train.lr=3e-3",
          "train.warmup_steps=100", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=1000",
          "train.progress=false", "train.device=cpu"]
-PASSKEY_MODEL = ["tokenizer.kind=char", "model.context=128", "model.n_layers=2", "model.d_model=64",
-                 "model.n_heads=4", "train.max_steps=1500", "train.batch_size=16", "train.lr=3e-3",
-                 "train.warmup_steps=50", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=500",
+PASSKEY_MODEL = ["tokenizer.kind=char", "model.context=128", "model.n_layers=2", "model.d_model=128",
+                 "model.n_heads=4", "train.max_steps=2000", "train.batch_size=16", "train.lr=2e-3",
+                 "train.warmup_steps=100", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=500",
                  "train.progress=false", "train.device=cpu"]
 
 
@@ -96,7 +96,7 @@ def measure_lminfinite(model, tokenizer, cfg, out: Path, args) -> dict:
     res["speed"] = speed
     corpus = out / "passkey.txt"
     if not corpus.is_file():
-        corpus.write_text(passkey.corpus(4000, 200, seed=0), encoding="utf-8")
+        corpus.write_text(passkey.corpus(4000, 200, seed=0, answers=3), encoding="utf-8")
     pk_model, pk_tok, _ = _train_if_missing(out / "passkey-char", PASSKEY_MODEL + [f"data.corpus={corpus}"]
                                             + (["train.max_steps=10"] if args.quick else []), args.threads)
     rows = []

@@ -100,7 +100,8 @@ def _lminfinite(r: dict, figs: Path) -> str:
                        s["lminfinite"] / s["vanilla"]] for s in r["speed"]]))
     pk = r.get("passkey")
     if pk:
-        md.append("\nPasskey retrieval (a 2-layer char model trained 4000 steps on passkey text of at most ~200 characters, "
+        md.append("\nPasskey retrieval (a 2-layer d=128 char model trained 2000 steps on passkey text of at most ~200 characters "
+                  "with the question asked 3 times, "
                   "i.e. the key within its 128-token context; greedy; exact-match accuracy / digit accuracy over "
                   "8 keys per cell; depth = where the key sits):\n")
         lengths = sorted({x["length"] for x in pk})
