@@ -114,7 +114,14 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
     tokens_per_step = tc.batch_size * tc.grad_accum * context
     writer = _tensorboard(out) if tc.tensorboard else None
 
+    def last_good() -> str:
+        latest = out / checkpoint.CKPT_DIR / checkpoint.LATEST
+        return latest.read_text().strip() if latest.is_file() else "none (no checkpoint was written yet)"
+
     def save(step: int):
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise LmlabError(f"parameters are not finite after step {step}; training stopped, "
+                             f"the last good checkpoint is {last_good()}")
         checkpoint.save(out, step, model, optimizer, tokenizer, cfg,
                         {"tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.perf_counter() - t0,
                          "data": {"sampler": "seeded by (train.seed, step)", "next_step": step}},
@@ -148,9 +155,8 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
                 loss_sum += loss.detach()
             last_loss = (loss_sum / tc.grad_accum).item()
             if not math.isfinite(last_loss):
-                latest = out / checkpoint.CKPT_DIR / checkpoint.LATEST
-                good = latest.read_text().strip() if latest.is_file() else "none (no checkpoint was written yet)"
-                raise LmlabError(f"loss is {last_loss} at step {step + 1}; training stopped, the last good checkpoint is {good}")
+                raise LmlabError(f"loss is {last_loss} at step {step + 1}; training stopped, "
+                                 f"the last good checkpoint is {last_good()}")
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             optimizer.step()

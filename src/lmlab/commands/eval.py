@@ -1,0 +1,45 @@
+"""`lmlab eval RUN_OR_CKPT [--data PATH]`: one JSON object with loss, ppl, bpb, tokens."""
+from __future__ import annotations
+
+from .common import load_model_arg, print_json
+from .inference_options import add_eval_options, run_eval_options
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="loss, perplexity and bits per byte on a text or the validation split")
+    p.add_argument("run", metavar="RUN_OR_CKPT")
+    p.add_argument("--data", help="a UTF-8 text file, or a corpus spec (default: the run's validation split)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-tokens", type=int, default=0, help="evaluate at most this many tokens (0 = all)")
+    p.add_argument("--device", default="cpu")
+    add_eval_options(p)
+    p.set_defaults(func=run)
+
+
+def eval_ids(args, tokenizer, cfg):
+    """The ids to score: a given file/corpus, or the run's validation split."""
+    import numpy as np
+
+    from ..data.corpora import read_corpus
+    from ..data.shards import encode_documents, token_splits
+
+    if args.data:
+        ids = encode_documents(read_corpus(args.data, cfg.data.text_field, cfg.data.cache_dir), tokenizer)
+    else:
+        _, ids = token_splits(cfg, tokenizer)
+    ids = np.asarray(ids, dtype=np.int64)
+    return ids[: args.max_tokens + 1] if args.max_tokens else ids
+
+
+def run(args) -> int:
+    from ..eval.perplexity import evaluate_ids
+
+    model, tokenizer, cfg = load_model_arg(args.run, args.device)
+    ids = eval_ids(args, tokenizer, cfg)
+    special = run_eval_options(args, model, tokenizer, cfg, ids)  # --long, --task, --knn, --voids
+    if special is not None:
+        print_json({"data": args.data or "validation split", **special})
+        return 0
+    result = evaluate_ids(model, ids, tokenizer.token_nbytes(), args.batch_size)
+    print_json({"data": args.data or "validation split", **result})
+    return 0

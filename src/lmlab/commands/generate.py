@@ -1,0 +1,63 @@
+"""`lmlab generate RUN_OR_CKPT --prompt TEXT [...]`: streams the continuation to stdout."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import LmlabError
+from .common import load_model_arg
+from .inference_options import add_generate_options, run_generate_options
+
+
+def register(sub) -> None:
+    p = sub.add_parser("generate", help="generate text from a trained model")
+    p.add_argument("run", metavar="RUN_OR_CKPT")
+    p.add_argument("--prompt", help="prompt text (default: the config's first generate.prompts entry)")
+    p.add_argument("--prompt-file", help="read the prompt from a UTF-8 file ('-' for stdin)")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--temperature", type=float, help="0 = greedy")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--repetition-penalty", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", help="stop at this string (repeatable)")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    add_generate_options(p)
+    p.set_defaults(func=run)
+
+
+def settings(args, gcfg) -> dict:
+    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(gcfg, name)
+    return {"max_new_tokens": pick("max_new_tokens"), "temperature": pick("temperature"), "top_k": pick("top_k"),
+            "top_p": pick("top_p"), "repetition_penalty": pick("repetition_penalty"), "seed": pick("seed"),
+            "stop": args.stop if args.stop is not None else list(gcfg.stop)}
+
+
+def prompt_text(args, gcfg) -> str:
+    from .common import read_stdin_text, read_text_file
+
+    if args.prompt_file:
+        return read_stdin_text() if args.prompt_file == "-" else read_text_file(args.prompt_file)
+    if args.prompt is not None:
+        return args.prompt
+    return gcfg.prompts[0] if gcfg.prompts else ""
+
+
+def run(args) -> int:
+    from ..infer.generate import generate
+
+    model, tokenizer, cfg = load_model_arg(args.run, args.device)
+    prompt = prompt_text(args, cfg.generate)
+    if not prompt:
+        raise LmlabError("the prompt is empty; give at least one character")
+    kw = settings(args, cfg.generate)
+    if run_generate_options(args, model, tokenizer, prompt, kw) is not None:  # --beam, --icn, --knn, ...
+        return 0
+    for i in range(args.num_samples):
+        if i:
+            sys.stdout.write("\n---\n")
+        sys.stdout.write(prompt)
+        generate(model, tokenizer, prompt, **{**kw, "seed": kw["seed"] + i},
+                 stream=lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+        sys.stdout.write("\n")
+    return 0

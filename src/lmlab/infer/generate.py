@@ -1,0 +1,84 @@
+"""Autoregressive generation with the KV cache: batched token loop, streaming text, stop strings."""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+
+from ..errors import LmlabError
+from .sampling import apply_repetition_penalty, choose
+
+
+def check_prompt(prompt_ids, context: int) -> None:
+    if len(prompt_ids) == 0:
+        raise LmlabError("the prompt is empty; give at least one character")
+    if len(prompt_ids) > context:
+        raise LmlabError(f"the prompt is {len(prompt_ids)} tokens, longer than the model's context of {context}")
+
+
+@torch.no_grad()
+def decode_steps(model, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.8, top_k: int = 0,
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0) -> Iterator[torch.Tensor]:
+    """Yield the next ids [B] for prompts [B, T], one step at a time.
+
+    When the cache is full the last half-context is re-encoded into a fresh cache (a sliding
+    window), so generation can run past the training context.
+    """
+    model.eval()
+    context = model.cfg.context
+    device = prompt.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    seq = prompt
+    cache = model.new_cache(context)
+    logits, _ = model(seq, cache=cache)
+    logits = logits[:, -1]
+    for _ in range(max_new_tokens):
+        logits = apply_repetition_penalty(logits, seq, repetition_penalty)
+        nxt = choose(logits, temperature, top_k, top_p, generator)
+        yield nxt
+        seq = torch.cat([seq, nxt[:, None]], dim=1)
+        if cache.pos >= context:
+            cache = model.new_cache(context)
+            logits, _ = model(seq[:, -(context // 2):], cache=cache)
+        else:
+            logits, _ = model(nxt[:, None], cache=cache)
+        logits = logits[:, -1]
+
+
+def sample_ids(model, prompt_ids: list[int], max_new_tokens: int, **kw) -> Iterator[int]:
+    check_prompt(prompt_ids, model.cfg.context)
+    device = next(model.parameters()).device
+    prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    for nxt in decode_steps(model, prompt, max_new_tokens, **kw):
+        yield int(nxt[0])
+
+
+def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
+             top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0, stop=(),
+             stream: Callable[[str], None] | None = None) -> str:
+    """Generate a continuation of `prompt` (returned without the prompt); `stream` gets text pieces."""
+    if not prompt:
+        raise LmlabError("the prompt is empty; give at least one character")
+    ids = tokenizer.encode(prompt)
+    new: list[int] = []
+    emitted = ""
+    for token in sample_ids(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                            repetition_penalty=repetition_penalty, seed=seed):
+        if token == tokenizer.eot_id:
+            break
+        new.append(token)
+        text = tokenizer.decode(new)
+        hit = min((text.find(s) for s in stop if s and s in text), default=-1)
+        if hit >= 0:
+            text = text[:hit]
+        # Hold back a trailing partial character (byte fallback) until it completes.
+        ready = text if hit >= 0 else text.rstrip("\ufffd")
+        if stream is not None and len(ready) > len(emitted):
+            stream(ready[len(emitted):])
+        emitted = ready
+        if hit >= 0:
+            return text
+    text = tokenizer.decode(new)
+    if stream is not None and len(text) > len(emitted):
+        stream(text[len(emitted):])
+    return text
