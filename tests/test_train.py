@@ -71,7 +71,7 @@ def test_run_directory_contract(tiny_run):
     assert "val_loss" in records[9] and "val_bpb" in records[-1]
     assert records[-1]["loss"] < records[0]["loss"]
     ckpt = checkpoint.resolve(tiny_run)
-    assert ckpt.name == "step_0000012"
+    assert ckpt.name == "step_0000020"
     assert sorted(p.name for p in ckpt.iterdir()) == ["model.safetensors", "optim.pt", "state.json", "tokenizer"]
     state = json.loads((ckpt / "state.json").read_text())
     assert state["step"] == 20 and state["config"]["model"]["n_layers"] == 2
@@ -137,7 +137,7 @@ def test_keep_last_prunes_old_checkpoints(tmp_path):
     cfg = config.load("tiny", ["train.ckpt_every=5", "train.keep_last=2"])
     train(cfg, tmp_path / "r", progress=False)
     names = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
-    assert names == ["latest", "step_0000015", "step_0000012"]
+    assert names == ["latest", "step_0000015", "step_0000020"]
 
 
 def test_one_step_with_grad_accumulation_matches_the_update_done_by_hand(tmp_path):
