@@ -79,8 +79,8 @@ def test_cached_decoding_matches_full_forward_and_memory_is_bounded(chunk):
     torch.testing.assert_close(full, chunked, rtol=1e-5, atol=1e-5)
     for layer in cache.layers:
         attn = layer[0]
-        assert attn["ring_k"].shape[2] == 8 and attn["glob_k"].shape[2] == 4
-        assert sorted(attn["ring_pos"].tolist()) == list(range(42, 50))
+        assert attn["buf_k"].shape[2] == 4 + 8 and attn["glob_k"].shape[2] == 4
+        assert sorted(lminfinite.ring_positions(attn, 8).tolist()) == list(range(42, 50))
 
 
 def test_bad_models_and_policies_are_clear_errors():

@@ -43,12 +43,23 @@ def _repeat_kv(t: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def _new_state(cache: dict, B: int, attn: CausalSelfAttention, policy: LambdaPolicy, like: torch.Tensor):
-    shape = (B, attn.n_kv_heads, policy.n_local, attn.head_dim)
-    cache["ring_k"] = like.new_zeros(shape)   # rotated at their absolute positions
-    cache["ring_v"] = like.new_zeros(shape)
-    cache["ring_pos"] = torch.full((policy.n_local,), -1, dtype=torch.long, device=like.device)
+    G, shape = policy.n_global, (B, attn.n_kv_heads, policy.n_global + policy.n_local, attn.head_dim)
+    # One buffer per K and V: [globals as the current query sees them | ring of the last n_local],
+    # so decoding attends to it in one call without concatenating.
+    cache["buf_k"], cache["buf_v"] = like.new_zeros(shape), like.new_zeros(shape)
+    cache["ring_k"], cache["ring_v"] = cache["buf_k"][:, :, G:], cache["buf_v"][:, :, G:]  # rotated at their positions
+    cache["ring_hi"] = -1  # highest position stored; slot = position % n_local
     empty = like.new_zeros((B, attn.n_kv_heads, 0, attn.head_dim))
     cache["glob_k"], cache["glob_v"] = empty, empty  # unrotated keys of positions < n_global
+    cache["glob_k_turned"] = empty                   # (-x2, x1) halves: rotating is then x*cos + turned*sin
+
+
+def ring_positions(cache: dict, n_local: int) -> torch.Tensor:
+    """Position held by each ring slot (-1 = empty): positions are stored in order, slot = pos % n_local."""
+    hi = cache["ring_hi"]
+    slots = torch.arange(n_local, device=cache["ring_k"].device)
+    pos = hi - torch.remainder(hi - slots, n_local)
+    return torch.where(pos >= 0, pos, torch.full_like(pos, -1))
 
 
 def _store(cache: dict, policy: LambdaPolicy, k_raw, k_rot, v, start: int):
@@ -57,20 +68,23 @@ def _store(cache: dict, policy: LambdaPolicy, k_raw, k_rot, v, start: int):
     T = k_raw.shape[2]
     n_keep = max(0, min(T, policy.n_global - start))
     if n_keep:
-        cache["glob_k"] = torch.cat([cache["glob_k"], k_raw[:, :, :n_keep]], dim=2)
+        kg = k_raw[:, :, :n_keep]
+        d = kg.shape[-1] // 2
+        cache["glob_k"] = torch.cat([cache["glob_k"], kg], dim=2)
         cache["glob_v"] = torch.cat([cache["glob_v"], v[:, :, :n_keep]], dim=2)
+        cache["glob_k_turned"] = torch.cat([cache["glob_k_turned"], torch.cat([-kg[..., d:], kg[..., :d]], -1)], dim=2)
+        if cache["glob_v"].shape[2] == policy.n_global:
+            cache["buf_v"][:, :, :policy.n_global] = cache["glob_v"]
+    cache["ring_hi"] = start + T - 1
     first = max(0, T - policy.n_local)
     if T - first == 1:  # one token (decoding): a plain slice write
         slot = (start + T - 1) % policy.n_local
         cache["ring_k"][:, :, slot:slot + 1] = k_rot[:, :, -1:]
         cache["ring_v"][:, :, slot:slot + 1] = v[:, :, -1:]
-        cache["ring_pos"][slot] = start + T - 1
         return
-    pos = torch.arange(start + first, start + T, device=k_raw.device)
-    slots = pos % policy.n_local
+    slots = torch.arange(start + first, start + T, device=k_raw.device) % policy.n_local
     cache["ring_k"][:, :, slots] = k_rot[:, :, first:]
     cache["ring_v"][:, :, slots] = v[:, :, first:]
-    cache["ring_pos"][slots] = pos
 
 
 def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None = None, start_pos: int = 0):
@@ -108,17 +122,25 @@ def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None
         # rotated to position p - n_local scores like the capped distance n_local from the query
         # at p, so one attention call over n_global + n_local keys does it.
         _store(state, policy, k, k_rot, v, start_pos)
+        G = policy.n_global
         far = min(state["glob_k"].shape[2], start_pos - policy.n_local + 1)
         at = start_pos - policy.n_local
-        glob = apply_rope(state["glob_k"][:, :, :far], cos[at:at + 1], sin[at:at + 1])
-        y = F.scaled_dot_product_attention(q_rot, torch.cat([glob, state["ring_k"]], dim=2),
-                                           torch.cat([state["glob_v"][:, :, :far], state["ring_v"]], dim=2),
-                                           enable_gqa=Hkv != H)
+        c, s_ = cos[at:at + 1].to(q.dtype), sin[at:at + 1].to(q.dtype)
+        c, s_ = torch.cat([c, c], -1), torch.cat([s_, s_], -1)
+        if far == G:  # the usual case: every global is far; rotate them in place into the buffer
+            glob = state["buf_k"][:, :, :G]
+            torch.mul(state["glob_k"], c, out=glob)
+            glob.addcmul_(state["glob_k_turned"], s_)
+            keys, vals = state["buf_k"], state["buf_v"]
+        else:  # the first tokens past n_local: only some globals are far yet
+            glob = state["glob_k"][:, :, :far] * c + state["glob_k_turned"][:, :, :far] * s_
+            keys = torch.cat([glob, state["ring_k"]], dim=2)
+            vals = torch.cat([state["glob_v"][:, :, :far], state["ring_v"]], dim=2)
+        y = F.scaled_dot_product_attention(q_rot, keys, vals, enable_gqa=Hkv != H)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
 
     # Local branch: cached ring (positions before this chunk) + the chunk itself.
-    ring_pos = state["ring_pos"]
-    loc_pos = torch.cat([ring_pos, pos])
+    loc_pos = torch.cat([ring_positions(state, policy.n_local), pos])
     loc_k = torch.cat([state["ring_k"], k_rot], dim=2)
     loc_v = torch.cat([state["ring_v"], v], dim=2)
     dist = pos[:, None] - loc_pos[None, :]
