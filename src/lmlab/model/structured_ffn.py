@@ -16,7 +16,8 @@ a = (1 + cos(pi * p / f)) / 2 for training progress p < f and 0 after, when the 
 computed. The trainer reports progress with `training_hooks.set_progress(model, step / max_steps)`;
 the progress is a persistent buffer, so a loaded checkpoint computes what the trained model computed.
 
-`premerge(model)` multiplies the factors out once (dense weights for decoding); `unmerge` undoes it.
+`premerge(model)` multiplies the factors out once (dense weights for decoding, after `.to(device)`);
+`unmerge` or switching to training mode drops them.
 """
 from __future__ import annotations
 
@@ -112,6 +113,11 @@ class StructuredLinear(nn.Module):
 
     def unmerge(self) -> None:
         self.merged = None
+
+    def train(self, mode: bool = True):
+        if mode:  # training changes the factors: a merged copy would go stale
+            self.merged = None
+        return super().train(mode)
 
 
 class LowRankLinear(StructuredLinear):
