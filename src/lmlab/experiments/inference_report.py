@@ -238,11 +238,16 @@ def write_report(results: dict, docs: Path) -> Path:
     parts = [USAGE]
     if "machine" in results:
         m = results["machine"]
-        parts.append(f"## Measurements\n\nRegenerate everything (trains two small models if absent, ~1 h on a "
-                     f"shared 2-core CPU): `nice lmlab experiment inference` (or `--parts knn` etc.; "
+        walls = ", ".join(f"{p} {results[p]['wall_s'] / 60:.1f} min" for p in ("lminfinite", "knn", "voids", "decoding")
+                          if p in results and "wall_s" in results[p])
+        parts.append(f"## Measurements\n\nRegenerate everything: `nice lmlab experiment inference` (trains the two "
+                     f"small models first if `runs/infer` lacks them; `--parts knn` etc. for a subset; "
                      f"`--render-only` redraws this page from `runs/infer/results.json`). "
-                     f"Measured on {m['cpu']}, {m['threads']} thread(s), torch {m['torch']}; the main model has "
-                     f"{m['params']:,} parameters.\n")
+                     f"Measured on {m['cpu']}, {m['threads']} thread(s), torch {m['torch']}, a CPU shared with other "
+                     f"jobs (timings are same-run ratios). The main model: char-level, 4 layers, d_model 128, 4 heads, RoPE, "
+                     f"context 128, {m['params']:,} parameters, 2000 steps of 16 x 128 tokens on the tinyshakespeare "
+                     f"training split (`MODEL` in `lmlab/experiments/inference.py`). "
+                     f"Wall time per part in the last run: {walls}.\n")
     if "lminfinite" in results:
         parts.append(_lminfinite(results["lminfinite"], figs))
     if "knn" in results:
