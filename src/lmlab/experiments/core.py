@@ -1,0 +1,91 @@
+"""`lmlab experiment core`: the measured figures of the core (docs/core.md).
+
+Trains the `demo` preset (embedded Shakespeare) and the `shakespeare-char` preset
+(tinyshakespeare, nanoGPT's shape) within a wall-clock budget each, then writes their validation
+loss / bits per byte, throughput and a loss-curve PNG. Runs that exist are resumed, not redone.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+from pathlib import Path
+
+NAME = "core"
+HELP = "train the demo and shakespeare-char presets on this machine and write docs/core.md"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--work", default="runs/core", help="where the runs go")
+    p.add_argument("--doc", default="docs/core.md")
+    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget for shakespeare-char")
+    p.add_argument("--sc-steps", type=int, default=5000)
+    p.add_argument("--sc-batch", type=int, default=64)
+    p.add_argument("--device", default="auto")
+
+
+def _train(preset: str, out: Path, overrides: list[str]) -> dict:
+    from .. import config
+    from ..train.loop import train
+
+    saved = out / "config.toml"
+    cfg = config.load(str(saved) if saved.is_file() else preset, overrides)
+    return train(cfg, out, resume=True)
+
+
+def _plot(runs: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..train.metrics import read
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.5 * len(runs), 4))
+    for ax, (label, run) in zip(axes, runs.items()):
+        rows = read(run)
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.8, alpha=0.6, label="train loss")
+        ev = [r for r in rows if "val_loss" in r]
+        ax.plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "o-", label="validation loss")
+        ax.set_title(label)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss per token (nats)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+
+
+def _summary(run: Path) -> dict:
+    from ..train.metrics import read
+
+    rows = read(run)
+    ev = [r for r in rows if "val_loss" in r]
+    return {"steps": rows[-1]["step"], "tokens": rows[-1]["tokens"], "elapsed_min": rows[-1]["elapsed_s"] / 60,
+            "tok_per_s_median": statistics.median(r["tok_per_s"] for r in rows),
+            "val_loss": ev[-1]["val_loss"] if ev else None, "val_bpb": ev[-1]["val_bpb"] if ev else None,
+            "best_val_loss": min(r["val_loss"] for r in ev) if ev else None}
+
+
+def run(args) -> int:
+    import torch
+
+    work = Path(args.work)
+    dev = [f"train.device={args.device}"]
+    _train("demo", work / "demo", dev)
+    _train("shakespeare-char", work / "shakespeare-char",
+           dev + [f"train.max_steps={args.sc_steps}", f"train.batch_size={args.sc_batch}",
+                  f"train.max_minutes={args.minutes}"])
+    runs = {"demo (embedded Shakespeare, char)": work / "demo",
+            "shakespeare-char (tinyshakespeare)": work / "shakespeare-char"}
+    doc = Path(args.doc)
+    png = doc.parent / "img" / "core-loss.png"
+    _plot(runs, png)
+    sums = {k: _summary(v) for k, v in runs.items()}
+    machine = {"cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+               "platform": platform.platform(), "torch": torch.__version__, "loadavg_at_end": os.getloadavg()[0]}
+    (doc.parent / "core-results.json").write_text(json.dumps({"runs": sums, "machine": machine}, indent=1))
+    print(json.dumps(sums, indent=1))
+    return 0
