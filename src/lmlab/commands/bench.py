@@ -1,0 +1,84 @@
+"""`lmlab bench peak | train -c CONFIG | generate RUN_OR_CKPT`: throughput as JSON."""
+from __future__ import annotations
+
+from .common import add_config_args, load_model_arg, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="measure matmul peak, training or generation throughput (JSON)")
+    verbs = p.add_subparsers(dest="bench_verb", metavar="{peak,train,generate}")
+    verbs.required = True
+
+    pk = verbs.add_parser("peak", help="fp32 and bf16 matmul GFLOP/s of this machine")
+    pk.add_argument("--n", type=int, default=2048, help="matrix size (default 2048)")
+    pk.add_argument("--reps", type=int, default=10)
+    pk.add_argument("--device", default="auto")
+    pk.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    pk.set_defaults(func=run_peak)
+
+    tr = verbs.add_parser("train", help="tokens/s, step time, MFU and peak memory of the training loop")
+    add_config_args(tr)
+    tr.add_argument("--steps", type=int, default=20, help="training steps to run (the first 3 are not timed)")
+    tr.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    tr.set_defaults(func=run_train)
+
+    ge = verbs.add_parser("generate", help="decode tokens/s at batch 1 and 16, time to first token, memory")
+    ge.add_argument("run", metavar="RUN_OR_CKPT")
+    ge.add_argument("--new", type=int, default=64, help="new tokens per timing (default 64)")
+    ge.add_argument("--prompt", type=int, default=1000, help="prompt length for time to first token (default 1000)")
+    ge.add_argument("--batch", default="1,16", help="comma-separated batch sizes (default 1,16)")
+    ge.add_argument("--reps", type=int, default=3)
+    ge.add_argument("--device", default="auto")
+    ge.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ge.set_defaults(func=run_generate)
+
+
+def _positive(name: str, value: int) -> None:
+    from ..errors import LmlabError
+
+    if value < 1:
+        raise LmlabError(f"{name} must be at least 1, got {value}")
+
+
+def run_peak(args) -> int:
+    from .. import bench
+    from ..train.device import pick_device
+
+    _positive("--n", args.n)
+    _positive("--reps", args.reps)
+    bench.set_threads(args.threads)
+    print_json(bench.peak(args.n, args.reps, pick_device(args.device)))
+    return 0
+
+
+def run_train(args) -> int:
+    from .. import bench
+    from .. import config as config_mod
+    from ..errors import LmlabError
+
+    if not args.config:
+        raise LmlabError("bench train needs -c CONFIG (a TOML file or a preset: tiny, demo, shakespeare-char)")
+    _positive("--steps", args.steps)
+    bench.set_threads(args.threads)
+    cfg = config_mod.load(args.config, args.overrides)
+    print_json({"config": args.config, "overrides": args.overrides, **bench.train(cfg, args.steps)})
+    return 0
+
+
+def run_generate(args) -> int:
+    from .. import bench
+    from ..errors import LmlabError
+
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b.strip()]
+    except ValueError:
+        raise LmlabError(f"--batch must be comma-separated integers, got {args.batch!r}") from None
+    for b in batches:
+        _positive("--batch", b)
+    _positive("--new", args.new)
+    _positive("--prompt", args.prompt)
+    _positive("--reps", args.reps)
+    bench.set_threads(args.threads)
+    model, _, _ = load_model_arg(args.run, args.device)
+    print_json({"run": args.run, **bench.generate(model, batches, args.new, args.prompt, args.reps)})
+    return 0
