@@ -96,3 +96,19 @@ def test_a_real_process_prints_no_traceback(tmp_path):
                            "-o", str(tmp_path / "r")], capture_output=True, text=True)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and done.stderr.strip().startswith("error: model.d_model (64) must be divisible")
+
+
+def test_hf_corpus_without_datasets_is_a_clear_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as if the optional extra were not installed
+    code, _, err = run(capsys, "train", "-c", "tiny", "-o", tmp_path / "r", "--set", "data.corpus=hf:roneneldan/TinyStories")
+    assert_one_line_error(code, err, "datasets")
+
+
+def test_demo_trains_evaluates_and_samples_then_reuses_the_run(capsys, tmp_path):
+    args = ("demo", "-c", "tiny", "-o", tmp_path / "demo", "--eval-tokens", "300", "--set", "generate.max_new_tokens=20",
+            "--set", 'generate.prompts=["ROMEO:", "JULIET:"]')
+    code, out, err = run(capsys, *args)
+    assert code == 0, err
+    assert '"bpb"' in out and "ROMEO:" in out and "JULIET:" in out and "== sample 2" in out
+    code, out2, err = run(capsys, *args)  # second time: nothing to train, same evaluation
+    assert code == 0 and out2.split("== sample")[0].split("== evaluation")[1] == out.split("== sample")[0].split("== evaluation")[1]
