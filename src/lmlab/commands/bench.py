@@ -18,7 +18,8 @@ def register(sub) -> None:
 
     tr = verbs.add_parser("train", help="tokens/s, step time, MFU and peak memory of the training loop")
     add_config_args(tr)
-    tr.add_argument("--steps", type=int, default=20, help="training steps to run (the first 3 are not timed)")
+    tr.add_argument("--steps", type=int, default=20, help="training steps to run, warm-up included")
+    tr.add_argument("--warmup", type=int, default=3, help="first steps not timed (default 3)")
     tr.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     tr.set_defaults(func=run_train)
 
@@ -61,7 +62,7 @@ def run_train(args) -> int:
     _positive("--steps", args.steps)
     bench.set_threads(args.threads)
     cfg = config_mod.load(args.config, args.overrides)
-    print_json({"config": args.config, "overrides": args.overrides, **bench.train(cfg, args.steps)})
+    print_json({"config": args.config, "overrides": args.overrides, **bench.train(cfg, args.steps, max(args.warmup, 0))})
     return 0
 
 
