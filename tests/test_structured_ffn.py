@@ -140,6 +140,11 @@ def test_train_resume_load_generate_self_guided(tmp_path):
     assert alphas == pytest.approx([0.5 * (1 + math.cos(math.pi * (5 / 6) / 0.95))] * 2, abs=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["blockdense", "blockshuffle"])
+def test_train_resume_load_generate(tmp_path, kind):
+    check_train_resume_load_generate(tmp_path, [f"model.ffn={kind}"])
+
+
 def test_bad_block_count_is_a_clear_error():
     with pytest.raises(ValueError, match="ffn_blocks"):
         make_model(ffn="blockshuffle", ffn_blocks=3)
