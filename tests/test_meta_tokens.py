@@ -101,3 +101,26 @@ def test_training_uses_and_trains_meta_tokens():
         opt.step()
     assert not torch.equal(before, model.meta.weight)
     assert first > 3.0 and loss.item() < 0.3
+
+
+def test_meta_tokens_work_with_the_narrow_crmsnorm_stream():
+    import torch
+
+    from lmlab.config import ModelConfig
+    from lmlab.model import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=50, n_layers=2, d_model=32, n_heads=4, context=32,
+                                    norm="crmsnorm", meta_tokens=2))
+    x = torch.randint(0, 50, (2, 20))
+    model.train()
+    _, loss = model(x, x)
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    y = x.clone()
+    y[:, 10] = (y[:, 10] + 1) % 50
+    with torch.no_grad():
+        a, _ = model(x)
+        b, _ = model(y)
+    assert torch.equal(a[:, :10], b[:, :10]) and not torch.equal(a[:, 10:], b[:, 10:])

@@ -31,7 +31,7 @@ class MetaAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.n_heads, self.head_dim = cfg.n_heads, cfg.d_model // cfg.n_heads
-        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias, cfg.norm_affine)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
         self.o_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.o_proj.residual_out = True
@@ -65,7 +65,7 @@ class MetaAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=(allowed | own)[:, None])
         if cache is not None:
             cache["k"], cache["v"], cache["valid"] = k.detach(), v.detach(), valid_keys
-        y = self.o_proj(y.transpose(1, 2).reshape(B, m, d)) * valid[..., None].to(x.dtype)
+        y = self.o_proj(y.transpose(1, 2).reshape(B, m, self.n_heads * self.head_dim)) * valid[..., None].to(x.dtype)
         return x.scatter_add(1, gather_idx, y)
 
 
