@@ -163,3 +163,18 @@ def test_cli_export_then_import_round_trip(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.norm='crmsnorm'" in err[0]
     assert not (tmp_path / "hf2").exists()
+
+
+def test_bpe_export_writes_a_tokenizer_transformers_loads(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from lmlab.tokenizers import bpe
+
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
+    tok = bpe.train(text, vocab_size=300)
+    model = random_model(**GPT2_NOBIAS)
+    report = hf.export(model, tok, tmp_path)
+    assert report["tokenizer"].startswith("bpe: tokenizer.json")
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    sample = "Before we proceed, hear me: 42 citizens!\n"
+    assert theirs(sample)["input_ids"] == tok.encode(sample)
+    assert theirs.eos_token_id == tok.eot_id
