@@ -38,9 +38,17 @@ def test_generate(capsys, tiny_run):
     assert "cut to 64" in r["ttft_prompt_note"] and r["ttft_ms"] > 0
 
 
+def test_generate_from_config(capsys):
+    r = run_json(capsys, "bench", "generate", "-c", "tiny", "--set", "model.context=32", "--new", "4", "--reps", "1",
+                 "--batch", "2", "--prompt", "20", "--threads", "1")
+    assert r["weights"] == "random init" and r["context"] == 32 and r["batch2_tokens_per_s"] > 0
+    assert r["ttft_prompt_tokens"] == 20 and r["ttft_prompt_note"] == ""
+
+
 def test_bad_input_is_one_line(capsys, tiny_run):
     for argv in (["bench", "train"], ["bench", "generate", tiny_run, "--batch", "x"],
-                 ["bench", "train", "-c", "tiny", "--steps", "2"]):
+                 ["bench", "train", "-c", "tiny", "--steps", "2"], ["bench", "generate"],
+                 ["bench", "generate", tiny_run, "-c", "tiny"]):
         assert main([str(a) for a in argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: "), err

@@ -24,7 +24,9 @@ def register(sub) -> None:
     tr.set_defaults(func=run_train)
 
     ge = verbs.add_parser("generate", help="decode tokens/s at batch 1 and 16, time to first token, memory")
-    ge.add_argument("run", metavar="RUN_OR_CKPT")
+    ge.add_argument("run", metavar="RUN_OR_CKPT", nargs="?",
+                    help="a trained model; or give -c CONFIG for randomly initialised weights (same speed)")
+    add_config_args(ge)
     ge.add_argument("--new", type=int, default=64, help="new tokens per timing (default 64)")
     ge.add_argument("--prompt", type=int, default=1000, help="prompt length for time to first token (default 1000)")
     ge.add_argument("--batch", default="1,16", help="comma-separated batch sizes (default 1,16)")
@@ -80,6 +82,18 @@ def run_generate(args) -> int:
     _positive("--prompt", args.prompt)
     _positive("--reps", args.reps)
     bench.set_threads(args.threads)
-    model, _, _ = load_model_arg(args.run, args.device)
-    print_json({"run": args.run, **bench.generate(model, batches, args.new, args.prompt, args.reps)})
+    if bool(args.run) == bool(args.config):
+        raise LmlabError("bench generate needs either RUN_OR_CKPT or -c CONFIG (random weights), not both")
+    if args.config:
+        from .. import config as config_mod
+        from ..train.device import pick_device
+        from ..train.loop import prepare
+
+        cfg = config_mod.load(args.config, args.overrides)
+        model = prepare(cfg, None)[3].to(pick_device(args.device))
+        source = {"config": args.config, "overrides": args.overrides, "weights": "random init"}
+    else:
+        model, _, _ = load_model_arg(args.run, args.device)
+        source = {"run": args.run}
+    print_json({**source, **bench.generate(model, batches, args.new, args.prompt, args.reps)})
     return 0
