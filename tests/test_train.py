@@ -160,3 +160,11 @@ def test_one_step_with_grad_accumulation_matches_the_update_done_by_hand(tmp_pat
     opt.step()
     for (name, p), q in zip(model.named_parameters(), trained.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
+
+
+def test_wall_clock_budget_stops_with_an_evaluation_and_a_checkpoint(tmp_path):
+    cfg = config.load("tiny", ["train.max_minutes=1e-6", "train.max_steps=1000"])
+    summary = train(cfg, tmp_path / "r", progress=False)
+    assert summary["step"] == 1 and "val_bpb" in summary
+    assert read_metrics(tmp_path / "r")[-1]["step"] == 1 and "val_loss" in read_metrics(tmp_path / "r")[-1]
+    assert checkpoint.resolve(tmp_path / "r").name == "step_0000001"

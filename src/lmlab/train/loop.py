@@ -168,7 +168,8 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
             record = {"step": step, "loss": last_loss, "lr": lr, "tokens": tokens_seen,
                       "tok_per_s": tokens_per_step / dt, "elapsed_s": elapsed_before + time.perf_counter() - t0}
             record.update(train_stats(model))  # numbers modules report, e.g. MoE tokens per expert
-            if tc.eval_every and (step % tc.eval_every == 0 or step == tc.max_steps):
+            out_of_time = bool(tc.max_minutes) and (time.perf_counter() - t0) / 60 >= tc.max_minutes
+            if tc.eval_every and (step % tc.eval_every == 0 or step == tc.max_steps or out_of_time):
                 last_eval = evaluate_split(model, val_ids, token_nbytes, tc.eval_batches * tc.batch_size,
                                            tc.batch_size, context, device, dtype)
                 record.update(last_eval)
@@ -181,10 +182,9 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
                             writer.add_scalar(k, v, step)
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{record['tok_per_s']:.0f}", refresh=False)
-            if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.max_steps:
+            if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.max_steps or out_of_time:
                 save(step)
-            if tc.max_minutes and (time.perf_counter() - t0) / 60 >= tc.max_minutes:
-                save(step)
+            if out_of_time:
                 bar.write(f"stopping at step {step}: train.max_minutes={tc.max_minutes} reached")
                 break
     except _Stop:
