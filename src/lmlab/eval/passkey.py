@@ -36,13 +36,17 @@ def random_key(rng: random.Random, digits: int) -> str:
 
 def corpus(n_docs: int, n_chars: int, digits: int = 5, seed: int = 0, answers: int = 1) -> str:
     """Training text: passkey prompts followed by their answers, one document per line block.
-    `answers` > 1 asks the question again after the answer: more copying per document to learn from."""
+    `answers` > 1 asks the question again after the answer, after a random bit of filler (so the
+    answer is not at a fixed distance): more copying by content per document to learn from."""
     rng = random.Random(seed)
     docs = []
     for _ in range(n_docs):
         key = random_key(rng, digits)
-        prompt = make_prompt(key, rng.randint(n_chars // 4, n_chars), rng.random())
-        docs.append(prompt + key + ".\n" + (QUESTION + key + ".\n") * (answers - 1) + "\n")
+        doc = make_prompt(key, rng.randint(n_chars // 4, n_chars), rng.random()) + key + ".\n"
+        for _ in range(answers - 1):
+            doc += FILLER[:FILLER.find(".", rng.randrange(len(FILLER) // 2)) + 1] + "\n" if rng.random() < 0.7 else ""
+            doc += QUESTION + key + ".\n"
+        docs.append(doc + "\n")
     return "".join(docs)
 
 

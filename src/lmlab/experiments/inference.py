@@ -30,7 +30,7 @@ MODEL = ["data.corpus=tinyshakespeare", "tokenizer.kind=char", "model.context=12
          "train.warmup_steps=100", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=1000",
          "train.progress=false", "train.device=cpu"]
 PASSKEY_MODEL = ["tokenizer.kind=char", "model.context=128", "model.n_layers=2", "model.d_model=128",
-                 "model.n_heads=4", "train.max_steps=2000", "train.batch_size=16", "train.lr=2e-3",
+                 "model.n_heads=4", "train.max_steps=3000", "train.batch_size=16", "train.lr=2e-3",
                  "train.warmup_steps=100", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=500",
                  "train.progress=false", "train.device=cpu"]
 
