@@ -1,7 +1,11 @@
 import os
 from pathlib import Path
 
-import pytest
+# Read once when torch loads: idle OpenMP threads sleep instead of spinning, so a test process
+# sharing two cores with others does not stall (docs/performance.md measured up to 30x).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
