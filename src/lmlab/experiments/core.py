@@ -123,4 +123,7 @@ Raw numbers: `core-results.json`.
   because 5,000 iterations of batch 64 (82 M tokens) are hours on two CPU cores. The reference
   point, nanoGPT's 1.47 validation loss, is reached after those 5,000 iterations; the loss here
   is where the same shape stands after the stated number of steps, not a claim of parity.
+- Training speed side by side with a Hugging Face GPT-2 of the same shape (same batches, same
+  process, alternating steps): `python benchmarks/train_vs_hf.py`, results and discussion in
+  [performance.md](performance.md).
 """
