@@ -53,6 +53,17 @@ def sample_ids(model, prompt_ids: list[int], max_new_tokens: int, **kw) -> Itera
         yield int(nxt[0])
 
 
+def _stop_prefix_len(text: str, stop) -> int:
+    """Length of the longest tail of `text` that is a proper prefix of some stop string."""
+    best = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:k]):
+                best = k
+                break
+    return best
+
+
 def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
              top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0, stop=(),
              stream: Callable[[str], None] | None = None) -> str:
@@ -71,8 +82,11 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperatu
         hit = min((text.find(s) for s in stop if s and s in text), default=-1)
         if hit >= 0:
             text = text[:hit]
-        # Hold back a trailing partial character (byte fallback) until it completes.
+        # Hold back a trailing partial character (byte fallback), and any tail that may be the
+        # start of a stop string, until it is decided.
         ready = text if hit >= 0 else text.rstrip("\ufffd")
+        if hit < 0:
+            ready = ready[: len(ready) - _stop_prefix_len(ready, stop)]
         if stream is not None and len(ready) > len(emitted):
             stream(ready[len(emitted):])
         emitted = ready
