@@ -10,6 +10,8 @@ from lmlab.model.hooks import hook_points
 from lmlab.train.checkpoint import load_model
 from lmlab.train.loop import train
 
+from variant_checks import check_cached_greedy, check_causal, check_gradients, check_overfits
+
 PATTERNS = ["MF", "LF", "AMF MF", "ALF MF"]
 VOCAB = 37
 
@@ -25,65 +27,25 @@ def make_model(pattern, **kw):
     return model
 
 
-@torch.no_grad()
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_causal(pattern):
-    model = make_model(pattern).eval()
-    ids = torch.randint(0, VOCAB, (2, 40))
-    base = model(ids)[0]
-    for t in (0, 17, 39):
-        changed = ids.clone()
-        changed[:, t] = (changed[:, t] + 1) % VOCAB
-        out = model(changed)[0]
-        # LMU's FFT convolution leaks ~1e-7 of rounding noise backwards; nothing else may
-        torch.testing.assert_close(out[:, :t], base[:, :t], atol=1e-5, rtol=0)
-        assert (out[:, t] - base[:, t]).abs().max() > 1e-4
+    # LMU's FFT convolution leaks ~1e-7 of rounding noise backwards; nothing else may
+    check_causal(make_model(pattern), atol=1e-5)
 
 
-@torch.no_grad()
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_cached_greedy_equals_full_forward(pattern):
-    model = make_model(pattern).eval()
-    prompt = torch.randint(0, VOCAB, (2, 9))
-    seq = prompt
-    for _ in range(25):  # full forward over the whole sequence each step
-        seq = torch.cat([seq, model(seq)[0][:, -1].argmax(-1, keepdim=True)], 1)
-    cache = model.new_cache(48)
-    logits = model(prompt, cache=cache)[0][:, -1]
-    cached, steps = prompt, [logits]
-    for _ in range(25):
-        nxt = logits.argmax(-1, keepdim=True)
-        cached = torch.cat([cached, nxt], 1)
-        logits = model(nxt, cache=cache)[0][:, -1]
-        steps.append(logits)
-    assert torch.equal(cached, seq)
-    # and the logits themselves, not only their argmax
-    torch.testing.assert_close(torch.stack(steps, 1), model(seq)[0][:, 8:], atol=1e-5, rtol=1e-4)
+    check_cached_greedy(make_model(pattern))
 
 
 @pytest.mark.parametrize("pattern", PATTERNS + ["AF"])
 def test_gradients_reach_every_parameter(pattern):
-    model = make_model(pattern, meta_tokens=2, meta_rate=0.1).train()
-    ids = torch.randint(0, VOCAB, (2, 40))
-    _, loss = model(ids[:, :-1], ids[:, 1:])
-    loss.backward()
-    dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
-    assert not dead
+    check_gradients(make_model(pattern, meta_tokens=2, meta_rate=0.1))
 
 
 @pytest.mark.parametrize("pattern", ["MF", "LF", "ALF MF"])
 def test_tiny_model_overfits_a_batch(pattern):
-    model = make_model(pattern).train()
-    ids = torch.randint(0, VOCAB, (2, 33))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    first = None
-    for _ in range(120):
-        _, loss = model(ids[:, :-1], ids[:, 1:])
-        first = first if first is not None else loss.item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert first > 3.0 and loss.item() < 0.1
+    check_overfits(make_model(pattern))
 
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40

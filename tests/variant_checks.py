@@ -38,7 +38,7 @@ def make_model(seed: int = 0, **kw) -> Transformer:
 
 
 @torch.no_grad()
-def check_causal(model) -> None:
+def check_causal(model, atol: float = 1e-6) -> None:
     model.eval()
     ids = torch.randint(0, VOCAB, (2, 40))
     base = model(ids)[0]
@@ -46,7 +46,7 @@ def check_causal(model) -> None:
         changed = ids.clone()
         changed[:, t] = (changed[:, t] + 1) % VOCAB
         out = model(changed)[0]
-        torch.testing.assert_close(out[:, :t], base[:, :t], atol=1e-6, rtol=0)
+        torch.testing.assert_close(out[:, :t], base[:, :t], atol=atol, rtol=0)
         assert (out[:, t] - base[:, t]).abs().max() > 1e-4
 
 
