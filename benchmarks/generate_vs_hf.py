@@ -16,7 +16,11 @@ import statistics
 import tempfile
 import time
 
-import torch
+from lmlab import runtime
+
+RUNTIME = runtime.configure()  # the same process settings as the lmlab command, for both sides
+
+import torch  # noqa: E402
 
 
 def main():

@@ -17,7 +17,11 @@ import json
 import statistics
 import time
 
-import torch
+from lmlab import runtime
+
+RUNTIME = runtime.configure()  # the same process settings as the lmlab command, for both sides
+
+import torch  # noqa: E402
 
 
 def step_fn(model, opt, batches, dtype, is_hf: bool):
@@ -110,7 +114,7 @@ def main():
         "lmlab_tokens_per_s": tps["lmlab"], "hf_tokens_per_s": tps["hf"], "speedup": tps["lmlab"] / tps["hf"],
         "lmlab_losses": s_ours["losses"], "hf_losses": s_theirs["losses"],
         "loader_tokens_per_s": loader_tps, "loader_over_lmlab_train": loader_tps / tps["lmlab"],
-        "loadavg_before": load_before, "loadavg_after": bench.loadavg(), "transformers": transformers.__version__,
+        "loadavg_before": load_before, "loadavg_after": bench.loadavg(), "transformers": transformers.__version__, "process_settings": RUNTIME,
         "torch": torch.__version__}, indent=1))
 
 

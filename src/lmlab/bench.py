@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import runtime
 from .errors import LmlabError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -73,7 +74,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 10, device="cpu
 def peak(n: int = 2048, reps: int = 10, device="cpu") -> dict:
     """The machine's fp32 and bf16 matmul peak; `best` is the peak (a shared CPU only ever lowers it)."""
     out = {"device": str(device), "threads": torch.get_num_threads(), "n": n, "reps": reps,
-           "loadavg": loadavg()}
+           "loadavg": loadavg(), "process_settings": runtime.configure()}
     for name, dt in DTYPES.items():
         out[name] = matmul_gflops(dt, n, reps, device)
     out["bf16_over_fp32"] = out["bfloat16"]["best_gflops"] / out["float32"]["best_gflops"]
@@ -116,7 +117,7 @@ def train(cfg, steps: int = 20, warmup: int = 3, peak_n: int = 2048) -> dict:
            "params": params, "train_flops_per_token": flops, "tokens_per_step": tokens_per_step,
            "steps_timed": len(step_s), "peak_rss_mb": rss, "rss_bytes_per_param": rss * 2 ** 20 / params,
            "threads": torch.get_num_threads(), "loadavg_before": load_before, "loadavg_after": loadavg(),
-           "final_loss": result["loss"]}
+           "final_loss": result["loss"], "process_settings": runtime.configure()}
     if cuda_peak is not None:
         out["cuda_peak_mb"] = cuda_peak
     return out
@@ -168,7 +169,7 @@ def generate(model, batch_sizes=(1, 16), new_tokens: int = 64, prompt_tokens: in
                 "ttft_prompt_note": "" if p == prompt_tokens else
                 f"model context is {context}: the prompt was cut to {p} tokens",
                 "peak_rss_mb": rss_mb(), "rss_bytes_per_param": rss_mb() * 2 ** 20 / model.num_params(),
-                "loadavg_after": loadavg()})
+                "loadavg_after": loadavg(), "process_settings": runtime.configure()})
     if torch.cuda.is_available() and device.type == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return out

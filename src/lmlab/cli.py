@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from . import runtime
+
+    runtime.configure()  # before the verbs import torch
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

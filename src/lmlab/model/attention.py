@@ -5,7 +5,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import keep_mask, keep_scale
 from .positions import apply_rope
+
+
+def causal_attention_with_dropout(q, k, v, p: float):
+    """Causal attention with dropout on the attention weights, written out for the CPU.
+
+    PyTorch's CPU SDPA has no fused kernel with dropout and falls back to a generic path with slow
+    Bernoulli masks; this is the same maths with the cheap mask of dropout.py, arranged for speed
+    (each choice measured in docs/performance.md): the causal mask is an added -inf bias, whose
+    backward is free; softmax runs in the matmul dtype (it accumulates in fp32 internally and its
+    output is rounded to that dtype for the next matmul anyway); the keep-scale multiplies the
+    (T x head_dim) output instead of the (T x T) weights.
+    """
+    if k.shape[1] != q.shape[1]:  # grouped-query: every query head reads its kv group
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    T = q.shape[-2]
+    future = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + future
+    weights = torch.softmax(scores, dim=-1)
+    weights = weights * keep_mask(weights.shape, p, q.device, weights.dtype)
+    return (weights @ v) * keep_scale(p)
 
 
 class CausalSelfAttention(nn.Module):
@@ -51,10 +73,13 @@ class CausalSelfAttention(nn.Module):
                 i = torch.arange(T, device=x.device)[:, None]
                 j = torch.arange(start_pos + T, device=x.device)[None, :]
                 mask = j <= start_pos + i
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and T > 1,
-            dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_kv_heads != self.n_heads,
-        )
+        p = self.dropout if self.training else 0.0
+        if p > 0.0 and x.device.type == "cpu" and mask is None and causal and T > 1:
+            y = causal_attention_with_dropout(q, k, v, p)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal and T > 1, dropout_p=p,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.o_proj(y)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from .attention import CausalSelfAttention
+from .dropout import Dropout
 from .ffn import make_ffn
 from .hooks import HookPoint
 from .norms import make_norm, to_stream
@@ -42,7 +43,7 @@ class Residual(nn.Module):
         super().__init__()
         self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias, cfg.norm_affine)
         self.mixer = mixer
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.hook_in = HookPoint()
         self.hook_out = HookPoint()
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..embeddings import make_embedding
 from .block import Block, layer_patterns
+from .dropout import Dropout
 from .hooks import HookPoint
 from .meta_tokens import MetaTokens
 from .norms import make_norm, narrow_writers, stream_width, to_stream
@@ -35,7 +36,7 @@ class Transformer(nn.Module):
         self.pos_embed = nn.Embedding(cfg.context, cfg.d_model) if cfg.positions == "learned" else None
         if cfg.positions not in ("rope", "learned"):
             raise ValueError(f"unknown model.positions {cfg.positions!r}; valid: rope, learned")
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i, p) for i, p in enumerate(layer_patterns(cfg)))
         self.meta = MetaTokens(cfg) if cfg.meta_tokens else None  # ids >= vocab_size are meta-tokens
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias, cfg.norm_affine)
