@@ -147,3 +147,53 @@ def test_cli_long_eval_and_generation(tiny_run, capsys):
     assert capsys.readouterr().out.startswith("ROMEO:")
     assert main(["generate", str(tiny_run), "--prompt", "A", "--lm-infinite", "--beam", "2"]) == 2
     assert "choose one of" in capsys.readouterr().err
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("n_global,n_local,n_kv_heads", [(3, 8, 2), (10, 4, 0), (0, 6, 0)])
+def test_fast_decode_step_matches_the_general_masked_path(n_global, n_local, n_kv_heads, monkeypatch):
+    """decode_step (one fused attention over [globals rotated to p - n_local | ring]) against the
+    general path (separate local/global scores and masks): same logits at every step, including
+    the first n_global steps past n_local where some globals are still inside the ring."""
+    model = make_model(n_kv_heads=n_kv_heads)
+    ids = torch.randint(0, 40, (2, 45))
+
+    def decode(fast):
+        monkeypatch.setattr(lminfinite, "FAST_DECODE", fast)
+        with lminfinite.lm_infinite(model, n_global=n_global, n_local=n_local):
+            cache = lminfinite.new_cache(model)
+            out = [model(ids[:, :3], cache=cache)[0]] + [model(ids[:, t:t + 1], cache=cache)[0] for t in range(3, 45)]
+        return torch.cat(out, 1), cache
+
+    (fast, cache_f), (slow, cache_s) = decode(True), decode(False)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(fast[:, -1], fast[:, -2])
+    # The fast path leaves the same ring behind: bit for bit in the first layer (same inputs, and its
+    # one-position rotation is apply_rope's arithmetic), within rounding in later ones.
+    first_f, first_s = cache_f.layers[0][0], cache_s.layers[0][0]
+    assert torch.equal(first_f["ring_k"], first_s["ring_k"]) and torch.equal(first_f["ring_v"], first_s["ring_v"])
+    for lf, ls in zip(cache_f.layers, cache_s.layers):
+        torch.testing.assert_close(lf[0]["ring_k"], ls[0]["ring_k"], rtol=1e-5, atol=1e-5)
+        assert lf[0]["ring_hi"] == ls[0]["ring_hi"] == 44
+
+
+def test_one_position_rotation_is_bit_identical_to_apply_rope():
+    from lmlab.model.positions import apply_rope, rope_tables
+    cos, sin = rope_tables(16, 300, 10000.0)
+    x = torch.randn(3, 4, 1, 16)
+    for p in (0, 7, 299):
+        c, s = cos[p], sin[p]
+        got = lminfinite._rotate_one(x.view(3, 4, 1, 2, 8), c, torch.stack([-s, s])).view(3, 4, 1, 16)
+        assert torch.equal(got, apply_rope(x, cos[p:p + 1], sin[p:p + 1]))
+
+
+@torch.no_grad()
+def test_rope_tables_past_the_context_are_built_once_and_restored():
+    model = make_model()
+    cos_ref, sin_ref = model.rope(100)
+    with lminfinite.lm_infinite(model, n_global=2):
+        a, b = model.rope(70), model.rope(100)
+        assert a[0] is b[0] and a[0].shape[0] >= 100                  # one table, reused
+        torch.testing.assert_close(b[0][:100], cos_ref, rtol=0, atol=1e-6)
+        assert model.rope(16)[0] is model.rope_cos                   # within the context: the model's own
+    assert "rope" not in model.__dict__ and model.rope(90)[0] is not model.rope(90)[0]

@@ -8,9 +8,11 @@ last `context` tokens (for 1x they are the same tokens), plus a bpb-vs-position 
 """
 from __future__ import annotations
 
+import copy
 import math
 import statistics
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -110,11 +112,17 @@ def greedy_continue(model, ids: list[int], n_new: int, method: str = "vanilla", 
 
 @torch.no_grad()
 def decode_speed(model, prompt_len: int, n_new: int = 64, method: str = "vanilla", n_global: int = 10,
-                 n_local: int | None = None, repeats: int = 3, seed: int = 0) -> dict:
-    """Greedy decoding tokens/s after a prompt of `prompt_len` tokens (prefill not timed); median of runs."""
+                 n_local: int | None = None, repeats: int = 3, seed: int = 0, batch: int = 1) -> dict:
+    """Greedy decoding tokens/s (per sequence) after a prompt of `prompt_len` tokens, `batch`
+    sequences at once (prefill not timed); median of runs.
+
+    Vanilla is the usual KV cache (preallocated, every position attended with one fused attention
+    call); both methods get RoPE tables built once (`rope_tables_once`), not rebuilt every step.
+    """
     _check(model, method)
     device = next(model.parameters()).device
-    x = torch.randint(0, model.cfg.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed)).to(device)
+    x = torch.randint(0, model.cfg.vocab_size, (batch, prompt_len),
+                      generator=torch.Generator().manual_seed(seed)).to(device)
 
     def once() -> float:
         cache = lminfinite.new_cache(model) if method == "lminfinite" else model.new_cache(prompt_len + n_new)
@@ -124,10 +132,57 @@ def decode_speed(model, prompt_len: int, n_new: int = 64, method: str = "vanilla
             logits = model(logits.argmax(-1)[:, None], cache=cache)[0][:, -1]
         return n_new / (time.perf_counter() - t0)
 
-    if method == "vanilla":
-        runs = [once() for _ in range(repeats)]
-    else:
-        with lminfinite.lm_infinite(model, n_global, n_local):
+    with lminfinite.rope_tables_once(model):
+        if method == "vanilla":
             runs = [once() for _ in range(repeats)]
-    return {"method": method, "prompt_len": prompt_len, "n_new": n_new, "tok_per_s": statistics.median(runs),
-            "runs": runs}
+        else:
+            with lminfinite.lm_infinite(model, n_global, n_local):
+                runs = [once() for _ in range(repeats)]
+    return {"method": method, "prompt_len": prompt_len, "n_new": n_new, "batch": batch,
+            "tok_per_s": statistics.median(runs), "runs": runs}
+
+
+@torch.no_grad()
+def decode_speed_table(model, multipliers=(1, 2, 4, 8), batches=(1,), n_new: int = 32, repeats: int = 5,
+                       n_global: int = 10, n_local: int | None = None, seed: int = 0, echo=None) -> list[dict]:
+    """Greedy decoding tokens/s, vanilla vs LM-Infinite, after prompts of m x the context.
+
+    Per (batch, multiplier): each method's cache is filled once (prefill, not timed) and copied for
+    every timed run, so runs start from the same state; the two methods' runs alternate (a load
+    change on a shared machine hits both). tok/s counts tokens of all `batch` sequences.
+    """
+    _check(model, "lminfinite")
+    device = next(model.parameters()).device
+    ctx = model.cfg.context
+    rows = []
+    with lminfinite.rope_tables_once(model):
+        for batch in batches:
+            for m in multipliers:
+                P = m * ctx
+                x = torch.randint(0, model.cfg.vocab_size, (batch, P),
+                                  generator=torch.Generator().manual_seed(seed)).to(device)
+                filled = {}
+                for method in METHODS:
+                    with lminfinite.lm_infinite(model, n_global, n_local) if method == "lminfinite" else nullcontext():
+                        cache = lminfinite.new_cache(model) if method == "lminfinite" else model.new_cache(P + n_new)
+                        logits = lminfinite.chunked_logits(model, x, ctx, cache)[:, -1]
+                    filled[method] = (cache, logits)
+                times = {method: [] for method in METHODS}
+                for _ in range(repeats):
+                    for method in METHODS:
+                        cache, logits = copy.deepcopy(filled[method])
+                        with lminfinite.lm_infinite(model, n_global, n_local) if method == "lminfinite" else nullcontext():
+                            t0 = time.perf_counter()
+                            for _ in range(n_new):
+                                logits = model(logits.argmax(-1)[:, None], cache=cache)[0][:, -1]
+                            times[method].append(time.perf_counter() - t0)
+                        del cache
+                del filled
+                tps = {k: batch * n_new / statistics.median(v) for k, v in times.items()}
+                rows.append({"batch": batch, "multiplier": m, "prompt_len": P, "vanilla": tps["vanilla"],
+                             "lminfinite": tps["lminfinite"], "speedup": tps["lminfinite"] / tps["vanilla"],
+                             "runs": repeats, "n_new": n_new})
+                if echo:
+                    echo(rows[-1])
+    return rows
+

@@ -48,6 +48,7 @@ def _new_state(cache: dict, B: int, attn: CausalSelfAttention, policy: LambdaPol
     # so decoding attends to it in one call without concatenating.
     cache["buf_k"], cache["buf_v"] = like.new_zeros(shape), like.new_zeros(shape)
     cache["ring_k"], cache["ring_v"] = cache["buf_k"][:, :, G:], cache["buf_v"][:, :, G:]  # rotated at their positions
+    cache["glob_in_buf"] = cache["buf_k"][:, :, :G]
     cache["ring_hi"] = -1  # highest position stored; slot = position % n_local
     empty = like.new_zeros((B, attn.n_kv_heads, 0, attn.head_dim))
     cache["glob_k"], cache["glob_v"] = empty, empty  # unrotated keys of positions < n_global
@@ -87,9 +88,76 @@ def _store(cache: dict, policy: LambdaPolicy, k_raw, k_rot, v, start: int):
     cache["ring_v"][:, :, slots] = v[:, :, first:]
 
 
+FAST_DECODE = True  # False sends decoding through the general masked path (tests compare the two)
+
+
+def _step_tables(self, rope, p: int, dtype) -> dict:
+    """RoPE factors for one decoding step at position p, built once and shared by every layer.
+
+    "q": (cos, signed sin) at p shaped [2, D/2], so that a vector viewed as its two halves [2, D/2]
+    rotates as x * cos + swap(x) * sin, the same products and sums as `apply_rope` (bit-identical).
+    "glob": full-width (cos, sin) at p - n_local, for the far global keys (x * cos + turned * sin).
+    "mask": None, or while some globals are still inside the ring (the first n_global steps past
+    n_local), a mask over [globals | ring] hiding those globals' far copies.
+    """
+    memo = self.lm_infinite_step
+    cos, sin = rope
+    if memo.get("cos") is cos and memo.get("p") == p and memo.get("dtype") == dtype:
+        return memo
+    c, s_ = cos[p].to(dtype), sin[p].to(dtype)
+    policy: LambdaPolicy = self.lm_infinite
+    at = p - policy.n_local
+    gc, gs = cos[at:at + 1].to(dtype), sin[at:at + 1].to(dtype)
+    far = min(policy.n_global, at + 1)  # globals not in the ring: positions <= p - n_local
+    mask = None
+    if far < policy.n_global:
+        mask = torch.ones(1, policy.n_global + policy.n_local, dtype=torch.bool, device=cos.device)
+        mask[:, far:policy.n_global] = False
+    memo.clear()  # holding `cos` keeps its identity from being reused by another table
+    memo.update(cos=cos, p=p, dtype=dtype, q=(c, torch.stack([-s_, s_])),
+                glob=(torch.cat([gc, gc], -1), torch.cat([gs, gs], -1)), mask=mask)
+    return memo
+
+
+def _rotate_one(x: torch.Tensor, c: torch.Tensor, s_signed: torch.Tensor, out: torch.Tensor | None = None):
+    """RoPE of one position for x [..., 2, D/2] (halves): x1*c - x2*s, x2*c + x1*s, like apply_rope."""
+    y = torch.mul(x, c, out=out) if out is not None else x * c
+    return y.add_(x.flip(-2) * s_signed)
+
+
+def decode_step(self: CausalSelfAttention, x, rope, state: dict, p: int):
+    """One token at position p >= max(n_local, n_global), the hot loop of long generation.
+
+    The ring holds exactly the last n_local positions; a far global key rotated to position
+    p - n_local scores like the capped distance n_local from the query at p, so the buffer
+    [globals rotated to p - n_local | ring] is attended to in one call (globals still inside the
+    ring masked, for the first n_global steps).
+    Written for few dispatches per token: the new key is rotated straight into its ring slot,
+    the rotation factors (and the mask, first steps only) are built once per step for all layers.
+    """
+    policy: LambdaPolicy = self.lm_infinite
+    B, H, Hkv, D = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
+    t = _step_tables(self, rope, p, x.dtype)
+    c, s_signed = t["q"]
+    q = _rotate_one(self.q_proj(x).view(B, H, 1, 2, D // 2), c, s_signed).view(B, H, 1, D)
+    slot = p % policy.n_local
+    _rotate_one(self.k_proj(x).view(B, Hkv, 1, 2, D // 2), c, s_signed,
+                out=state["ring_k"][:, :, slot:slot + 1].view(B, Hkv, 1, 2, D // 2))
+    state["ring_v"][:, :, slot:slot + 1].copy_(self.v_proj(x).view(B, Hkv, 1, D))
+    state["ring_hi"] = p
+    if policy.n_global:  # globals rotated to p - n_local, written in place into the buffer's head
+        gc, gs = t["glob"]
+        torch.mul(state["glob_k"], gc, out=state["glob_in_buf"]).addcmul_(state["glob_k_turned"], gs)
+    y = F.scaled_dot_product_attention(q, state["buf_k"], state["buf_v"], attn_mask=t["mask"], enable_gqa=Hkv != H)
+    return self.o_proj(y.reshape(B, 1, H * D))  # [B, H, 1, D] -> [B, 1, H*D]: same order for one token
+
+
 def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None = None, start_pos: int = 0):
     """Drop-in forward for CausalSelfAttention under the policy in `self.lm_infinite`."""
     policy: LambdaPolicy = self.lm_infinite
+    if (FAST_DECODE and x.shape[1] == 1 and cache is not None and "buf_k" in cache
+            and start_pos >= max(policy.n_local, policy.n_global)):
+        return decode_step(self, x, rope, cache, start_pos)
     B, T, _ = x.shape
     H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
     q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)
@@ -115,28 +183,6 @@ def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None
                 mask = torch.arange(start_pos + T, device=x.device)[None, :] <= pos[:, None]
         y = F.scaled_dot_product_attention(q_rot, keys, vals, attn_mask=mask, is_causal=causal,
                                            enable_gqa=Hkv != H)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
-
-    if T == 1 and cache is not None and start_pos >= max(policy.n_local, policy.n_global):
-        # Decoding: the ring now holds exactly the last n_local positions. A far global key
-        # rotated to position p - n_local scores like the capped distance n_local from the query
-        # at p, so one attention call over n_global + n_local keys does it.
-        _store(state, policy, k, k_rot, v, start_pos)
-        G = policy.n_global
-        far = min(state["glob_k"].shape[2], start_pos - policy.n_local + 1)
-        at = start_pos - policy.n_local
-        c, s_ = cos[at:at + 1].to(q.dtype), sin[at:at + 1].to(q.dtype)
-        c, s_ = torch.cat([c, c], -1), torch.cat([s_, s_], -1)
-        if far == G:  # the usual case: every global is far; rotate them in place into the buffer
-            glob = state["buf_k"][:, :, :G]
-            torch.mul(state["glob_k"], c, out=glob)
-            glob.addcmul_(state["glob_k_turned"], s_)
-            keys, vals = state["buf_k"], state["buf_v"]
-        else:  # the first tokens past n_local: only some globals are far yet
-            glob = state["glob_k"][:, :, :far] * c + state["glob_k_turned"][:, :, :far] * s_
-            keys = torch.cat([glob, state["ring_k"]], dim=2)
-            vals = torch.cat([state["glob_v"][:, :, :far], state["ring_v"]], dim=2)
-        y = F.scaled_dot_product_attention(q_rot, keys, vals, enable_gqa=Hkv != H)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, H * D))
 
     # Local branch: cached ring (positions before this chunk) + the chunk itself.
@@ -176,20 +222,64 @@ def _attention_modules(model):
     return mods
 
 
+def _rope_once(model, max_pos: int):
+    """`model.rope` with the tables past the context built once, doubling when outgrown.
+
+    The model rebuilds cos/sin for all `max_pos` positions on every call past its context: O(length)
+    work per decoded token, which would defeat a bounded cache. Rows are the same per position.
+    """
+    if max_pos <= model.rope_cos.shape[0]:
+        return type(model).rope(model, max_pos)
+    tables = model.__dict__.get("_rope_once_tables")
+    if tables is None or tables[0].shape[0] < max_pos:
+        tables = type(model).rope(model, 1 << (max_pos - 1).bit_length())
+        model.__dict__["_rope_once_tables"] = tables
+    return tables
+
+
+@contextmanager
+def rope_tables_once(model):
+    """Within the block, RoPE tables past the context are built once, not per call (both methods use
+    it in timings, so vanilla decoding pays no per-token table rebuild either)."""
+    owned = _patch_rope(model)
+    try:
+        yield
+    finally:
+        if owned:
+            _unpatch_rope(model)
+
+
+def _patch_rope(model) -> bool:
+    if "rope" in model.__dict__ or getattr(model.cfg, "positions", "rope") != "rope":
+        return False
+    model.rope = types.MethodType(_rope_once, model)
+    return True
+
+
+def _unpatch_rope(model) -> None:
+    model.__dict__.pop("rope", None)
+    model.__dict__.pop("_rope_once_tables", None)
+
+
 def enable(model, n_global: int = 10, n_local: int | None = None) -> LambdaPolicy:
     """Switch every attention sublayer to the Lambda-shaped attention (n_local defaults to the context)."""
     policy = LambdaPolicy(n_global, n_local or model.cfg.context)
-    for m in _attention_modules(model):
-        m.lm_infinite = policy
+    mods = _attention_modules(model)
+    model.__dict__["_lm_infinite_rope"] = _patch_rope(model)
+    step = {}  # per-step RoPE factors, shared by all layers (see _step_tables)
+    for m in mods:
+        m.lm_infinite, m.lm_infinite_step = policy, step
         m.forward = types.MethodType(lambda_attention, m)
     return policy
 
 
 def disable(model) -> None:
+    if model.__dict__.pop("_lm_infinite_rope", False):
+        _unpatch_rope(model)
     for m in model.modules():
         if isinstance(m, CausalSelfAttention) and "forward" in m.__dict__:
             del m.forward
-            del m.lm_infinite
+            del m.lm_infinite, m.lm_infinite_step
 
 
 @contextmanager
