@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--dtype", default="auto", help="lmlab's sampling precision (generate.dtype; auto = bf16 where native)")
+    ap.add_argument("--hf-dtype", default="float32", help="the baseline's dtype (float32 or bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import transformers
@@ -52,7 +54,10 @@ def main():
     n_new = min(args.new, model.cfg.context - 8)
     with tempfile.TemporaryDirectory() as tmp:
         hf.export(model, None, tmp)
-        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, args.hf_dtype)).eval()
+    from lmlab.train.device import for_inference
+
+    for_inference(model, args.dtype, torch.device("cpu"))  # after export: both start from the same fp32 weights
     prompt = torch.randint(0, model.cfg.vocab_size, (args.batch, 8), generator=torch.Generator().manual_seed(0))
 
     def ours_run(seed):
@@ -81,7 +86,8 @@ def main():
         "params": model.num_params(), "batch": args.batch, "new_tokens": n_new, "prompt_tokens": 8,
         "threads": args.threads, "temperature": args.temperature, "lmlab_tokens_per_s": tps["lmlab"],
         "hf_tokens_per_s": tps["hf"], "speedup": tps["lmlab"] / tps["hf"],
-        "note": "times include the 8-token prefill; both fp32",
+        "lmlab_dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "hf_dtype": args.hf_dtype,
+        "note": "times include the 8-token prefill", "process_settings": RUNTIME,
         "loadavg_before": load_before, "loadavg_after": bench.loadavg(), "transformers": transformers.__version__,
         "torch": torch.__version__}, indent=1))
 

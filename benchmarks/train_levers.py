@@ -1,14 +1,14 @@
 """What each speed lever gives lmlab's training step on this CPU, measured side by side.
 
-    python benchmarks/train_levers.py [--batch 4] [--steps 4] [--curve-steps 200]
+    python benchmarks/train_levers.py [--batch 4] [--steps 4] [--threads 1] [--curve-steps 200]
 
 1. Step time of the shakespeare-char shape (10.8M params, context 256) under variants that differ in
-   one lever each from the default (bf16 autocast + fp32 master weights, fused AdamW, dropout 0.2 as
-   in the preset): fp32; foreach AdamW; dropout 0 (attention dropout forces SDPA's unfused math path
-   on CPU). All variants start from the same weights and see the same batches; one step of each per
-   round, so the shared CPU's load hits all alike. Ratios are against the default.
-2. Thread settings: the same step, 1 thread vs 2 threads with libgomp's default (spinning) wait
-   policy vs 2 threads with OMP_WAIT_POLICY=PASSIVE, each in its own process (the policy is read at
+   one lever each from the default (bf16 autocast + fp32 master weights, fused AdamW, dropout 0.2 and
+   exact GELU as in the preset, lmlab's CPU dropout masks): fp32; foreach AdamW; dropout 0; torch's
+   dropout with SDPA's math path; tanh GELU. All variants start from the same weights and see the
+   same batches; one step of each per round, rotated. Ratios are against the default.
+2. Process settings: the same step, 1 thread vs 2 threads with libgomp's default wait policy, with
+   OMP_WAIT_POLICY=PASSIVE, and with LMLAB_MALLOC=system, each in its own process (both are read at
    start-up), rounds interleaved.
 3. Loss curve: bf16 vs fp32 over --curve-steps steps of a small model (4x128, context 128), next to
    the fp32 seed-to-seed difference as the noise yardstick.
@@ -28,7 +28,10 @@ import time
 import torch
 
 STEP_SNIPPET = r"""
-import sys, time, json, torch
+import sys, time, json
+from lmlab import runtime
+runtime.configure()
+import torch
 torch.set_num_threads(int(sys.argv[1]))
 sys.path.insert(0, sys.argv[3])
 from train_levers import setup, make_step
@@ -42,7 +45,7 @@ print(json.dumps(times))
 """
 
 
-def setup(batch: int, dropout: float, dtype_name: str, fused: bool, shape=None, seed=0, steps=8):
+def setup(batch: int, dropout: float, dtype_name: str, fused: bool, shape=None, seed=0, steps=8, torch_dropout=False):
     from lmlab import config
     from lmlab.data import loader
     from lmlab.train.device import pick_dtype
@@ -57,6 +60,10 @@ def setup(batch: int, dropout: float, dtype_name: str, fused: bool, shape=None, 
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(tc.beta1, tc.beta2),
                             **({"fused": True} if fused else {"foreach": True}))
     batches = [loader.random_batch(train_ids, batch, cfg.model.context, 0, i) for i in range(steps)]
+    if torch_dropout:  # torch's Bernoulli dropout and SDPA's math path instead of lmlab's CPU masks
+        for m in model.modules():
+            if hasattr(m, "cpu_lanes"):
+                m.cpu_lanes = False
     return model.train(), opt, batches, pick_dtype(dtype_name, torch.device("cpu"))
 
 
@@ -88,12 +95,15 @@ def loadavg():
 
 def levers(batch: int, steps: int) -> dict:
     base_model, _, batches, _ = setup(batch, 0.2, "auto", True, steps=steps + 1)
-    variants = {"default (bf16 autocast, fused AdamW, dropout 0.2)": ("auto", True, 0.2),
-                "fp32": ("float32", True, 0.2), "foreach AdamW": ("auto", False, 0.2),
-                "dropout 0": ("auto", True, 0.0)}
+    variants = {"default (bf16 autocast, fused AdamW, dropout 0.2, lmlab CPU dropout, exact GELU)":
+                ("auto", True, 0.2, False, []),
+                "fp32": ("float32", True, 0.2, False, []), "foreach AdamW": ("auto", False, 0.2, False, []),
+                "dropout 0": ("auto", True, 0.0, False, []),
+                "torch dropout + SDPA math path": ("auto", True, 0.2, True, []),
+                "tanh GELU": ("auto", True, 0.2, False, ["model.activation=gelu_tanh"])}
     fns = {}
-    for name, (dt, fused, drop) in variants.items():
-        model, opt, _, dtype = setup(batch, drop, dt, fused, steps=1)
+    for name, (dt, fused, drop, torch_drop, shape) in variants.items():
+        model, opt, _, dtype = setup(batch, drop, dt, fused, shape=shape, steps=1, torch_dropout=torch_drop)
         model.load_state_dict(copy.deepcopy(base_model.state_dict()))  # same start for every variant
         fns[name] = make_step(model, opt, batches, dtype)
     times = {k: [] for k in fns}
@@ -113,11 +123,12 @@ def levers(batch: int, steps: int) -> dict:
 def threads(batch: int, steps: int, rounds: int = 2) -> dict:
     here = os.path.dirname(os.path.abspath(__file__))
     settings = {"1 thread": ("1", {}), "2 threads, default wait policy": ("2", {}),
-                "2 threads, OMP_WAIT_POLICY=PASSIVE": ("2", {"OMP_WAIT_POLICY": "PASSIVE"})}
+                "2 threads, OMP_WAIT_POLICY=PASSIVE": ("2", {"OMP_WAIT_POLICY": "PASSIVE"}),
+                "2 threads, LMLAB_MALLOC=system (glibc returns freed memory)": ("2", {"LMLAB_MALLOC": "system"})}
     times = {k: [] for k in settings}
     for _ in range(rounds):
         for k, (n, extra) in settings.items():
-            env = {k2: v for k2, v in os.environ.items() if k2 != "OMP_WAIT_POLICY"}
+            env = {k2: v for k2, v in os.environ.items() if k2 not in ("OMP_WAIT_POLICY", "LMLAB_MALLOC")}
             env.update({"OMP_NUM_THREADS": n, **extra})
             out = subprocess.run([sys.executable, "-c", STEP_SNIPPET, n, str(batch), here, str(steps)], env=env,
                                  capture_output=True, text=True, timeout=1200)
@@ -182,14 +193,16 @@ def main():
     ap.add_argument("--curve-steps", type=int, default=200)
     ap.add_argument("--thread-batch", type=int, default=1, help="batch for the thread comparison")
     ap.add_argument("--thread-steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for levers, compile and curve")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: levers,threads,compile,curve")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     skip = set(args.skip.split(","))
     out = {"benchmark": "train_levers", "batch": args.batch, "context": 256, "timed_steps": args.steps,
            "torch": torch.__version__, "loadavg_before": loadavg()}
     if "levers" not in skip:
-        out["levers_1_thread"] = levers(args.batch, args.steps)
+        out["levers"] = levers(args.batch, args.steps)
+        out["levers_threads"] = args.threads
     if "threads" not in skip:
         out["threads"] = threads(args.thread_batch, args.thread_steps)
         out["threads_shape"] = f"batch {args.thread_batch}, {args.thread_steps} timed steps per process, 2 rounds"

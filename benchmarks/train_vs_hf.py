@@ -75,7 +75,8 @@ def main():
     tok, train_ids, _, ours = prepare(cfg, None)
     m = cfg.model
     hf_cfg = transformers.GPT2Config(vocab_size=m.vocab_size, n_embd=m.d_model, n_layer=m.n_layers, n_head=m.n_heads,
-                                     n_positions=T, n_inner=4 * m.d_model, activation_function="gelu_new",
+                                     n_positions=T, n_inner=4 * m.d_model,
+                                     activation_function="gelu" if m.activation == "gelu" else "gelu_new",
                                      resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=m.dropout,
                                      tie_word_embeddings=True, bos_token_id=None, eos_token_id=None)
     theirs = transformers.GPT2LMHeadModel(hf_cfg)

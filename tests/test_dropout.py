@@ -141,13 +141,3 @@ def test_freed_memory_is_reused_without_page_faults():
     env["LMLAB_MALLOC"] = "system"
     applied, faults = run()
     assert applied == "False" and int(faults) > 0.9 * pages
-
-
-def test_omp_wait_policy_defaults_to_passive_but_respects_the_user():
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = "from lmlab import runtime; s = runtime.configure(); import os; print(s['omp_wait_policy'], os.environ['OMP_WAIT_POLICY'])"
-    run = lambda: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                 check=True).stdout.split()
-    assert run() == ["PASSIVE", "PASSIVE"]
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    assert run() == ["ACTIVE", "ACTIVE"]

@@ -75,3 +75,31 @@ def test_windows_tile_a_long_text_and_each_token_is_scored_once(tiny_run):
         logits, _ = model(torch.tensor(ids[None, ctx:2 * ctx]))
     by_hand = torch.nn.functional.cross_entropy(logits[0], torch.tensor(ids[ctx + 1:2 * ctx + 1]), reduction="none")
     np.testing.assert_allclose(losses[ctx:2 * ctx], by_hand.double().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_sampling_precision(capsys, tiny_run):
+    """generate --dtype float32 is the fp32 library result exactly; bf16 weights change logits only by
+    bf16 rounding; a bad dtype is a one-line error."""
+    from lmlab.cli import main
+    from lmlab.infer.generate import generate
+    from lmlab.train.checkpoint import load_model
+    from lmlab.train.device import for_inference
+
+    model, tok, _ = load_model(tiny_run)
+    want = generate(model, tok, "ROMEO:", max_new_tokens=40, temperature=0)
+    assert main(["generate", str(tiny_run), "--prompt", "ROMEO:", "--max-new-tokens", "40", "--temperature", "0",
+                 "--dtype", "float32"]) == 0
+    assert capsys.readouterr().out == "ROMEO:" + want + "\n"
+    ids = torch.tensor([tok.encode("ROMEO: Is it a custom that")])
+    with torch.no_grad():
+        ref = model(ids)[0].float().log_softmax(-1)
+        half = for_inference(model, "bfloat16", torch.device("cpu"))
+        assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+        got = half(ids)[0].float().log_softmax(-1)
+    probs = ref.exp()
+    assert (probs * (ref - got)).sum(-1).max() < 0.02  # KL(fp32 || bf16) per position, in nats
+    assert main(["generate", str(tiny_run), "--prompt", "ROMEO:", "--max-new-tokens", "5", "--dtype", "bfloat16"]) == 0
+    assert capsys.readouterr().out.startswith("ROMEO:")
+    assert main(["generate", str(tiny_run), "--prompt", "x", "--dtype", "float64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "float64" in err[0] and "bfloat16" in err[0]

@@ -18,6 +18,7 @@ LLAMA_TIED_BIAS = dict(positions="rope", norm="rmsnorm", ffn="swiglu", tie_embed
 GPT2_NOBIAS = dict(positions="learned", norm="layernorm", ffn="mlp", bias=False)
 GPT2_UNTIED_NOAFFINE = dict(positions="learned", norm="layernorm", ffn="mlp", bias=True, tie_embeddings=False,
                             norm_affine=False)
+GPT2_EXACT_GELU = dict(positions="learned", norm="layernorm", ffn="mlp", bias=True, activation="gelu")
 
 
 def random_model(**kw) -> Transformer:
@@ -35,7 +36,7 @@ def ids(vocab=300, T=32):
 
 
 @pytest.mark.parametrize("kw, fam", [(LLAMA_GQA, "llama"), (LLAMA_TIED_BIAS, "llama"), (GPT2_NOBIAS, "gpt2"),
-                                     (GPT2_UNTIED_NOAFFINE, "gpt2")])
+                                     (GPT2_UNTIED_NOAFFINE, "gpt2"), (GPT2_EXACT_GELU, "gpt2")])
 def test_export_matches_transformers_logits(tmp_path, kw, fam):
     transformers = pytest.importorskip("transformers")
     model = random_model(**kw)
@@ -69,7 +70,7 @@ def test_rope_swap_would_be_caught(tmp_path):
     assert diff > 1e-3
 
 
-@pytest.mark.parametrize("make", ["llama", "gpt2"])
+@pytest.mark.parametrize("make", ["llama", "gpt2", "gpt2-exact-gelu"])
 def test_import_random_hf_model(tmp_path, capsys, make):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
@@ -79,7 +80,9 @@ def test_import_random_hf_model(tmp_path, capsys, make):
                                        tie_word_embeddings=False, rms_norm_eps=1e-6)
         theirs = transformers.LlamaForCausalLM(cfg)
     else:
-        cfg = transformers.GPT2Config(vocab_size=300, n_embd=64, n_layer=2, n_head=4, n_positions=64)
+        act = "gelu" if make == "gpt2-exact-gelu" else "gelu_new"
+        cfg = transformers.GPT2Config(vocab_size=300, n_embd=64, n_layer=2, n_head=4, n_positions=64,
+                                      activation_function=act)
         theirs = transformers.GPT2LMHeadModel(cfg)
     with torch.no_grad():  # HF initialises norms to 1 / biases to 0: perturb them so mapping errors show
         for p in theirs.parameters():
@@ -87,10 +90,11 @@ def test_import_random_hf_model(tmp_path, capsys, make):
     theirs.eval().save_pretrained(str(tmp_path / "hf"))
     assert main(["import-hf", str(tmp_path / "hf"), "-o", str(tmp_path / "run"), "--tokenizer", "byte"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["family"] == make
+    assert report["family"] == make.split("-")[0]
     from lmlab.train.checkpoint import load_model
 
     ours, tok, lcfg = load_model(tmp_path / "run")
+    assert lcfg.model.activation == ("gelu" if make == "gpt2-exact-gelu" else "gelu_tanh")
     assert tok.kind == "byte" and lcfg.model.n_kv_heads == (1 if make == "llama" else lcfg.model.n_kv_heads)
     x = ids(T=48)
     with torch.no_grad():

@@ -32,6 +32,7 @@ class ModelConfig:
     norm: str = "layernorm"       # layernorm | rmsnorm | crmsnorm
     norm_eps: float = 1e-5
     ffn: str = "mlp"              # mlp (GELU) | swiglu | ... (see lmlab.model.ffn)
+    activation: str = "gelu_tanh"  # mlp's GELU: gelu_tanh (GPT-2's approximation) | gelu (exact erf, nanoGPT's)
     d_ff: int = 0                 # 0 = 4*d_model for mlp, 8/3*d_model (rounded to 64) for swiglu
     tie_embeddings: bool = True
     bias: bool = False
@@ -115,6 +116,7 @@ class GenerateConfig:
     seed: int = 0
     stop: list = field(default_factory=list)
     prompts: list = field(default_factory=lambda: ["\n"])
+    dtype: str = "auto"           # sampling weights/compute: auto (bf16 where native, else fp32) | float32 | bfloat16
 
 
 @dataclass

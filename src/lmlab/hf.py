@@ -8,7 +8,7 @@ Conventions that make the mapping exact:
   does, with the same inverse frequencies, so q/k weights copy over unpermuted.
 - GPT-2 stores Linear weights transposed (Conv1D: [in, out]) and fuses q, k, v into `c_attn`;
   its Conv1D and LayerNorm always carry a bias, so a bias-free lmlab model exports zero biases.
-- lmlab's GELU MLP uses the tanh approximation, HF's `gelu_new`.
+- lmlab's GELU MLP: model.activation gelu_tanh is HF's `gelu_new`, gelu is HF's exact `gelu`.
 """
 from __future__ import annotations
 
@@ -115,7 +115,8 @@ def to_hf(model) -> tuple[dict, dict[str, torch.Tensor]]:
         hf_cfg = {
             "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
             "vocab_size": cfg.vocab_size, "n_embd": d, "n_layer": L, "n_head": cfg.n_heads,
-            "n_positions": cfg.context, "n_inner": d_ff, "activation_function": "gelu_new",
+            "n_positions": cfg.context, "n_inner": d_ff,
+            "activation_function": "gelu" if cfg.activation == "gelu" else "gelu_new",
             "layer_norm_epsilon": cfg.norm_eps, "tie_word_embeddings": tied,
             "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout, "attn_pdrop": cfg.dropout,
             "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
@@ -245,8 +246,9 @@ def model_config_from_hf(hf: dict):
             dropout=0.0)
     if kind == GPT2:
         act = hf.get("activation_function", "gelu_new")
-        if act not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise LmlabError(f"import-hf: activation_function={act!r} is unsupported (lmlab mlp is tanh-approximate GELU)")
+        if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu"):
+            raise LmlabError(f"import-hf: activation_function={act!r} is unsupported (lmlab's mlp has tanh-approximate "
+                             "GELU: gelu_new, gelu_pytorch_tanh; or exact GELU: gelu)")
         for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
             if hf.get(flag):
                 raise LmlabError(f"import-hf: {flag}=true is unsupported")
@@ -257,6 +259,7 @@ def model_config_from_hf(hf: dict):
             n_layers=hf.get("n_layer", 12), d_model=d, n_heads=hf.get("n_head", 12), context=hf.get("n_positions", 1024),
             vocab_size=hf.get("vocab_size", 50257), positions="learned", norm="layernorm",
             norm_eps=hf.get("layer_norm_epsilon", 1e-5), ffn="mlp", d_ff=hf.get("n_inner") or 4 * d,
+            activation="gelu" if act == "gelu" else "gelu_tanh",
             tie_embeddings=bool(hf.get("tie_word_embeddings", True)), bias=True, dropout=0.0)
     raise LmlabError(f"import-hf: model_type {kind!r} is unsupported; supported: llama, gpt2")
 

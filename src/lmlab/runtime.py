@@ -1,16 +1,16 @@
-"""Process-wide CPU settings that the `lmlab` command applies once, before torch starts.
+"""Process-wide CPU settings that the `lmlab` command applies once at start-up.
 
-Two measured problems (docs/performance.md, "Process settings"):
+A measured problem (docs/performance.md, "Process settings"):
 - glibc returns every freed block over 32 MiB to the kernel and maps it afresh on the next
   allocation, so each training step page-faults its activations in again (at the shakespeare-char
   shape, batch 64: 0.2-1.2 M minor faults and 0.4-3 s of kernel time per step). Keeping freed memory
   in the heap removes the faults; the process holds on to its peak memory until it exits (peak RSS
   +0-12% measured, from fragmentation).
-- Spinning OpenMP threads (OMP_WAIT_POLICY=ACTIVE, the default) make a shared CPU several times
-  slower; passive waiting cost nothing measurable on an idle machine.
+It is skipped where it cannot apply (non-glibc) and LMLAB_MALLOC=system turns it off.
 
-Both are skipped where they cannot apply (non-glibc, torch already imported) and can be turned off:
-LMLAB_MALLOC=system keeps glibc's defaults; an OMP_WAIT_POLICY already set is respected.
+OMP_WAIT_POLICY is left to the user and only recorded: PASSIVE rescues training on a CPU shared
+with other jobs (measured 6.7x), but on an idle machine it made 2-thread batch-1 decoding 2.9x
+slower than libgomp's default (threads wake too late for the many tiny matmuls).
 """
 from __future__ import annotations
 
@@ -41,8 +41,6 @@ def keep_freed_memory() -> bool:
 def configure() -> dict:
     """Apply the settings once; returns what was applied (also recorded by `lmlab bench`)."""
     if not _applied:
-        if "torch" not in sys.modules:  # OpenMP reads this when torch loads it
-            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         _applied["omp_wait_policy"] = os.environ.get("OMP_WAIT_POLICY", "default")
         _applied["keep_freed_memory"] = keep_freed_memory()
     return dict(_applied)

@@ -33,6 +33,7 @@ def register(sub) -> None:
     ge.add_argument("--reps", type=int, default=3)
     ge.add_argument("--device", default="auto")
     ge.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ge.add_argument("--dtype", help="sampling precision as in `lmlab generate --dtype` (default: generate.dtype, auto)")
     ge.set_defaults(func=run_generate)
 
 
@@ -93,7 +94,11 @@ def run_generate(args) -> int:
         model = prepare(cfg, None)[3].to(pick_device(args.device))
         source = {"config": args.config, "overrides": args.overrides, "weights": "random init"}
     else:
-        model, _, _ = load_model_arg(args.run, args.device)
+        model, _, cfg = load_model_arg(args.run, args.device)
         source = {"run": args.run}
+    from ..train.device import for_inference
+
+    model = for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device)
+    source["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
     print_json({**source, **bench.generate(model, batches, args.new, args.prompt, args.reps)})
     return 0

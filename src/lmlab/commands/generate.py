@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--stop", action="append", help="stop at this string (repeatable)")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", help="sampling precision: auto (bf16 where the CPU/GPU runs it natively), float32, "
+                                   "bfloat16 (default: the config's generate.dtype; --beam/--knn/... run in float32)")
     add_generate_options(p)
     p.set_defaults(func=run)
 
@@ -45,6 +47,7 @@ def prompt_text(args, gcfg) -> str:
 
 def run(args) -> int:
     from ..infer.generate import generate
+    from ..train.device import for_inference
 
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
     prompt = prompt_text(args, cfg.generate)
@@ -53,6 +56,7 @@ def run(args) -> int:
     kw = settings(args, cfg.generate)
     if run_generate_options(args, model, tokenizer, prompt, kw) is not None:  # --beam, --icn, --knn, ...
         return 0
+    for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device)
     for i in range(args.num_samples):
         if i:
             sys.stdout.write("\n---\n")

@@ -47,6 +47,7 @@ class CausalSelfAttention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         self.o_proj.residual_out = True  # scaled init (GPT-2): it writes to the residual stream
         self.dropout = cfg.dropout
+        self.cpu_lanes = True  # False: SDPA's own dropout on CPU too (for side-by-side measurements)
 
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         B, T, _ = x.shape
@@ -74,7 +75,7 @@ class CausalSelfAttention(nn.Module):
                 j = torch.arange(start_pos + T, device=x.device)[None, :]
                 mask = j <= start_pos + i
         p = self.dropout if self.training else 0.0
-        if p > 0.0 and x.device.type == "cpu" and mask is None and causal and T > 1:
+        if p > 0.0 and self.cpu_lanes and x.device.type == "cpu" and mask is None and causal and T > 1:
             y = causal_attention_with_dropout(q, k, v, p)
         else:
             y = F.scaled_dot_product_attention(

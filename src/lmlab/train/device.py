@@ -32,7 +32,7 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if name not in table:
-        raise LmlabError(f"train.dtype {name!r} unknown; valid: auto, float32, bfloat16, float16")
+        raise LmlabError(f"dtype {name!r} unknown; valid: auto, float32, bfloat16, float16")
     return table[name]
 
 
@@ -41,3 +41,13 @@ def autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def for_inference(model, name: str, device: torch.device):
+    """Cast a model for sampling. Decoding one token reads every weight once, and on CPU that is
+    bound by memory bandwidth, so bf16 weights decode faster (measured in docs/performance.md);
+    logits differ from fp32 by bf16 rounding. Returns the model (cast in place)."""
+    dtype = pick_dtype(name, device)
+    if dtype != next(model.parameters()).dtype:
+        model.to(dtype)
+    return model
