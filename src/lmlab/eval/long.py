@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import statistics
 import time
 from contextlib import nullcontext
@@ -181,7 +182,7 @@ def decode_speed_table(model, multipliers=(1, 2, 4, 8), batches=(1,), n_new: int
                 tps = {k: batch * n_new / statistics.median(v) for k, v in times.items()}
                 rows.append({"batch": batch, "multiplier": m, "prompt_len": P, "vanilla": tps["vanilla"],
                              "lminfinite": tps["lminfinite"], "speedup": tps["lminfinite"] / tps["vanilla"],
-                             "runs": repeats, "n_new": n_new})
+                             "runs": repeats, "n_new": n_new, "load_avg_1min": os.getloadavg()[0]})
                 if echo:
                     echo(rows[-1])
     return rows

@@ -75,6 +75,6 @@ def evaluate(model, tokenizer, lengths: list[int], n_per_length: int = 10, depth
                 exact += got == key
                 digit_hits += sum(a == b for a, b in zip(got, key))
             rows.append({"method": method, "length": length, "depth": depth,
-                         "tokens": sum(n_tokens) / len(n_tokens), "accuracy": exact / n_per_length,
+                         "tokens": sum(n_tokens) / len(n_tokens), "n": n_per_length, "accuracy": exact / n_per_length,
                          "digit_accuracy": digit_hits / (digits * n_per_length)})
     return rows

@@ -29,10 +29,16 @@ MODEL = ["data.corpus=tinyshakespeare", "tokenizer.kind=char", "model.context=12
          "model.d_model=128", "model.n_heads=4", "train.max_steps=2000", "train.batch_size=16", "train.lr=3e-3",
          "train.warmup_steps=100", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=1000",
          "train.progress=false", "train.device=cpu"]
-PASSKEY_MODEL = ["tokenizer.kind=char", "model.context=128", "model.n_layers=2", "model.d_model=128",
-                 "model.n_heads=4", "train.max_steps=3000", "train.batch_size=16", "train.lr=2e-3",
+PASSKEY_MODEL = ["tokenizer.kind=char", "model.context=256", "model.n_layers=3", "model.d_model=128",
+                 "model.n_heads=4", "train.max_steps=1500", "train.batch_size=16", "train.lr=2e-3",
                  "train.warmup_steps=100", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=500",
-                 "train.progress=false", "train.device=cpu"]
+                 "train.progress=false", "train.device=cpu", "train.max_minutes=15"]
+PASSKEY_RUN = "passkey-char-256"        # (the earlier 2-layer context-128 model lived in passkey-char)
+PASSKEY_DEPTHS = (0.1, 0.5, 0.9, 1.0)   # 1.0: the key right before the question, always within n_local
+# Decoding speed: the trained model above and a randomly initialised larger one (speed does not
+# depend on the weights), batch 1 and 16.
+SPEED_MODELS = {"medium": dict(n_layers=6, d_model=384, n_heads=6, context=128, vocab_size=256)}
+SPEED_MULTIPLIERS = (1, 2, 4, 8, 16, 32)
 
 
 def add_arguments(p) -> None:
@@ -79,33 +85,57 @@ def _train_ids(cfg, tokenizer, corpus: str | None = None) -> np.ndarray:
 # --- parts -----------------------------------------------------------------------------------
 def measure_lminfinite(model, tokenizer, cfg, out: Path, args) -> dict:
     from ..eval import passkey
-    from ..eval.long import decode_speed, evaluate_long
+    from ..eval.long import evaluate_long
 
     val = _val_ids(cfg, tokenizer)
     res = {"long": evaluate_long(model, val, tokenizer.token_nbytes(), (1, 2, 4, 8), n_windows=2 if args.quick else 8,
                                  n_global=10)}
-    speed = []
-    for m in (1, 8) if args.quick else (1, 2, 4, 8, 32):
-        L = m * model.cfg.context
-        v, i = [], []
-        for _ in range(1 if args.quick else 5):  # interleaved: machine load hits both alike
-            v.append(decode_speed(model, L, 64, "vanilla", repeats=1)["tok_per_s"])
-            i.append(decode_speed(model, L, 64, "lminfinite", 10, repeats=1)["tok_per_s"])
-        speed.append({"multiplier": m, "prompt_len": L, "vanilla": float(np.median(v)), "lminfinite": float(np.median(i)),
-                      "runs": len(v)})
-    res["speed"] = speed
-    corpus = out / "passkey.txt"
+    res["speed"] = measure_speed(model, args)
+    corpus = out / "passkey-256.txt"
     if not corpus.is_file():
-        corpus.write_text(passkey.corpus(4000, 200, seed=0, answers=3), encoding="utf-8")
-    pk_model, pk_tok, _ = _train_if_missing(out / "passkey-char", PASSKEY_MODEL + [f"data.corpus={corpus}"]
-                                            + (["train.max_steps=10"] if args.quick else []), args.threads)
+        corpus.write_text(passkey.corpus(8000, 256, seed=0, answers=3), encoding="utf-8")
+    t0 = time.perf_counter()
+    pk_model, pk_tok, pk_cfg = _train_if_missing(out / PASSKEY_RUN, PASSKEY_MODEL + [f"data.corpus={corpus}"]
+                                                 + (["train.max_steps=10"] if args.quick else []), args.threads)
+    ctx = pk_model.cfg.context
+    res["passkey_model"] = {"layers": pk_model.cfg.n_layers, "d_model": pk_model.cfg.d_model, "context": ctx,
+                            "params": pk_model.num_params(), "steps": pk_cfg.train.max_steps,
+                            "batch": pk_cfg.train.batch_size, "train_or_load_s": time.perf_counter() - t0,
+                            **_last_val(out / PASSKEY_RUN)}
     rows = []
     for method in ("vanilla", "lminfinite"):
-        rows += passkey.evaluate(pk_model, pk_tok, [128, 256, 512, 1024], n_per_length=1 if args.quick else 8,
-                                 depths=(0.1, 0.5, 0.9),
+        rows += passkey.evaluate(pk_model, pk_tok, [ctx // 2, ctx, 2 * ctx, 4 * ctx, 8 * ctx],
+                                 n_per_length=1 if args.quick else 10, depths=PASSKEY_DEPTHS,
                                  method=method, n_global=10, seed=1)
     res["passkey"] = rows
     return res
+
+
+def measure_speed(model, args) -> list[dict]:
+    """Decoding tok/s, vanilla vs LM-Infinite, per model x batch x prompt length (see decode_speed_table)."""
+    from ..config import ModelConfig
+    from ..eval.long import decode_speed_table
+    from ..model import Transformer
+
+    models = {"trained": model}
+    for name, kw in {} if args.quick else SPEED_MODELS.items():
+        torch.manual_seed(0)
+        models[name] = Transformer(ModelConfig(**kw)).eval()
+    rows = []
+    for name, m in models.items():
+        for r in decode_speed_table(m, (1, 8) if args.quick else SPEED_MULTIPLIERS, (1, 16),
+                                    n_new=8 if args.quick else 32, repeats=1 if args.quick else 5, n_global=10):
+            rows.append({"model": name, "params": m.num_params(), "layers": m.cfg.n_layers, "d_model": m.cfg.d_model, **r})
+    return rows
+
+
+def _last_val(run: Path) -> dict:
+    last = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "val_loss" in rec:
+            last = {"val_loss": rec["val_loss"], "train_minutes": rec.get("elapsed_s", 0) / 60}
+    return last
 
 
 def measure_knn(model, tokenizer, cfg, out: Path, args) -> dict:
