@@ -197,3 +197,18 @@ def test_rope_tables_past_the_context_are_built_once_and_restored():
         torch.testing.assert_close(b[0][:100], cos_ref, rtol=0, atol=1e-6)
         assert model.rope(16)[0] is model.rope_cos                   # within the context: the model's own
     assert "rope" not in model.__dict__ and model.rope(90)[0] is not model.rope(90)[0]
+
+
+def test_decode_speed_table_rows_cover_every_cell_and_leave_the_model_as_it_was():
+    from lmlab.eval.long import decode_speed_table
+    model = make_model()
+    ids = torch.randint(0, 40, (1, 20))
+    before = model(ids)[0]
+    rows = decode_speed_table(model, multipliers=(1, 3), batches=(1, 2), n_new=2, repeats=2, n_global=2)
+    assert [(r["batch"], r["multiplier"], r["prompt_len"]) for r in rows] == [(1, 1, 16), (1, 3, 48), (2, 1, 16),
+                                                                             (2, 3, 48)]
+    assert all(r["vanilla"] > 0 and r["lminfinite"] > 0 and r["speedup"] == r["lminfinite"] / r["vanilla"] for r in rows)
+    from lmlab.model.attention import CausalSelfAttention
+    assert "rope" not in model.__dict__
+    assert not any("forward" in m.__dict__ for m in model.modules() if isinstance(m, CausalSelfAttention))
+    assert torch.equal(model(ids)[0], before)
