@@ -16,6 +16,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from .. import config
+    from ..train import parallel
     from ..train.loop import train
 
     saved = Path(args.out) / "config.toml"
@@ -24,5 +25,6 @@ def run(args) -> int:
     else:
         cfg = config.load(args.config, args.overrides)
     summary = train(cfg, args.out, resume=args.resume)
-    print_json(summary)
+    if parallel.is_main():  # under torchrun, one summary
+        print_json(summary)
     return 0

@@ -22,6 +22,7 @@ from ..errors import LmlabError
 from ..model import Transformer
 from ..model.training_hooks import set_progress, train_stats
 from . import checkpoint
+from . import parallel as par
 from .device import autocast, pick_device, pick_dtype
 from .metrics import MetricsLog
 from .optim import make_optimizer
@@ -35,13 +36,14 @@ class _Stop(Exception):
 @torch.no_grad()
 def evaluate_split(model, ids: np.ndarray, token_nbytes: np.ndarray, n_windows: int, batch_size: int,
                    context: int, device, dtype) -> dict:
-    """Mean loss per token and bits per byte over fixed windows of a split."""
+    """Mean loss per token and bits per byte over fixed windows of a split (under torchrun each
+    rank scores every world-th batch of the same windows and the totals are summed)."""
     was_training = model.training
     model.eval()
     starts = loader.eval_starts(len(ids), n_windows, context)
     nats, count, nbytes = 0.0, 0, 0
     nb = torch.from_numpy(token_nbytes)
-    for i in range(0, len(starts), batch_size):
+    for i in range(par.rank() * batch_size, len(starts), batch_size * par.world()):
         x, y = loader.windows(ids, starts[i:i + batch_size], context)
         x, y = x.to(device), y.to(device)
         with autocast(device, dtype):
@@ -51,6 +53,7 @@ def evaluate_split(model, ids: np.ndarray, token_nbytes: np.ndarray, n_windows: 
         count += y.numel()
         nbytes += int(nb[y.cpu()].sum())
     model.train(was_training)
+    nats, count, nbytes = par.sum_floats([nats, count, nbytes], device)
     loss = nats / count
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700)), "val_bpb": nats / math.log(2) / max(nbytes, 1)}
 
@@ -75,7 +78,17 @@ def prepare(cfg, resume_ckpt: Path | None):
 
 
 def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo=print) -> dict:
-    out = Path(out_dir)
+    """Under torchrun (see parallel.py) each rank runs this with DDP; rank 0 writes the run dir."""
+    device = pick_device(cfg.train.device)
+    device, owns_group = par.init(device)
+    try:
+        return _train(cfg, Path(out_dir), resume, progress, echo, device)
+    finally:
+        if owns_group:
+            par.shutdown()
+
+
+def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) -> dict:
     resume_ckpt = None
     if resume and (out / checkpoint.CKPT_DIR / checkpoint.LATEST).is_file():
         resume_ckpt = checkpoint.resolve(out)
@@ -84,10 +97,11 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed)
-    device = pick_device(tc.device)
+    torch.manual_seed(tc.seed)  # same seed on every rank: same init, same dropout RNG stream
     dtype = pick_dtype(tc.dtype, device)
-    tokenizer, train_ids, val_ids, model = prepare(cfg, resume_ckpt)
+    main = par.is_main()
+    with par.main_first():  # rank 0 fills the token cache, the others then read it
+        tokenizer, train_ids, val_ids, model = prepare(cfg, resume_ckpt)
     model.to(device)
     optimizer = make_optimizer(model, tc, device)
 
@@ -103,16 +117,20 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
                 torch.cuda.set_rng_state_all(saved["cuda_rng"])
         start_step, tokens_seen = state["step"], state.get("tokens_seen", 0)
         elapsed_before = state.get("elapsed_s", 0.0)
-        echo(f"resuming from {resume_ckpt} (step {start_step})")
+        if main:
+            echo(f"resuming from {resume_ckpt} (step {start_step})")
 
-    out.mkdir(parents=True, exist_ok=True)
-    config_mod.save(cfg, out / "config.toml")
-    metrics = MetricsLog(out / "metrics.jsonl", start_step if resume_ckpt is not None else None)
-    step_model = torch.compile(model) if tc.compile else model
+    metrics, writer = None, None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        config_mod.save(cfg, out / "config.toml")
+        metrics = MetricsLog(out / "metrics.jsonl", start_step if resume_ckpt is not None else None)
+        writer = _tensorboard(out) if tc.tensorboard else None
+    ddp_model = par.wrap(model, device)  # `model` stays the plain module: checkpoints, eval, stats
+    step_model = torch.compile(ddp_model) if tc.compile else ddp_model
     token_nbytes = tokenizer.token_nbytes()
     context = cfg.model.context
-    tokens_per_step = tc.batch_size * tc.grad_accum * context
-    writer = _tensorboard(out) if tc.tensorboard else None
+    tokens_per_step = tc.batch_size * tc.grad_accum * context * par.world()  # batch_size is per rank
 
     def last_good() -> str:
         latest = out / checkpoint.CKPT_DIR / checkpoint.LATEST
@@ -122,16 +140,21 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise LmlabError(f"parameters are not finite after step {step}; training stopped, "
                              f"the last good checkpoint is {last_good()}")
-        checkpoint.save(out, step, model, optimizer, tokenizer, cfg,
-                        {"tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.perf_counter() - t0,
-                         "data": {"sampler": "seeded by (train.seed, step)", "next_step": step}},
-                        keep_last=tc.keep_last)
+        if main:
+            checkpoint.save(out, step, model, optimizer, tokenizer, cfg,
+                            {"tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                             "data": {"sampler": "seeded by (train.seed, step)", "next_step": step}},
+                            keep_last=tc.keep_last)
+
+    stop_requested = []
 
     def on_signal(signum, frame):
-        raise _Stop()
+        if par.world() == 1:
+            raise _Stop()
+        stop_requested.append(signum)  # ranks agree at the step's all-reduce, then stop together
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    show = tc.progress if progress is None else progress
+    show = (tc.progress if progress is None else progress) and main
     bar = _progress_bar(tc.max_steps, start_step, show)
     step_times, last_eval, last_loss = [], {}, float("nan")
     t0 = time.perf_counter()
@@ -146,14 +169,18 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
                 group["lr"] = lr
             loss_sum = 0.0
             for micro in range(tc.grad_accum):
-                x, y = loader.random_batch(train_ids, tc.batch_size, context, tc.seed, step, micro)
+                x, y = loader.random_batch(train_ids, tc.batch_size, context, tc.seed, step, par.micro_index(micro))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with autocast(device, dtype):
-                    _, loss = step_model(x, y)
-                aux = _aux_loss(model)
-                (loss + aux if aux is not None else loss).div(tc.grad_accum).backward()
+                with par.no_sync(ddp_model, last=micro == tc.grad_accum - 1):
+                    with autocast(device, dtype):
+                        _, loss = step_model(x, y)
+                    aux = _aux_loss(model)
+                    (loss + aux if aux is not None else loss).div(tc.grad_accum).backward()
                 loss_sum += loss.detach()
-            last_loss = (loss_sum / tc.grad_accum).item()
+            out_of_time = bool(tc.max_minutes) and (time.perf_counter() - t0) / 60 >= tc.max_minutes
+            # Mean over ranks: every rank sees the same loss, so a NaN stops all of them together.
+            last_loss, stop, out_of_time = par.mean_and_flags(loss_sum / tc.grad_accum, bool(stop_requested),
+                                                              out_of_time)
             if not math.isfinite(last_loss):
                 raise LmlabError(f"loss is {last_loss} at step {step + 1}; training stopped, "
                                  f"the last good checkpoint is {last_good()}")
@@ -168,13 +195,13 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
             record = {"step": step, "loss": last_loss, "lr": lr, "tokens": tokens_seen,
                       "tok_per_s": tokens_per_step / dt, "elapsed_s": elapsed_before + time.perf_counter() - t0}
             record.update(train_stats(model))  # numbers modules report, e.g. MoE tokens per expert
-            out_of_time = bool(tc.max_minutes) and (time.perf_counter() - t0) / 60 >= tc.max_minutes
             if tc.eval_every and (step % tc.eval_every == 0 or step == tc.max_steps or out_of_time):
                 last_eval = evaluate_split(model, val_ids, token_nbytes, tc.eval_batches * tc.batch_size,
                                            tc.batch_size, context, device, dtype)
                 record.update(last_eval)
-                bar.write(f"step {step}: val_loss {last_eval['val_loss']:.4f}  val_bpb {last_eval['val_bpb']:.4f}")
-            if step % max(tc.log_every, 1) == 0 or "val_loss" in record:
+                if main:
+                    bar.write(f"step {step}: val_loss {last_eval['val_loss']:.4f}  val_bpb {last_eval['val_bpb']:.4f}")
+            if main and (step % max(tc.log_every, 1) == 0 or "val_loss" in record):
                 metrics.write(record)
                 if writer is not None:
                     for k, v in record.items():
@@ -184,15 +211,20 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
             bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{record['tok_per_s']:.0f}", refresh=False)
             if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.max_steps or out_of_time:
                 save(step)
+            if stop:
+                raise _Stop()
             if out_of_time:
-                bar.write(f"stopping at step {step}: train.max_minutes={tc.max_minutes} reached")
+                if main:
+                    bar.write(f"stopping at step {step}: train.max_minutes={tc.max_minutes} reached")
                 break
     except _Stop:
         save(step)
+        par.barrier()  # the others wait for rank 0's checkpoint before they exit
         raise LmlabError(f"interrupted at step {step}; checkpoint saved, continue with --resume") from None
     finally:
         bar.close()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         if writer is not None:
             writer.close()
         for s, h in old_handlers.items():

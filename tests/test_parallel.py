@@ -1,0 +1,144 @@
+"""Data-parallel training (torchrun + DDP, gloo on CPU): two ranks with grad_accum A train exactly
+the model that one process with grad_accum 2A trains, and only rank 0 writes the run directory."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lmlab import config
+from lmlab.infer.generate import generate
+from lmlab.train import checkpoint, parallel
+from lmlab.train.loop import train
+from lmlab.train.metrics import read as read_metrics
+
+# min_lr = lr, no warmup: a constant learning rate, so max_steps can change on resume
+SETTINGS = ["train.max_steps=6", "train.batch_size=4", "train.min_lr=3e-3", "train.warmup_steps=0", "train.eval_every=3", "train.ckpt_every=3",
+            "train.keep_last=10", "train.dtype=float32", "model.dropout=0.0", "train.progress=false"]
+
+
+def train_args(out, extra=(), resume=False):
+    args = ["-m", "lmlab.cli", "train", "-c", "tiny", "-o", str(out)]
+    for s in [*SETTINGS, *extra]:
+        args += ["--set", s]
+    return args + (["--resume"] if resume else [])
+
+
+def torchrun(out, extra=()):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           *train_args(out, extra)]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def launch_ranks(out, extra=(), resume=False):
+    """The two processes torchrun would start, started directly (the same environment variables,
+    without the agent's start-up time; and each rank's pid is at hand for signals)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+        procs.append(subprocess.Popen([sys.executable, *train_args(out, extra, resume)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def finish(procs):
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]  # a hang would time out here
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [p.returncode for p in procs], outputs
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parallel")
+    stdout = torchrun(root / "ddp", ["train.grad_accum=2"])
+    threads = torch.get_num_threads()
+    try:  # one process, twice the micro-batches, same thread count as each rank
+        cfg = config.load("tiny", [*SETTINGS, "train.grad_accum=4", "train.threads=1"])
+        train(cfg, root / "single", progress=False, echo=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    return root, stdout
+
+
+def test_two_ranks_train_what_one_process_with_double_accumulation_trains(runs):
+    root, _ = runs
+    ddp, single = read_metrics(root / "ddp"), read_metrics(root / "single")
+    assert [r["step"] for r in ddp] == [r["step"] for r in single] == list(range(1, 7))
+    for a, b in zip(ddp, single):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["tokens"] == b["tokens"]  # batch_size is per rank: 2 ranks x 4 x 2 micro = 1 x 4 x 4
+        if "val_loss" in b:  # evaluation split over ranks, totals summed
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+            assert a["val_bpb"] == pytest.approx(b["val_bpb"], rel=1e-5)
+    assert ddp[-1]["loss"] < ddp[0]["loss"]
+    wa = load_file(checkpoint.resolve(root / "ddp") / "model.safetensors")
+    wb = load_file(checkpoint.resolve(root / "single") / "model.safetensors")
+    assert wa.keys() == wb.keys()  # the unwrapped module: no "module." prefix
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_only_rank_zero_writes(runs):
+    root, stdout = runs
+    run = root / "ddp"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.toml", "metrics.jsonl"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "step_0000003", "step_0000006"]
+    assert stdout.count('"step": 6') == 1  # one JSON summary, not one per rank
+
+
+def test_checkpoint_loads_and_generates_in_one_process(runs):
+    root, _ = runs
+    model, tokenizer, cfg = checkpoint.load_model(root / "ddp")
+    text = generate(model, tokenizer, "ROMEO:", max_new_tokens=12, temperature=1.0, seed=0)
+    assert isinstance(text, str) and len(text) > 0
+    assert not parallel.active()
+
+
+def test_resume_then_sigterm_to_one_rank(runs, tmp_path):
+    """Resume from the step-3 checkpoint (as if the run had died there) with no step limit, then
+    SIGTERM rank 1 alone: both ranks stop at the same step, rank 0 checkpoints it, nobody hangs,
+    and every step logged after the resume repeats the uninterrupted run's record bit for bit."""
+    root, _ = runs
+    run = tmp_path / "resumed"
+    shutil.copytree(root / "ddp", run)
+    shutil.rmtree(run / "checkpoints" / "step_0000006")
+    (run / "checkpoints" / "latest").write_text("step_0000003")
+    # constant lr (SETTINGS): lifting max_steps leaves steps 4-6 as they were
+    procs = launch_ranks(run, ["train.grad_accum=2", "train.max_steps=100000", "train.eval_every=0",
+                               "train.ckpt_every=0"], resume=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 60
+    # the copied log holds steps 1-6: the resumed run cuts it to 1-3, so 7 lines mean it is training
+    while procs[1].poll() is None and time.time() < deadline and len(metrics.read_text().splitlines()) < 7:
+        time.sleep(0.02)
+    procs[1].send_signal(signal.SIGTERM)  # rank 0 learns of it at the step's all-reduce
+    codes, outputs = finish(procs)
+    assert codes == [2, 2], outputs[0][1][-3000:]
+    assert all("checkpoint saved, continue with --resume" in err for _, err in outputs)
+    step = int(checkpoint.resolve(run).name.split("_")[1])
+    resumed = read_metrics(run)
+    assert step >= 7 and [r["step"] for r in resumed] == list(range(1, step + 1))
+
+    def timeless(r):
+        return {k: v for k, v in r.items() if k not in ("tok_per_s", "elapsed_s", "val_loss", "val_ppl", "val_bpb")}
+
+    # same ranks, same threads, deterministic kernels and reduction: bitwise equal
+    assert [timeless(r) for r in resumed[:6]] == [timeless(r) for r in read_metrics(root / "ddp")]
