@@ -116,8 +116,10 @@ def test_greedy_continue_and_passkey_prompts():
     p = passkey.make_prompt("12345", 600, 0.0)
     assert p.startswith(passkey.INTRO + passkey.needle("12345")) and p.endswith(passkey.QUESTION)
     assert abs(len(p) - 600) < len(passkey.FILLER)
-    late = passkey.make_prompt("12345", 600, 1.0)
-    assert late.index("12345") > len(late) - len(passkey.needle("12345")) - len(passkey.QUESTION) - len(passkey.FILLER)
+    late = passkey.make_prompt("12345", 600, 1.0)   # the key sentence right before the question
+    assert late.endswith("\n" + passkey.needle("12345") + passkey.QUESTION) and len(late) == len(p)
+    mid = passkey.make_prompt("12345", 600, 0.5)
+    assert mid.index(passkey.needle("12345")) > len(passkey.INTRO) and len(mid) == len(p)
     tok = CharTokenizer.train(passkey.corpus(3, 300))
     torch.manual_seed(0)
     m = Transformer(ModelConfig(n_layers=1, d_model=32, n_heads=4, context=64, vocab_size=tok.vocab_size)).eval()

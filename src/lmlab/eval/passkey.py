@@ -21,12 +21,17 @@ def needle(key: str) -> str:
 
 
 def make_prompt(key: str, n_chars: int, depth: float) -> str:
-    """A prompt of about `n_chars` characters with the key at relative `depth` of the filler."""
+    """A prompt of about `n_chars` characters with the key at relative `depth` of the filler: at the
+    line boundary at or before it (0 = right after the intro), or for depth 1 right before the question."""
     if not 0.0 <= depth <= 1.0:
         raise LmlabError(f"passkey depth must be in [0, 1], got {depth}")
     budget = max(0, n_chars - len(INTRO) - len(needle(key)) - len(QUESTION))
     filler = (FILLER * (budget // len(FILLER) + 1))[:budget]
-    cut = filler.rfind("\n", 0, int(depth * len(filler)) + 1) + 1  # at a sentence boundary
+    if depth >= 1.0 and filler:  # the key right before the question, on its own line
+        filler = filler[:-1] + "\n"
+        cut = len(filler)
+    else:
+        cut = filler.rfind("\n", 0, int(depth * len(filler)) + 1) + 1  # at a line boundary
     return INTRO + filler[:cut] + needle(key) + filler[cut:] + QUESTION
 
 
