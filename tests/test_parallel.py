@@ -142,3 +142,31 @@ def test_resume_then_sigterm_to_one_rank(runs, tmp_path):
 
     # same ranks, same threads, deterministic kernels and reduction: bitwise equal
     assert [timeless(r) for r in resumed[:6]] == [timeless(r) for r in read_metrics(root / "ddp")]
+
+
+def test_fsdp_resumes_the_ddp_checkpoint_and_ends_where_one_process_ends(runs, tmp_path):
+    """train.parallel=fsdp (FSDP2 fully_shard): the full optimizer state of a checkpoint is
+    sharded on resume, and gathered again into files shaped exactly as a one-process run's."""
+    root, _ = runs
+    run = tmp_path / "fsdp"
+    shutil.copytree(root / "ddp", run)
+    shutil.rmtree(run / "checkpoints" / "step_0000006")
+    (run / "checkpoints" / "latest").write_text("step_0000003")
+    codes, outputs = finish(launch_ranks(run, ["train.grad_accum=2", "train.parallel=fsdp"], resume=True))
+    assert codes == [0, 0], outputs[0][1][-3000:]
+    fsdp, single = read_metrics(run), read_metrics(root / "single")
+    assert [r["step"] for r in fsdp] == list(range(1, 7))
+    for a, b in zip(fsdp, single):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert fsdp[-1]["val_loss"] == pytest.approx(single[-1]["val_loss"], rel=1e-5)
+    ca, cb = checkpoint.resolve(run), checkpoint.resolve(root / "single")
+    wa, wb = load_file(ca / "model.safetensors"), load_file(cb / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+    oa = torch.load(ca / "optim.pt", weights_only=True)["optimizer"]
+    ob = torch.load(cb / "optim.pt", weights_only=True)["optimizer"]
+    assert oa["param_groups"] == ob["param_groups"] and oa["state"].keys() == ob["state"].keys()
+    for i, state in ob["state"].items():
+        for k, v in state.items():
+            torch.testing.assert_close(oa["state"][i][k], v, rtol=1e-3, atol=1e-7)

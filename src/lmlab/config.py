@@ -104,6 +104,7 @@ class TrainConfig:
     tensorboard: bool = False
     progress: bool = True
     max_minutes: float = 0.0      # 0 = no wall-clock budget; else stop (and checkpoint) after it
+    parallel: str = "ddp"         # under torchrun: ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard)
 
 
 @dataclass

@@ -36,14 +36,15 @@ class _Stop(Exception):
 @torch.no_grad()
 def evaluate_split(model, ids: np.ndarray, token_nbytes: np.ndarray, n_windows: int, batch_size: int,
                    context: int, device, dtype) -> dict:
-    """Mean loss per token and bits per byte over fixed windows of a split (under torchrun each
-    rank scores every world-th batch of the same windows and the totals are summed)."""
+    """Mean loss per token and bits per byte over fixed windows of a split (under torchrun with
+    DDP each rank scores every world-th batch of the same windows and the totals are summed)."""
     was_training = model.training
     model.eval()
     starts = loader.eval_starts(len(ids), n_windows, context)
     nats, count, nbytes = 0.0, 0, 0
     nb = torch.from_numpy(token_nbytes)
-    for i in range(par.rank() * batch_size, len(starts), batch_size * par.world()):
+    part, parts = par.eval_part(model)
+    for i in range(part * batch_size, len(starts), batch_size * parts):
         x, y = loader.windows(ids, starts[i:i + batch_size], context)
         x, y = x.to(device), y.to(device)
         with autocast(device, dtype):
@@ -53,7 +54,8 @@ def evaluate_split(model, ids: np.ndarray, token_nbytes: np.ndarray, n_windows: 
         count += y.numel()
         nbytes += int(nb[y.cpu()].sum())
     model.train(was_training)
-    nats, count, nbytes = par.sum_floats([nats, count, nbytes], device)
+    if parts > 1:
+        nats, count, nbytes = par.sum_floats([nats, count, nbytes], device)
     loss = nats / count
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700)), "val_bpb": nats / math.log(2) / max(nbytes, 1)}
 
@@ -126,8 +128,11 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
         config_mod.save(cfg, out / "config.toml")
         metrics = MetricsLog(out / "metrics.jsonl", start_step if resume_ckpt is not None else None)
         writer = _tensorboard(out) if tc.tensorboard else None
-    ddp_model = par.wrap(model, device)  # `model` stays the plain module: checkpoints, eval, stats
-    step_model = torch.compile(ddp_model) if tc.compile else ddp_model
+    wrapped = par.wrap(model, device, tc.parallel)  # DDP: `model` stays the plain module
+    if par.sharded(model):  # FSDP sharded `model` in place: a new optimizer for its new parameters
+        saved_optim, optimizer = optimizer.state_dict(), make_optimizer(model, tc, device)
+        par.load_sharded_optimizer(model, optimizer, saved_optim)
+    step_model = torch.compile(wrapped) if tc.compile else wrapped
     token_nbytes = tokenizer.token_nbytes()
     context = cfg.model.context
     tokens_per_step = tc.batch_size * tc.grad_accum * context * par.world()  # batch_size is per rank
@@ -137,11 +142,12 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
         return latest.read_text().strip() if latest.is_file() else "none (no checkpoint was written yet)"
 
     def save(step: int):
-        if not all(torch.isfinite(p).all() for p in model.parameters()):
+        if not par.all_finite(model.parameters()):
             raise LmlabError(f"parameters are not finite after step {step}; training stopped, "
                              f"the last good checkpoint is {last_good()}")
+        weights, optim_state = par.full_state(model, optimizer)  # FSDP: gathered from all ranks
         if main:
-            checkpoint.save(out, step, model, optimizer, tokenizer, cfg,
+            checkpoint.save(out, step, weights, optim_state, tokenizer, cfg,
                             {"tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.perf_counter() - t0,
                              "data": {"sampler": "seeded by (train.seed, step)", "next_step": step}},
                             keep_last=tc.keep_last)
@@ -171,7 +177,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
             for micro in range(tc.grad_accum):
                 x, y = loader.random_batch(train_ids, tc.batch_size, context, tc.seed, step, par.micro_index(micro))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with par.no_sync(ddp_model, last=micro == tc.grad_accum - 1):
+                with par.no_sync(wrapped, last=micro == tc.grad_accum - 1):
                     with autocast(device, dtype):
                         _, loss = step_model(x, y)
                     aux = _aux_loss(model)

@@ -12,6 +12,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..errors import LmlabError
+
 
 def launched() -> bool:
     """True in a process that torchrun started as one of several."""
@@ -53,11 +55,22 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """DDP around the model (rank 0's weights are broadcast to all ranks here). No search for
-    unused parameters (an extra autograd-graph walk per step): every parameter of the models here
-    gets a gradient each step (MoE experts are slices of shared tensors)."""
+def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp") -> torch.nn.Module:
+    """kind "ddp": DDP around the model (rank 0's weights are broadcast to all ranks here). No
+    search for unused parameters (an extra autograd-graph walk per step): every parameter of the
+    models here gets a gradient each step (MoE experts are slices of shared tensors).
+    kind "fsdp": FSDP2 shards each block and the rest (embeddings, head) over the ranks, in place:
+    the module's parameters become DTensors, so the optimizer must be made afterwards."""
+    if kind not in ("ddp", "fsdp"):
+        raise LmlabError(f"train.parallel={kind!r} unknown; valid: ddp, fsdp")
     if world() == 1:
+        return model
+    if kind == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
         return model
     from torch.nn.parallel import DistributedDataParallel
 
@@ -65,8 +78,19 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DistributedDataParallel(model, device_ids=ids)
 
 
+def sharded(model: torch.nn.Module) -> bool:
+    if not active():
+        return False
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def no_sync(model: torch.nn.Module, last: bool):
     """Skip the gradient all-reduce on all but the last micro-step of gradient accumulation."""
+    if sharded(model):
+        model.set_requires_gradient_sync(last)  # FSDP2: no reduce-scatter until the last
+        return contextlib.nullcontext()
     if last or not hasattr(model, "no_sync"):
         return contextlib.nullcontext()
     return model.no_sync()
@@ -88,6 +112,69 @@ def mean_and_flags(value: torch.Tensor, *flags: bool) -> tuple:
     dist.all_reduce(t)  # SUM
     total = t.tolist()
     return (total[0] / world(), *(f > 0 for f in total[1:]))
+
+
+def eval_part(model: torch.nn.Module) -> tuple[int, int]:
+    """(part, parts) of the evaluation batches this rank scores. A sharded model all-gathers in
+    every forward, so all ranks must run the same forwards: each scores everything."""
+    return (0, 1) if sharded(model) else (rank(), world())
+
+
+def all_finite(params) -> bool:
+    """Every parameter finite, on every rank (a sharded rank checks its own shard)."""
+    params = list(params)
+    ok = all(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all() for p in params)
+    if world() == 1:
+        return ok
+    t = torch.tensor([0.0 if ok else 1.0], device=params[0].device)
+    dist.all_reduce(t)
+    return t.item() == 0
+
+
+class _Saved:
+    """Stands for a module or optimizer in checkpoint.save: it only asks for state_dict()."""
+
+    def __init__(self, state: dict):
+        self.state = state
+
+    def state_dict(self) -> dict:
+        return self.state
+
+
+def full_state(model: torch.nn.Module, optimizer):
+    """What checkpoint.save needs: the model and optimizer themselves, or for a sharded model
+    their gathered full states (a collective: every rank calls it; rank 0 receives them, on CPU).
+    The optimizer state is keyed by position as a one-process optimizer's is, so the files are
+    the same as a single-process run's and load anywhere."""
+    if not sharded(model):
+        return model, optimizer
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    tensors = get_model_state_dict(model, options=opts)
+    osd = get_optimizer_state_dict(model, optimizer, options=opts)
+    if osd:
+        index = {name: i for i, name in enumerate(n for g in osd["param_groups"] for n in g["params"])}
+        osd = {"state": {index[n]: v for n, v in osd["state"].items()},
+               "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in osd["param_groups"]]}
+    return _Saved(tensors), _Saved(osd)
+
+
+def load_sharded_optimizer(model: torch.nn.Module, optimizer, saved: dict) -> None:
+    """Load a full, position-keyed optimizer state (as checkpoints hold it) into the optimizer of
+    a sharded model; every rank passes the same full state and keeps its shard."""
+    if not saved.get("state"):
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = {id(p): n for n, p in model.named_parameters()}
+    fqn = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    osd = {"state": {fqn[i]: v for i, v in saved["state"].items()},
+           "param_groups": [{**g, "params": [fqn[i] for i in g["params"]]} for g in saved["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, osd, options=StateDictOptions(full_state_dict=True))
+    for group, was in zip(optimizer.param_groups, saved["param_groups"]):  # it turns tuples (betas) into lists
+        group.update({k: v for k, v in was.items() if k != "params"})
 
 
 def sum_floats(values: list[float], device: torch.device) -> list[float]:
