@@ -5,7 +5,7 @@ A measured problem (docs/performance.md, "Process settings"):
   allocation, so each training step page-faults its activations in again (at the shakespeare-char
   shape, batch 64: 0.2-1.2 M minor faults and 0.4-3 s of kernel time per step). Keeping freed memory
   in the heap removes the faults; the process holds on to its peak memory until it exits (peak RSS
-  +0-12% measured, from fragmentation).
+  +0-14% measured, from fragmentation).
 It is skipped where it cannot apply (non-glibc) and LMLAB_MALLOC=system turns it off.
 
 OMP_WAIT_POLICY is left to the user and only recorded: PASSIVE rescues training on a CPU shared
