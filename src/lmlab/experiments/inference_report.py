@@ -71,7 +71,9 @@ def _fig(path: Path):
 def _lminfinite(r: dict, figs: Path) -> str:
     long = r["long"]
     ctx = long["context"]
+    wall = f" ({r['wall_s'] / 60:.1f} min in the last run, with both models already trained)" if "wall_s" in r else ""
     md = ["## LM-Infinite\n",
+          f"This section alone: `nice lmlab experiment inference --parts lminfinite`{wall}.\n",
           f"Model: char-level, trained on tinyshakespeare with context {ctx}; held-out text (validation split), "
           f"{long['n_windows']} windows per length starting at the same places; n_global = {long['n_global']}, "
           f"n_local = {long['n_local']}. Bits per byte over the whole window and over its last {ctx} tokens:\n"]
@@ -108,7 +110,8 @@ def _speed(speed: list[dict]) -> str:
     r0 = speed[0]
     md = [f"\nDecoding speed: greedy, {r0['n_new']} new tokens after a prompt of the given length (tok/s counts the "
           f"tokens of all sequences in the batch); each method's cache is prefilled once per cell (not timed) and "
-          f"copied for each of {r0['runs']} interleaved runs, median. Vanilla is the usual preallocated KV cache, "
+          f"copied for each of {r0['runs']} interleaved runs; the fastest run of each method (other jobs on the "
+          "shared CPU only ever add time; the medians are in `runs/infer/results.json`). Vanilla is the usual preallocated KV cache, "
           "all positions attended in one fused call; both get RoPE tables built once (the model otherwise rebuilds "
           "them for all positions at every step past its context). n_global = 10, n_local = 128. 1-minute load "
           f"average during the cells: {min(x['load_avg_1min'] for x in speed):.1f}-"
@@ -124,10 +127,15 @@ def _speed(speed: list[dict]) -> str:
                               for m in mults])
     md.append("Vanilla tok/s / LM-Infinite tok/s (speed-up) by prompt length:\n")
     md.append(_table(["model, batch"] + [f"{m}x ({m * 128})" for m in mults], rows))
+    spread = max(max(x["lminfinite"] for x in speed if (x["model"], x["batch"]) == key)
+                 / min(x["lminfinite"] for x in speed if (x["model"], x["batch"]) == key)
+                 for key in {(x["model"], x["batch"]) for x in speed})
     md.append("\nAt batch 1 the fp32 weights (4 bytes x parameters) are read once per token and dominate: the "
-              "speed-up is bounded by (weights + vanilla KV cache) / (weights + bounded cache). LM-Infinite's time per "
-              "token stays flat with the prompt length; vanilla's grows with it, the more so at batch 16 (16 caches). "
-              "Same numbers for any model: `python benchmarks/decode_speed.py [RUN]`.\n")
+              "speed-up is bounded by (weights + vanilla KV cache) / (weights + bounded cache). LM-Infinite's cache "
+              "has the same size at every prompt length, so its time per token should not depend on it; the spread "
+              f"within a row (up to {spread:.2f}x between its fastest and slowest cell) comes from the other jobs on "
+              "the shared CPU. Vanilla's time per token grows with the prompt (its cache grows), the more so at batch 16 (16 "
+              "caches). Same table for any model: `python benchmarks/decode_speed.py [RUN] --batches 1,16`.\n")
     return "\n".join(md)
 
 
@@ -161,7 +169,9 @@ def _passkey(pk: list[dict], pm: dict, n_global: int) -> str:
     beyond = [L for L in lengths if L > ctx]
     near = [d for d in depths if d >= 1.0]
     far = [d for d in depths if d < 1.0]
-    md.append(f"\nWithin the training context ({', '.join(map(str, inside))} tokens, both methods identical) the model retrieves "
+    shortest = np.mean([cell["vanilla", lengths[0], d]["tokens"] for d in depths])
+    md.append(f"\nAt the training length ({', '.join(map(str, inside))} tokens; the prompts there are {shortest:.0f} "
+              "tokens on average, as the fixed text alone is longer, so the two methods can differ slightly) the model retrieves "
               f"{mean('vanilla', inside, depths):.2f} of the keys exactly ({mean('vanilla', inside, depths, 'digit_accuracy'):.2f} "
               f"of the digits). Beyond it ({', '.join(map(str, beyond))} tokens), exact-match accuracy:\n")
     md.append(_table(["method", "key within n_local of the question (depth 1.0)", "key farther (depths < 1)"],
