@@ -214,3 +214,18 @@ def test_decode_speed_table_rows_cover_every_cell_and_leave_the_model_as_it_was(
     assert "rope" not in model.__dict__
     assert not any("forward" in m.__dict__ for m in model.modules() if isinstance(m, CausalSelfAttention))
     assert torch.equal(model(ids)[0], before)
+
+
+@torch.no_grad()
+def test_fast_decode_step_under_bfloat16_autocast(monkeypatch):
+    model = make_model()
+    ids = torch.randint(0, 40, (1, 30))
+    outs = []
+    for fast in (True, False):
+        monkeypatch.setattr(lminfinite, "FAST_DECODE", fast)
+        with torch.autocast("cpu", dtype=torch.bfloat16), lminfinite.lm_infinite(model, n_global=2, n_local=8):
+            cache = lminfinite.new_cache(model)
+            out = [model(ids[:, :3], cache=cache)[0]] + [model(ids[:, t:t + 1], cache=cache)[0] for t in range(3, 30)]
+        assert cache.layers[0][0]["ring_k"].dtype == torch.bfloat16
+        outs.append(torch.cat(out, 1).float())
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=2e-2)

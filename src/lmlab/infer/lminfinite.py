@@ -137,9 +137,10 @@ def decode_step(self: CausalSelfAttention, x, rope, state: dict, p: int):
     """
     policy: LambdaPolicy = self.lm_infinite
     B, H, Hkv, D = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
-    t = _step_tables(self, rope, p, x.dtype)
+    q = self.q_proj(x)
+    t = _step_tables(self, rope, p, q.dtype)  # the projections' dtype (bfloat16 under autocast), as apply_rope
     c, s_signed = t["q"]
-    q = _rotate_one(self.q_proj(x).view(B, H, 1, 2, D // 2), c, s_signed).view(B, H, 1, D)
+    q = _rotate_one(q.view(B, H, 1, 2, D // 2), c, s_signed).view(B, H, 1, D)
     slot = p % policy.n_local
     _rotate_one(self.k_proj(x).view(B, Hkv, 1, 2, D // 2), c, s_signed,
                 out=state["ring_k"][:, :, slot:slot + 1].view(B, Hkv, 1, 2, D // 2))
