@@ -1,5 +1,6 @@
-"""Data-parallel training (torchrun + DDP, gloo on CPU): two ranks with grad_accum A train exactly
-the model that one process with grad_accum 2A trains, and only rank 0 writes the run directory."""
+"""Data-parallel training (torchrun + DDP or FSDP2, gloo on CPU): two ranks with grad_accum A train
+the model that one process with grad_accum 2A trains (to float rounding), only rank 0 writes the
+run directory, resume and SIGTERM keep the ranks together."""
 import os
 import shutil
 import signal
