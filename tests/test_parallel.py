@@ -171,3 +171,19 @@ def test_fsdp_resumes_the_ddp_checkpoint_and_ends_where_one_process_ends(runs, t
     for i, state in ob["state"].items():
         for k, v in state.items():
             torch.testing.assert_close(oa["state"][i][k], v, rtol=1e-3, atol=1e-7)
+
+
+def test_step_seed_differs_per_rank_and_repeats_per_step(monkeypatch):
+    from lmlab.model.dropout import keep_mask
+
+    seeds = {}
+    for r in (0, 1):
+        monkeypatch.setenv("RANK", str(r))
+        seeds[r] = [parallel.step_seed(7, step) for step in range(3)]
+        assert seeds[r] == [parallel.step_seed(7, step) for step in range(3)]  # a function of (seed, step, rank)
+    assert len(set(seeds[0] + seeds[1])) == 6
+    masks = []
+    for s in (seeds[0][1], seeds[1][1]):
+        torch.manual_seed(s)
+        masks.append(keep_mask((4096,), 0.2))
+    assert not torch.equal(*masks)  # the two ranks drop different units at the same step

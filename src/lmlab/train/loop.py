@@ -99,7 +99,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    torch.manual_seed(tc.seed)  # same seed on every rank: same init, same dropout RNG stream
+    torch.manual_seed(tc.seed)  # same seed on every rank: same init
     dtype = pick_dtype(tc.dtype, device)
     main = par.is_main()
     with par.main_first():  # rank 0 fills the token cache, the others then read it
@@ -174,6 +174,8 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum = 0.0
+            if par.world() > 1:  # own dropout masks per rank, reproducible per step (resume stays exact)
+                torch.manual_seed(par.step_seed(tc.seed, step))
             for micro in range(tc.grad_accum):
                 x, y = loader.random_batch(train_ids, tc.batch_size, context, tc.seed, step, par.micro_index(micro))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)

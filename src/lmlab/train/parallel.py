@@ -102,6 +102,13 @@ def micro_index(micro: int) -> int:
     return micro * world() + rank()
 
 
+def step_seed(seed: int, step: int) -> int:
+    """The torch seed a rank uses for one step's random draws (dropout): different on every rank, so
+    ranks do not drop the same units in lockstep, and a function of (seed, step, rank) only, so a
+    resumed run draws exactly what the uninterrupted one did."""
+    return (seed * 1_000_003 + step) * 4099 + rank()
+
+
 def mean_and_flags(value: torch.Tensor, *flags: bool) -> tuple:
     """One all-reduce per step: the loss averaged over ranks, and for each flag whether any rank
     raised it (SIGTERM, time budget), so that every rank takes the same decision at the same step."""
