@@ -198,7 +198,17 @@ def test_rope_tables_past_the_context_are_built_once_and_restored():
         assert a[0] is b[0] and a[0].shape[0] >= 100                  # one table, reused
         torch.testing.assert_close(b[0][:100], cos_ref, rtol=0, atol=1e-6)
         assert model.rope(16)[0] is model.rope_cos                   # within the context: the model's own
-    assert "rope" not in model.__dict__ and model.rope(90)[0] is not model.rope(90)[0]
+    assert "rope" not in model.__dict__
+    assert model.rope(90)[0] is model.rope(90)[0]  # the model itself now keeps tables it grew
+
+
+def test_model_rope_tables_grow_once_and_keep_their_rows():
+    model = make_model()
+    cos0, sin0 = model.rope_cos.clone(), model.rope_sin.clone()
+    cos, sin = model.rope(3 * cos0.shape[0] + 1)
+    assert cos.shape[0] >= 3 * cos0.shape[0] + 1 and model.rope(cos0.shape[0] + 5)[0] is cos
+    assert torch.equal(cos[:cos0.shape[0]], cos0) and torch.equal(sin[:sin0.shape[0]], sin0)
+    assert "rope_cos" not in model.state_dict()  # still a non-persistent buffer: checkpoints unchanged
 
 
 def test_decode_speed_table_rows_cover_every_cell_and_leave_the_model_as_it_was():

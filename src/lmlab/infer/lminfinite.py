@@ -226,8 +226,9 @@ def _attention_modules(model):
 def _rope_once(model, max_pos: int):
     """`model.rope` with the tables past the context built once, doubling when outgrown.
 
-    The model rebuilds cos/sin for all `max_pos` positions on every call past its context: O(length)
-    work per decoded token, which would defeat a bounded cache. Rows are the same per position.
+    The model used to rebuild cos/sin for all `max_pos` positions on every call past its context
+    (O(length) work per decoded token, which would defeat a bounded cache); it now keeps grown tables
+    itself, and this wrapper only rounds the growth to powers of two. Rows are the same per position.
     """
     if max_pos <= model.rope_cos.shape[0]:
         return type(model).rope(model, max_pos)

@@ -70,9 +70,11 @@ class Transformer(nn.Module):
         if self.cfg.positions != "rope":
             return None
         if max_pos > self.rope_cos.shape[0]:  # beyond the trained context (long-context evals)
-            cos, sin = rope_tables(self.cfg.d_model // self.cfg.n_heads, max_pos, self.cfg.rope_base,
-                                   self.rope_cos.device)
-            return cos, sin
+            # grow the tables (doubling) and keep them: rebuilding them for every decoded token made
+            # decoding past the context cost O(length) per token. Rows below the old length are unchanged.
+            n = max(max_pos, 2 * self.rope_cos.shape[0])
+            cos, sin = rope_tables(self.cfg.d_model // self.cfg.n_heads, n, self.cfg.rope_base, self.rope_cos.device)
+            self.rope_cos, self.rope_sin = cos.to(self.rope_cos.dtype), sin.to(self.rope_sin.dtype)
         return self.rope_cos, self.rope_sin
 
     def head_weight(self) -> torch.Tensor:
