@@ -101,7 +101,7 @@ def _report(sums: dict, machine: dict, args, png) -> str:
     device = machine["cuda"] or f"CPU, {machine['cpu_threads']} threads"
     return f"""# The core, measured
 
-Regenerate: `lmlab experiment core --sc-steps {args.sc_steps} --sc-batch {args.sc_batch} --minutes {args.minutes:g}`
+Regenerate: `lmlab experiment core --work {args.work} --sc-steps {args.sc_steps} --sc-batch {args.sc_batch} --minutes {args.minutes:g}`
 (runs land in `{args.work}`; existing runs are resumed; `--report-only` rewrites this page).
 
 | run | steps | tokens | minutes | median tokens/s | val loss (nats/token) | val bits/byte |
