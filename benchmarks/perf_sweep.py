@@ -52,7 +52,9 @@ def plot(rows, key_x, label_x, path, logx=False):
     for ax in (a, b):
         ax.set_xscale("log", base=2 if not logx else 10)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"lmlab bench train, {rows[0]['dtype']}, {rows[0]['threads']} thread(s), shared CPU")
+    loads = [r["loadavg_before"][0] for r in rows if r.get("loadavg_before")]
+    load = f", load {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+    fig.suptitle(f"lmlab bench train, {rows[0]['dtype']}, {rows[0]['threads']} thread(s){load}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
