@@ -190,18 +190,6 @@ def test_one_position_rotation_is_bit_identical_to_apply_rope():
 
 
 @torch.no_grad()
-def test_rope_tables_past_the_context_are_built_once_and_restored():
-    model = make_model()
-    cos_ref, sin_ref = model.rope(100)
-    with lminfinite.lm_infinite(model, n_global=2):
-        a, b = model.rope(70), model.rope(100)
-        assert a[0] is b[0] and a[0].shape[0] >= 100                  # one table, reused
-        torch.testing.assert_close(b[0][:100], cos_ref, rtol=0, atol=1e-6)
-        assert model.rope(16)[0] is model.rope_cos                   # within the context: the model's own
-    assert "rope" not in model.__dict__
-    assert model.rope(90)[0] is model.rope(90)[0]  # the model itself now keeps tables it grew
-
-
 def test_model_rope_tables_grow_once_and_keep_their_rows():
     model = make_model()
     cos0, sin0 = model.rope_cos.clone(), model.rope_sin.clone()

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from . import runtime
 
-    runtime.configure()  # before the verbs import torch
+    runtime.configure()  # before any large allocation (see lmlab/runtime.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,16 +1,15 @@
 """Process-wide CPU settings that the `lmlab` command applies once at start-up.
 
-A measured problem (docs/performance.md, "Process settings"):
-- glibc returns every freed block over 32 MiB to the kernel and maps it afresh on the next
-  allocation, so each training step page-faults its activations in again (at the shakespeare-char
-  shape, batch 64: 0.2-1.2 M minor faults and 0.4-3 s of kernel time per step). Keeping freed memory
-  in the heap removes the faults; the process holds on to its peak memory until it exits (peak RSS
-  +0-14% measured, from fragmentation).
+The problem (measured in docs/performance.md, "What changed in this round"): glibc returns every
+freed block over 32 MiB to the kernel and maps it afresh on the next allocation, so each training
+step page-faults its activations in again (shakespeare-char shape, batch 64: 0.15-1 M minor faults
+and 0.4-3.8 s of kernel CPU time per step). Keeping freed memory in the heap removes the faults; the
+process holds on to its peak memory until it exits (peak RSS +0-14% measured, from fragmentation).
 It is skipped where it cannot apply (non-glibc) and LMLAB_MALLOC=system turns it off.
 
 OMP_WAIT_POLICY is left to the user and only recorded: PASSIVE rescues training on a CPU shared
-with other jobs (measured 6.7x), but on an idle machine it made 2-thread batch-1 decoding 2.9x
-slower than libgomp's default (threads wake too late for the many tiny matmuls).
+with other jobs (measured 6.7x), but on an idle machine it made the decoder's two-thread bf16
+matrix-vector products 2.9x slower than libgomp's default (threads wake too late for tiny matmuls).
 """
 from __future__ import annotations
 
@@ -34,8 +33,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-    return ok
+    return mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
 
 
 def configure() -> dict:

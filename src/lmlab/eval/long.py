@@ -118,7 +118,7 @@ def decode_speed(model, prompt_len: int, n_new: int = 64, method: str = "vanilla
     sequences at once (prefill not timed); median of runs.
 
     Vanilla is the usual KV cache (preallocated, every position attended with one fused attention
-    call); both methods get RoPE tables built once (`rope_tables_once`), not rebuilt every step.
+    call); both methods use the model's RoPE tables, grown once past the context (Transformer.rope).
     """
     _check(model, method)
     device = next(model.parameters()).device
@@ -133,12 +133,11 @@ def decode_speed(model, prompt_len: int, n_new: int = 64, method: str = "vanilla
             logits = model(logits.argmax(-1)[:, None], cache=cache)[0][:, -1]
         return n_new / (time.perf_counter() - t0)
 
-    with lminfinite.rope_tables_once(model):
-        if method == "vanilla":
+    if method == "vanilla":
+        runs = [once() for _ in range(repeats)]
+    else:
+        with lminfinite.lm_infinite(model, n_global, n_local):
             runs = [once() for _ in range(repeats)]
-        else:
-            with lminfinite.lm_infinite(model, n_global, n_local):
-                runs = [once() for _ in range(repeats)]
     return {"method": method, "prompt_len": prompt_len, "n_new": n_new, "batch": batch,
             "tok_per_s": statistics.median(runs), "runs": runs}
 
@@ -157,38 +156,37 @@ def decode_speed_table(model, multipliers=(1, 2, 4, 8), batches=(1,), n_new: int
     device = next(model.parameters()).device
     ctx = model.cfg.context
     rows = []
-    with lminfinite.rope_tables_once(model):
-        for batch in batches:
-            for m in multipliers:
-                P = m * ctx
-                x = torch.randint(0, model.cfg.vocab_size, (batch, P),
-                                  generator=torch.Generator().manual_seed(seed)).to(device)
-                filled = {}
+    for batch in batches:
+        for m in multipliers:
+            P = m * ctx
+            x = torch.randint(0, model.cfg.vocab_size, (batch, P),
+                              generator=torch.Generator().manual_seed(seed)).to(device)
+            filled = {}
+            for method in METHODS:
+                with lminfinite.lm_infinite(model, n_global, n_local) if method == "lminfinite" else nullcontext():
+                    cache = lminfinite.new_cache(model) if method == "lminfinite" else model.new_cache(P + n_new)
+                    logits = lminfinite.chunked_logits(model, x, ctx, cache)[:, -1]
+                filled[method] = (cache, logits)
+            times = {method: [] for method in METHODS}
+            for _ in range(repeats):
                 for method in METHODS:
+                    cache, logits = copy.deepcopy(filled[method])
                     with lminfinite.lm_infinite(model, n_global, n_local) if method == "lminfinite" else nullcontext():
-                        cache = lminfinite.new_cache(model) if method == "lminfinite" else model.new_cache(P + n_new)
-                        logits = lminfinite.chunked_logits(model, x, ctx, cache)[:, -1]
-                    filled[method] = (cache, logits)
-                times = {method: [] for method in METHODS}
-                for _ in range(repeats):
-                    for method in METHODS:
-                        cache, logits = copy.deepcopy(filled[method])
-                        with lminfinite.lm_infinite(model, n_global, n_local) if method == "lminfinite" else nullcontext():
-                            t0 = time.perf_counter()
-                            for _ in range(n_new):
-                                logits = model(logits.argmax(-1)[:, None], cache=cache)[0][:, -1]
-                            times[method].append(time.perf_counter() - t0)
-                        del cache
-                del filled
-                # Best of the runs: other jobs on a shared CPU only ever add time. Medians kept too.
-                tps = {k: batch * n_new / min(v) for k, v in times.items()}
-                med = {k: batch * n_new / statistics.median(v) for k, v in times.items()}
-                rows.append({"batch": batch, "multiplier": m, "prompt_len": P, "vanilla": tps["vanilla"],
-                             "lminfinite": tps["lminfinite"], "speedup": tps["lminfinite"] / tps["vanilla"],
-                             "vanilla_median": med["vanilla"], "lminfinite_median": med["lminfinite"],
-                             "speedup_median": med["lminfinite"] / med["vanilla"],
-                             "runs": repeats, "n_new": n_new, "load_avg_1min": os.getloadavg()[0]})
-                if echo:
-                    echo(rows[-1])
+                        t0 = time.perf_counter()
+                        for _ in range(n_new):
+                            logits = model(logits.argmax(-1)[:, None], cache=cache)[0][:, -1]
+                        times[method].append(time.perf_counter() - t0)
+                    del cache
+            del filled
+            # Best of the runs: other jobs on a shared CPU only ever add time. Medians kept too.
+            tps = {k: batch * n_new / min(v) for k, v in times.items()}
+            med = {k: batch * n_new / statistics.median(v) for k, v in times.items()}
+            rows.append({"batch": batch, "multiplier": m, "prompt_len": P, "vanilla": tps["vanilla"],
+                         "lminfinite": tps["lminfinite"], "speedup": tps["lminfinite"] / tps["vanilla"],
+                         "vanilla_median": med["vanilla"], "lminfinite_median": med["lminfinite"],
+                         "speedup_median": med["lminfinite"] / med["vanilla"],
+                         "runs": repeats, "n_new": n_new, "load_avg_1min": os.getloadavg()[0]})
+            if echo:
+                echo(rows[-1])
     return rows
 

@@ -112,8 +112,8 @@ def _speed(speed: list[dict]) -> str:
           f"tokens of all sequences in the batch); each method's cache is prefilled once per cell (not timed) and "
           f"copied for each of {r0['runs']} interleaved runs; the fastest run of each method (other jobs on the "
           "shared CPU only ever add time; the medians are in `runs/infer/results.json`). Vanilla is the usual preallocated KV cache, "
-          "all positions attended in one fused call; both get RoPE tables built once (when these "
-          "numbers were measured the model itself still rebuilt them at every step past its context; it now keeps them). n_global = 10, n_local = 128. 1-minute load "
+          "all positions attended in one fused call; both use RoPE tables built once past the context "
+          "(the model grows and keeps them). n_global = 10, n_local = 128. 1-minute load "
           f"average during the cells: {min(x['load_avg_1min'] for x in speed):.1f}-"
           f"{max(x['load_avg_1min'] for x in speed):.1f} on 2 cores.\n"]
     mults = sorted({x["multiplier"] for x in speed})

@@ -223,51 +223,10 @@ def _attention_modules(model):
     return mods
 
 
-def _rope_once(model, max_pos: int):
-    """`model.rope` with the tables past the context built once, doubling when outgrown.
-
-    The model used to rebuild cos/sin for all `max_pos` positions on every call past its context
-    (O(length) work per decoded token, which would defeat a bounded cache); it now keeps grown tables
-    itself, and this wrapper only rounds the growth to powers of two. Rows are the same per position.
-    """
-    if max_pos <= model.rope_cos.shape[0]:
-        return type(model).rope(model, max_pos)
-    tables = model.__dict__.get("_rope_once_tables")
-    if tables is None or tables[0].shape[0] < max_pos:
-        tables = type(model).rope(model, 1 << (max_pos - 1).bit_length())
-        model.__dict__["_rope_once_tables"] = tables
-    return tables
-
-
-@contextmanager
-def rope_tables_once(model):
-    """Within the block, RoPE tables past the context are built once, not per call (both methods use
-    it in timings, so vanilla decoding pays no per-token table rebuild either)."""
-    owned = _patch_rope(model)
-    try:
-        yield
-    finally:
-        if owned:
-            _unpatch_rope(model)
-
-
-def _patch_rope(model) -> bool:
-    if "rope" in model.__dict__ or getattr(model.cfg, "positions", "rope") != "rope":
-        return False
-    model.rope = types.MethodType(_rope_once, model)
-    return True
-
-
-def _unpatch_rope(model) -> None:
-    model.__dict__.pop("rope", None)
-    model.__dict__.pop("_rope_once_tables", None)
-
-
 def enable(model, n_global: int = 10, n_local: int | None = None) -> LambdaPolicy:
     """Switch every attention sublayer to the Lambda-shaped attention (n_local defaults to the context)."""
     policy = LambdaPolicy(n_global, n_local or model.cfg.context)
     mods = _attention_modules(model)
-    model.__dict__["_lm_infinite_rope"] = _patch_rope(model)
     step = {}  # per-step RoPE factors, shared by all layers (see _step_tables)
     for m in mods:
         m.lm_infinite, m.lm_infinite_step = policy, step
@@ -276,8 +235,6 @@ def enable(model, n_global: int = 10, n_local: int | None = None) -> LambdaPolic
 
 
 def disable(model) -> None:
-    if model.__dict__.pop("_lm_infinite_rope", False):
-        _unpatch_rope(model)
     for m in model.modules():
         if isinstance(m, CausalSelfAttention) and "forward" in m.__dict__:
             del m.forward
