@@ -35,7 +35,7 @@ def torchrun(out, extra=()):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            *train_args(out, extra)]
     done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)  # generous: a loaded CPU can slow the ranks 10x
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -57,7 +57,7 @@ def launch_ranks(out, extra=(), resume=False):
 
 def finish(procs):
     try:
-        outputs = [p.communicate(timeout=120) for p in procs]  # a hang would time out here
+        outputs = [p.communicate(timeout=600) for p in procs]  # a hang would time out here
     finally:
         for p in procs:
             if p.poll() is None:
