@@ -131,13 +131,16 @@ print(s["keep_freed_memory"], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_freed_memory_is_reused_without_page_faults():
-    env = dict(os.environ)
+    # torch allocates with 64-byte alignment; glibc's memalign leaves a small tail chunk that its
+    # per-thread cache (tcache) keeps, and that chunk can pin a freed block away from the heap top,
+    # so with the default tcache 2-5 of 10 cycles still fault (measured). Without tcache the reuse
+    # is exact, which is what this test pins down.
+    env = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.tcache_count=0")
     run = lambda: subprocess.run([sys.executable, "-c", REFAULT], env=env, capture_output=True, text=True,
                                  check=True).stdout.split()
     pages = 10 * (1 << 26) // 4096  # one fault per 4 KiB page if every cycle maps its memory afresh
     applied, faults = run()
-    # kept heap: most cycles reuse the freed block (a small allocation landing in it can force a regrowth)
-    assert applied == "True" and int(faults) < pages // 2
+    assert applied == "True" and int(faults) < pages // 100
     env["LMLAB_MALLOC"] = "system"
     applied, faults = run()
     assert applied == "False" and int(faults) > 0.9 * pages
