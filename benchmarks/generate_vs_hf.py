@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--dtype", default="auto", help="lmlab's sampling precision (generate.dtype; auto = bf16 where native)")
+    ap.add_argument("--dtype", default="auto", help="lmlab's sampling precision (generate.dtype: auto = bf16 where native, float32, bfloat16, int8)")
     ap.add_argument("--hf-dtype", default="float32", help="the baseline's dtype (float32 or bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,7 +86,8 @@ def main():
         "params": model.num_params(), "batch": args.batch, "new_tokens": n_new, "prompt_tokens": 8,
         "threads": args.threads, "temperature": args.temperature, "lmlab_tokens_per_s": tps["lmlab"],
         "hf_tokens_per_s": tps["hf"], "speedup": tps["lmlab"] / tps["hf"],
-        "lmlab_dtype": str(next(model.parameters()).dtype).replace("torch.", ""), "hf_dtype": args.hf_dtype,
+        "lmlab_dtype": ("int8 weights, bfloat16 activations" if args.dtype == "int8"
+                        else str(next(model.parameters()).dtype).replace("torch.", "")), "hf_dtype": args.hf_dtype,
         "note": "times include the 8-token prefill", "process_settings": RUNTIME,
         "loadavg_before": load_before, "loadavg_after": bench.loadavg(), "transformers": transformers.__version__,
         "torch": torch.__version__}, indent=1))

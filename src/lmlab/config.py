@@ -117,7 +117,7 @@ class GenerateConfig:
     seed: int = 0
     stop: list = field(default_factory=list)
     prompts: list = field(default_factory=lambda: ["\n"])
-    dtype: str = "auto"           # sampling weights/compute: auto (bf16 where native, else fp32) | float32 | bfloat16
+    dtype: str = "auto"           # sampling weights/compute: auto (bf16 where native, else fp32) | float32 | bfloat16 | int8
 
 
 @dataclass

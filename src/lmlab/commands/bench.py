@@ -99,6 +99,7 @@ def run_generate(args) -> int:
     from ..train.device import for_inference
 
     model = for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device)
-    source["dtype"] = str(next(model.parameters()).dtype).replace("torch.", "")
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    source["dtype"] = f"int8 weights, {dtype} activations" if (args.dtype or cfg.generate.dtype) == "int8" else dtype
     print_json({**source, **bench.generate(model, batches, args.new, args.prompt, args.reps)})
     return 0

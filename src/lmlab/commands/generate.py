@@ -23,7 +23,8 @@ def register(sub) -> None:
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", help="sampling precision: auto (bf16 where the CPU/GPU runs it natively), float32, "
-                                   "bfloat16 (default: the config's generate.dtype; --beam/--knn/... run in float32)")
+                                   "bfloat16, or int8 (int8 weights, bf16 activations). Default: the config's "
+                                   "generate.dtype; --beam/--knn/... run in float32")
     add_generate_options(p)
     p.set_defaults(func=run)
 

@@ -30,6 +30,15 @@ def causal_attention_with_dropout(q, k, v, p: float):
     return (weights @ v) * keep_scale(p)
 
 
+def cache_dtype(t: torch.Tensor) -> torch.dtype:
+    """The KV cache's dtype: fp32 on CPU for half-precision models. PyTorch's CPU attention for one
+    query over a bf16 cache measured 6x slower than over an fp32 one (166 vs 27 us at 256 keys, 6
+    heads of 64), more than the small extra memory costs; on GPUs the cache keeps the model's dtype."""
+    if t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return t.dtype
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -61,12 +70,13 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             if "k" not in cache:
                 shape = (B, self.n_kv_heads, cache["max_len"], self.head_dim)
-                cache["k"] = torch.zeros(shape, dtype=k.dtype, device=k.device)
-                cache["v"] = torch.zeros(shape, dtype=v.dtype, device=v.device)
+                cache["k"] = torch.zeros(shape, dtype=cache_dtype(k), device=k.device)
+                cache["v"] = torch.zeros(shape, dtype=cache_dtype(v), device=v.device)
             cache["k"][:, :, start_pos:start_pos + T] = k
             cache["v"][:, :, start_pos:start_pos + T] = v
             k = cache["k"][:, :, :start_pos + T]
             v = cache["v"][:, :, :start_pos + T]
+            q = q.to(k.dtype)
         mask, causal = None, True
         if start_pos > 0:
             causal = False
@@ -82,5 +92,5 @@ class CausalSelfAttention(nn.Module):
                 q, k, v, attn_mask=mask, is_causal=causal and T > 1, dropout_p=p,
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim).to(x.dtype)
         return self.o_proj(y)

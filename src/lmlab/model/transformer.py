@@ -112,7 +112,7 @@ class Transformer(nn.Module):
         if self.meta is not None and self.training and targets is not None and cache is None:
             idx, targets = self.meta.inject(idx, targets)  # pre-training: meta-tokens at random places
         h = self.hidden(idx, cache)
-        logits = F.linear(h, self.head_weight())
+        logits = F.linear(h, self.embed.weight) if self.tied else self.lm_head(h)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

@@ -43,11 +43,29 @@ def autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+# generate.dtype: the training dtypes, plus int8 weights for decoding
+DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8")
+
+
 def for_inference(model, name: str, device: torch.device):
     """Cast a model for sampling. Decoding one token reads every weight once, and on CPU that is
     bound by memory bandwidth, so bf16 weights decode faster (measured in docs/performance.md);
-    logits differ from fp32 by bf16 rounding. Returns the model (cast in place)."""
+    logits differ from fp32 by bf16 rounding. "int8" also rounds every linear layer's weights
+    (the head included) to int8 per output row (model/int8.py); activations and the KV cache stay
+    in bf16 on CPU, or the GPU's half type. Returns the model (changed in place)."""
+    if name == "int8":
+        from ..model.int8 import Int8Linear, quantize_linears
+
+        dtype = torch.bfloat16 if device.type == "cpu" else pick_dtype("auto", device)
+        model.to(dtype)
+        if model.tied:  # the head gets its own int8 copy; the input embedding stays a float lookup
+            model.lm_head, model.tied = Int8Linear(model.embed.weight, None, dtype), False
+        quantize_linears(model, dtype)
+        return model
+    if name not in DTYPE_NAMES:
+        raise LmlabError(f"generate.dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
     dtype = pick_dtype(name, device)
     if dtype != next(model.parameters()).dtype:
         model.to(dtype)
     return model
+

@@ -1,0 +1,75 @@
+"""Weight-only int8 linear layers for decoding (per-output-channel symmetric scales).
+
+Why: decoding at batch 1 reads every weight once per token, and on CPU the bf16 matrix-vector
+product runs far below the matmul peak (docs/performance.md). PyTorch's int8 weight-only kernel
+(`torch._weight_int8pack_mm`, the one gpt-fast and torchao use on CPU) reads a quarter of fp32's
+bytes and measured 4.2x faster than bf16 dense over the shakespeare-char model's matrices. Weights
+are rounded to int8 per output row, W ~= q * s with s = max|W_row| / 127, so every weight is off by
+at most s/2; activations stay in the model's float dtype.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# the CPU kernel's limits, found by measurement: K must be a multiple of 16 (other K gave wrong
+# results or crashed), and beyond ~16 rows a dequantised dense matmul is faster (prefill, big batches)
+_KERNEL_K_MULTIPLE = 16
+_KERNEL_MAX_ROWS = 16
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 codes [N, K] and fp32 scales [N] with weight ~= codes * scales[:, None]."""
+    w = weight.detach().float()
+    scales = w.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127.0
+    codes = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return codes, scales
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (codes * scales)^T + bias; a drop-in for nn.Linear at inference (no gradients)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
+        super().__init__()
+        codes, scales = quantize_rows(weight)
+        self.out_features, self.in_features = codes.shape
+        self.register_buffer("codes", codes)
+        self.register_buffer("scales", scales.to(dtype))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype) -> "Int8Linear":
+        return cls(linear.weight, linear.bias, dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantised weight, for code that reads `.weight` (analysis, kNN keys)."""
+        return self.codes.to(self.scales.dtype) * self.scales[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).to(self.scales.dtype)
+        if (x2.device.type == "cpu" and x2.shape[0] <= _KERNEL_MAX_ROWS
+                and self.in_features % _KERNEL_K_MULTIPLE == 0):
+            y = torch._weight_int8pack_mm(x2.contiguous(), self.codes, self.scales)
+        else:  # scales factor out of the sum: x @ (q s)^T = (x @ q^T) * s
+            y = F.linear(x2, self.codes.to(x2.dtype)) * self.scales
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
+
+
+def quantize_linears(module: nn.Module, dtype: torch.dtype) -> int:
+    """Replace every plain nn.Linear under `module` by an Int8Linear; returns how many."""
+    n = 0
+    for name, child in list(module.named_children()):
+        if type(child) is nn.Linear:
+            setattr(module, name, Int8Linear.from_linear(child, dtype))
+            n += 1
+        else:
+            n += quantize_linears(child, dtype)
+    return n
