@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--dtype", default="auto", help="lmlab's sampling precision (generate.dtype: auto = bf16 where native, float32, bfloat16, int8)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile lmlab's decoder (generate.compile); "
+                    "the warm-up round compiles, untimed")
     ap.add_argument("--hf-dtype", default="float32", help="the baseline's dtype (float32 or bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -57,7 +59,12 @@ def main():
         theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, args.hf_dtype)).eval()
     from lmlab.train.device import for_inference
 
+    params = model.num_params()  # before int8 turns weights into buffers
     for_inference(model, args.dtype, torch.device("cpu"))  # after export: both start from the same fp32 weights
+    if args.compile:
+        from lmlab.train.device import compiled_for_decoding
+
+        model = compiled_for_decoding(model, torch.device("cpu"))
     prompt = torch.randint(0, model.cfg.vocab_size, (args.batch, 8), generator=torch.Generator().manual_seed(0))
 
     def ours_run(seed):
@@ -83,11 +90,12 @@ def main():
     tps = {k: args.batch * n_new / statistics.median(v) for k, v in times.items()}
     print(json.dumps({
         "benchmark": "generate_vs_hf", "run": args.run or "random shakespeare-char shape (GPT-2 family)",
-        "params": model.num_params(), "batch": args.batch, "new_tokens": n_new, "prompt_tokens": 8,
+        "params": params, "batch": args.batch, "new_tokens": n_new, "prompt_tokens": 8,
         "threads": args.threads, "temperature": args.temperature, "lmlab_tokens_per_s": tps["lmlab"],
         "hf_tokens_per_s": tps["hf"], "speedup": tps["lmlab"] / tps["hf"],
         "lmlab_dtype": ("int8 weights, bfloat16 activations" if args.dtype == "int8"
                         else str(next(model.parameters()).dtype).replace("torch.", "")), "hf_dtype": args.hf_dtype,
+        "lmlab_compiled": args.compile,
         "note": "times include the 8-token prefill", "process_settings": RUNTIME,
         "loadavg_before": load_before, "loadavg_after": bench.loadavg(), "transformers": transformers.__version__,
         "torch": torch.__version__}, indent=1))

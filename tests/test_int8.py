@@ -66,6 +66,7 @@ def test_int8_model_stays_close_to_fp32(tiny_run, capsys):
                  "--prompt", "8", "--reps", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["dtype"] == "int8 weights, bfloat16 activations" and out["batch1_tokens_per_s"] > 0
+    assert out["params"] == model.num_params()
 
 
 def test_bf16_cached_decoding_matches_the_full_forward():

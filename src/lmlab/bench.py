@@ -125,25 +125,34 @@ def train(cfg, steps: int = 20, warmup: int = 3, peak_n: int = 2048) -> dict:
 
 @torch.no_grad()
 def generate(model, batch_sizes=(1, 16), new_tokens: int = 64, prompt_tokens: int = 1000, reps: int = 3,
-             temperature: float = 0.8, top_k: int = 0, seed: int = 0) -> dict:
+             temperature: float = 0.8, top_k: int = 0, seed: int = 0, params: int | None = None) -> dict:
     """Decode tokens/s with the KV cache at each batch size, and time to first token of a long prompt.
 
-    The decode rate counts the new tokens after the first (the first pays for the prompt). A prompt
+    The decode rate counts the new tokens after the first (the first pays for the prompt); each shape
+    gets one untimed pass first (warmup_s: their total, which includes any compiling). A prompt
     longer than the model's context is cut to the context (reported as ttft_prompt_tokens).
+    `params` overrides the count of a model whose weights are no longer parameters (int8).
     """
     from .infer.generate import decode_steps
 
     model.eval()
+    params = params or model.num_params()
     device = next(model.parameters()).device
     vocab, context = model.cfg.vocab_size, model.cfg.context
     gen = torch.Generator().manual_seed(seed)
-    out = {"device": str(device), "threads": torch.get_num_threads(), "params": model.num_params(),
+    out = {"device": str(device), "threads": torch.get_num_threads(), "params": params,
            "context": context, "new_tokens": new_tokens, "loadavg_before": loadavg()}
     # a short prompt, and room to decode without the cache's sliding-window refill
     n_new = max(2, min(new_tokens, context - 8))
+    warmup_s = 0.0
     for b in batch_sizes:
         prompt = torch.randint(0, vocab, (b, 8), generator=gen).to(device)
         rates = []
+        t = time.perf_counter()  # one untimed pass per shape: first-call allocations, or compiling
+        for _ in decode_steps(model, prompt, 3, temperature=temperature, top_k=top_k, seed=seed):
+            pass
+        _sync(device)
+        warmup_s += time.perf_counter() - t
         reset_peak_rss()
         for r in range(reps):
             steps = decode_steps(model, prompt, n_new, temperature=temperature, top_k=top_k, seed=seed + r)
@@ -159,6 +168,10 @@ def generate(model, batch_sizes=(1, 16), new_tokens: int = 64, prompt_tokens: in
     p = min(prompt_tokens, context)
     prompt = torch.randint(0, vocab, (1, p), generator=gen).to(device)
     ttft = []
+    t = time.perf_counter()
+    next(decode_steps(model, prompt, 1, temperature=temperature, top_k=top_k, seed=seed))
+    _sync(device)
+    warmup_s += time.perf_counter() - t
     for r in range(reps):
         _sync(device)
         t = time.perf_counter()
@@ -168,8 +181,8 @@ def generate(model, batch_sizes=(1, 16), new_tokens: int = 64, prompt_tokens: in
     out.update({"ttft_ms": statistics.median(ttft) * 1e3, "ttft_prompt_tokens": p,
                 "ttft_prompt_note": "" if p == prompt_tokens else
                 f"model context is {context}: the prompt was cut to {p} tokens",
-                "peak_rss_mb": rss_mb(), "rss_bytes_per_param": rss_mb() * 2 ** 20 / model.num_params(),
-                "loadavg_after": loadavg(), "process_settings": runtime.configure()})
+                "peak_rss_mb": rss_mb(), "rss_bytes_per_param": rss_mb() * 2 ** 20 / params,
+                "warmup_s": warmup_s, "loadavg_after": loadavg(), "process_settings": runtime.configure()})
     if torch.cuda.is_available() and device.type == "cuda":
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return out

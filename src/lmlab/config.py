@@ -118,6 +118,7 @@ class GenerateConfig:
     stop: list = field(default_factory=list)
     prompts: list = field(default_factory=lambda: ["\n"])
     dtype: str = "auto"           # sampling weights/compute: auto (bf16 where native, else fp32) | float32 | bfloat16 | int8
+    compile: bool = False         # torch.compile the decoder (pays off for long or many generations; see performance.md)
 
 
 @dataclass

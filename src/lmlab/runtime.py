@@ -5,7 +5,11 @@ freed block over 32 MiB to the kernel and maps it afresh on the next allocation,
 step page-faults its activations in again (shakespeare-char shape, batch 64: 0.15-1 M minor faults
 and 0.4-3.8 s of kernel CPU time per step). Keeping freed memory in the heap removes the faults; the
 process holds on to its peak memory until it exits (peak RSS +0-14% measured, from fragmentation).
-It is skipped where it cannot apply (non-glibc) and LMLAB_MALLOC=system turns it off.
+It is skipped where it cannot apply (non-glibc) and LMLAB_MALLOC=system turns it off. It is not
+complete: torch allocates with 64-byte alignment, glibc's memalign leaves a small tail chunk that
+its per-thread cache keeps, and that chunk can pin a freed block away from the heap top, so in a
+loop of 64 MiB tensors 2-5 of 10 re-allocations still fault (none with GLIBC_TUNABLES=
+glibc.malloc.tcache_count=0, which has to be set before the process starts).
 
 OMP_WAIT_POLICY is left to the user and only recorded: PASSIVE rescues training on a CPU shared
 with other jobs (measured 6.7x), but on an idle machine it made the decoder's two-thread bf16

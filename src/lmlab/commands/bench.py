@@ -34,6 +34,8 @@ def register(sub) -> None:
     ge.add_argument("--device", default="auto")
     ge.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ge.add_argument("--dtype", help="sampling precision as in `lmlab generate --dtype` (default: generate.dtype, auto)")
+    ge.add_argument("--compile", action="store_true", help="torch.compile the decoder (generate.compile); "
+                    "the compile time is reported as warmup_s, outside the timings")
     ge.set_defaults(func=run_generate)
 
 
@@ -98,8 +100,14 @@ def run_generate(args) -> int:
         source = {"run": args.run}
     from ..train.device import for_inference
 
+    params = model.num_params()  # before int8 turns weights into buffers
     model = for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device)
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     source["dtype"] = f"int8 weights, {dtype} activations" if (args.dtype or cfg.generate.dtype) == "int8" else dtype
-    print_json({**source, **bench.generate(model, batches, args.new, args.prompt, args.reps)})
+    source["compiled"] = bool(args.compile or cfg.generate.compile)
+    if source["compiled"]:
+        from ..train.device import compiled_for_decoding
+
+        model = compiled_for_decoding(model, next(model.parameters()).device)
+    print_json({**source, **bench.generate(model, batches, args.new, args.prompt, args.reps, params=params)})
     return 0

@@ -25,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--dtype", help="sampling precision: auto (bf16 where the CPU/GPU runs it natively), float32, "
                                    "bfloat16, or int8 (int8 weights, bf16 activations). Default: the config's "
                                    "generate.dtype; --beam/--knn/... run in float32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decoder (generate.compile): "
+                   "faster per token, seconds to compile first")
     add_generate_options(p)
     p.set_defaults(func=run)
 
@@ -48,7 +50,7 @@ def prompt_text(args, gcfg) -> str:
 
 def run(args) -> int:
     from ..infer.generate import generate
-    from ..train.device import for_inference
+    from ..train.device import compiled_for_decoding, for_inference
 
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
     prompt = prompt_text(args, cfg.generate)
@@ -57,7 +59,10 @@ def run(args) -> int:
     kw = settings(args, cfg.generate)
     if run_generate_options(args, model, tokenizer, prompt, kw) is not None:  # --beam, --icn, --knn, ...
         return 0
-    for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device)
+    device = next(model.parameters()).device
+    for_inference(model, args.dtype or cfg.generate.dtype, device)
+    if args.compile or cfg.generate.compile:
+        model = compiled_for_decoding(model, device)
     for i in range(args.num_samples):
         if i:
             sys.stdout.write("\n---\n")

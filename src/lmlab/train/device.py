@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 
 import torch
 
@@ -69,3 +71,16 @@ def for_inference(model, name: str, device: torch.device):
         model.to(dtype)
     return model
 
+
+
+def compiled_for_decoding(model, device: torch.device):
+    """torch.compile the model for token-by-token decoding (dynamic shapes: the cache position and
+    the chunk length vary). Measured on CPU at batch 1 (docs/performance.md): it removes most of the
+    per-token framework overhead, which dominates once weights are int8; compiling costs seconds to
+    tens of seconds on the first call (inductor's disk cache shortens later runs)."""
+    if device.type == "cpu":
+        cxx = os.environ.get("CXX") or "g++"
+        if not (shutil.which(cxx) or shutil.which("c++") or shutil.which("clang++")):
+            raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
+                             "clang++); install one or set generate.compile=false")
+    return torch.compile(model, dynamic=True)
