@@ -83,3 +83,18 @@ def test_bf16_cached_decoding_matches_the_full_forward():
         parts = [model(x[:, :5], cache=cache)[0]] + [model(x[:, t:t + 1], cache=cache)[0] for t in range(5, 12)]
     assert all(p.dtype == torch.bfloat16 for p in parts)
     torch.testing.assert_close(torch.cat(parts, 1).float(), full, rtol=0.03, atol=0.03)
+
+
+def test_eval_with_int8_weights(tiny_run, capsys):
+    from lmlab.cli import main
+
+    scores = {}
+    for dtype in ("float32", "int8"):
+        assert main(["eval", str(tiny_run), "--dtype", dtype, "--max-tokens", "2000"]) == 0
+        scores[dtype] = json.loads(capsys.readouterr().out)
+    assert scores["int8"]["dtype"] == "int8" and scores["int8"]["tokens"] == scores["float32"]["tokens"]
+    assert scores["int8"]["bpb"] != scores["float32"]["bpb"]  # the weights really changed...
+    assert abs(scores["int8"]["bpb"] - scores["float32"]["bpb"]) < 0.01 * scores["float32"]["bpb"]  # ...a little
+    assert main(["eval", str(tiny_run), "--dtype", "int4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "int4" in err[0] and "int8" in err[0]

@@ -12,6 +12,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=0, help="evaluate at most this many tokens (0 = all)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", help="weights/compute for the plain evaluation: float32 (default), "
+                   "bfloat16, int8 (what `lmlab generate --dtype` samples with), auto")
     add_eval_options(p)
     p.set_defaults(func=run)
 
@@ -40,6 +42,9 @@ def run(args) -> int:
     if special is not None:
         print_json({"data": args.data or "validation split", **special})
         return 0
+    from ..train.device import for_inference
+
+    for_inference(model, args.dtype, next(model.parameters()).device)
     result = evaluate_ids(model, ids, tokenizer.token_nbytes(), args.batch_size)
-    print_json({"data": args.data or "validation split", **result})
+    print_json({"data": args.data or "validation split", **result, "dtype": args.dtype})
     return 0

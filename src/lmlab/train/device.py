@@ -65,7 +65,7 @@ def for_inference(model, name: str, device: torch.device):
         quantize_linears(model, dtype)
         return model
     if name not in DTYPE_NAMES:
-        raise LmlabError(f"generate.dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
+        raise LmlabError(f"dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
     dtype = pick_dtype(name, device)
     if dtype != next(model.parameters()).dtype:
         model.to(dtype)
