@@ -21,17 +21,18 @@ def test_rounding_is_per_row_and_within_half_a_step():
     assert (codes[3] == 0).all()
 
 
-@pytest.mark.parametrize("in_features,rows", [(64, 1), (64, 16), (64, 40), (20, 1)])  # kernel, kernel, dense, dense
-def test_int8_linear_is_the_dequantised_linear(in_features, rows):
+@pytest.mark.parametrize("in_features,rows,dtype", [(64, 1, torch.bfloat16), (64, 16, torch.bfloat16), (64, 40, torch.bfloat16), (20, 1, torch.bfloat16), (64, 1, torch.float32)])  # kernel, kernel, then dequantised
+def test_int8_linear_is_the_dequantised_linear(in_features, rows, dtype):
     torch.manual_seed(0)
     lin = nn.Linear(in_features, 24)
-    q = Int8Linear.from_linear(lin, torch.bfloat16)
+    q = Int8Linear.from_linear(lin, dtype)
     x = torch.randn(2, rows, in_features)
-    want = F.linear(x, q.codes.float() * q.scales.float()[:, None], lin.bias.bfloat16().float())
-    got = q(x.bfloat16())
-    assert got.shape == (2, rows, 24) and got.dtype == torch.bfloat16
-    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)  # bf16 activations and output
-    assert torch.equal(q.weight, q.codes.bfloat16() * q.scales[:, None])
+    want = F.linear(x, q.codes.float() * q.scales.float()[:, None], lin.bias.to(dtype).float())
+    got = q(x.to(dtype))
+    assert got.shape == (2, rows, 24) and got.dtype == dtype
+    tol = 2e-2 if dtype == torch.bfloat16 else 1e-5  # bf16 activations and output
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+    assert torch.equal(q.weight, q.codes.to(dtype) * q.scales[:, None])
 
 
 def test_quantize_replaces_plain_linears_only():
