@@ -25,8 +25,8 @@ def register(sub) -> None:
     p.add_argument("--dtype", help="sampling precision: auto (bf16 where the CPU/GPU runs it natively), float32, "
                                    "bfloat16, or int8 (int8 weights, bf16 activations). Default: the config's "
                                    "generate.dtype; --beam/--knn/... run in float32")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decoder (generate.compile): "
-                   "faster per token, seconds to compile first")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decoder (generate.compile; plain "
+                   "sampling only): faster per token after 15-50 s of compiling")
     add_generate_options(p)
     p.set_defaults(func=run)
 

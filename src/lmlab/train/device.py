@@ -53,8 +53,9 @@ def for_inference(model, name: str, device: torch.device):
     """Cast a model for sampling. Decoding one token reads every weight once, and on CPU that is
     bound by memory bandwidth, so bf16 weights decode faster (measured in docs/performance.md);
     logits differ from fp32 by bf16 rounding. "int8" also rounds every linear layer's weights
-    (the head included) to int8 per output row (model/int8.py); activations and the KV cache stay
-    in bf16 on CPU, or the GPU's half type. Returns the model (changed in place)."""
+    (the head included) to int8 per output row (model/int8.py); activations stay bf16 on CPU, or
+    the GPU's half type (the CPU KV cache is fp32: attention.cache_dtype). Returns the model
+    (changed in place)."""
     if name == "int8":
         from ..model.int8 import Int8Linear, quantize_linears
 
@@ -70,7 +71,6 @@ def for_inference(model, name: str, device: torch.device):
     if dtype != next(model.parameters()).dtype:
         model.to(dtype)
     return model
-
 
 
 def compiled_for_decoding(model, device: torch.device):
