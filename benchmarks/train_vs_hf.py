@@ -89,7 +89,7 @@ def main():
     dtype = pick_dtype(cfg.train.dtype, torch.device("cpu"))
     opt_ours = make_optimizer(ours, cfg.train, torch.device("cpu"))
     n = args.warmup + args.steps
-    batches = [loader.random_batch(train_ids, B, T, 0, i) for i in range(n)]
+    batches = [tuple(t.contiguous() for t in loader.random_batch(train_ids, B, T, 0, i)) for i in range(n)]
     run_ours, s_ours = step_fn(ours, opt_ours, batches, dtype, False)
     run_theirs, s_theirs = step_fn(theirs, opt_theirs, batches, torch.float32, args.baseline == "hf")
 
@@ -151,9 +151,9 @@ def nanogpt_baseline(path, m, T, tc):
     sys.path.insert(0, str(Path(path).resolve()))
     from model import GPT, GPTConfig  # nanoGPT's model.py
 
-    model = GPT(GPTConfig(block_size=T, vocab_size=m.vocab_size, n_layer=m.n_layers, n_head=m.n_heads,
-                          n_embd=m.d_model, dropout=m.dropout, bias=m.bias))
     with contextlib.redirect_stdout(sys.stderr):  # it prints its parameter counts
+        model = GPT(GPTConfig(block_size=T, vocab_size=m.vocab_size, n_layer=m.n_layers, n_head=m.n_heads,
+                              n_embd=m.d_model, dropout=m.dropout, bias=m.bias))
         opt = model.configure_optimizers(tc.weight_decay, tc.lr, (tc.beta1, tc.beta2), "cpu")
     rev = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     return model, opt, rev.strip() or "unknown"
