@@ -60,7 +60,7 @@ def main():
     from lmlab.train.device import for_inference
 
     params = model.num_params()  # before int8 turns weights into buffers
-    for_inference(model, args.dtype, torch.device("cpu"))  # after export: both start from the same fp32 weights
+    for_inference(model, args.dtype, torch.device("cpu"), pack=not args.compile)  # compile can't trace packed  # after export: both start from the same fp32 weights
     if args.compile:
         from lmlab.train.device import compiled_for_decoding
 
@@ -95,6 +95,7 @@ def main():
         "hf_tokens_per_s": tps["hf"], "speedup": tps["lmlab"] / tps["hf"],
         "lmlab_dtype": ("int8 weights, bfloat16 activations" if args.dtype == "int8"
                         else str(next(model.parameters()).dtype).replace("torch.", "")), "hf_dtype": args.hf_dtype,
+        "lmlab_packed": any(type(m).__name__ == "PackedLinear" for m in model.modules()),
         "lmlab_compiled": args.compile,
         "note": "times include the 8-token prefill", "process_settings": RUNTIME,
         "loadavg_before": load_before, "loadavg_after": bench.loadavg(), "transformers": transformers.__version__,

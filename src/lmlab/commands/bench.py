@@ -98,13 +98,17 @@ def run_generate(args) -> int:
     else:
         model, _, cfg = load_model_arg(args.run, args.device)
         source = {"run": args.run}
+    from ..model.packed import PackedLinear
     from ..train.device import for_inference
 
-    params = model.num_params()  # before int8 turns weights into buffers
-    model = for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device)
-    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
-    source["dtype"] = f"int8 weights, {dtype} activations" if (args.dtype or cfg.generate.dtype) == "int8" else dtype
+    params = model.num_params()  # before int8 or packing turns weights into buffers
     source["compiled"] = bool(args.compile or cfg.generate.compile)
+    model = for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device,
+                          pack=not source["compiled"])  # torch.compile cannot trace packed weights
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")  # norms and embeddings stay parameters
+    if (args.dtype or cfg.generate.dtype) == "int8":
+        dtype = f"int8 weights, {dtype} activations"
+    source["dtype"] = dtype + (", packed for oneDNN" if any(isinstance(m, PackedLinear) for m in model.modules()) else "")
     if source["compiled"]:
         from ..train.device import compiled_for_decoding
 

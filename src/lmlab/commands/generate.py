@@ -60,8 +60,9 @@ def run(args) -> int:
     if run_generate_options(args, model, tokenizer, prompt, kw) is not None:  # --beam, --icn, --knn, ...
         return 0
     device = next(model.parameters()).device
-    for_inference(model, args.dtype or cfg.generate.dtype, device)
-    if args.compile or cfg.generate.compile:
+    compile_ = args.compile or cfg.generate.compile
+    for_inference(model, args.dtype or cfg.generate.dtype, device, pack=not compile_)  # compile can't trace packed
+    if compile_:
         model = compiled_for_decoding(model, device)
     for i in range(args.num_samples):
         if i:

@@ -8,6 +8,7 @@ import shutil
 import torch
 
 from ..errors import LmlabError
+from ..model.packed import PackedLinear, can_pack, pack_linears
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -49,13 +50,14 @@ def autocast(device: torch.device, dtype: torch.dtype):
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8")
 
 
-def for_inference(model, name: str, device: torch.device):
+def for_inference(model, name: str, device: torch.device, pack: bool = True):
     """Cast a model for sampling. Decoding one token reads every weight once, and on CPU that is
     bound by memory bandwidth, so bf16 weights decode faster (measured in docs/performance.md);
     logits differ from fp32 by bf16 rounding. "int8" also rounds every linear layer's weights
     (the head included) to int8 per output row (model/int8.py); activations stay bf16 on CPU, or
     the GPU's half type (the CPU KV cache is fp32: attention.cache_dtype). Returns the model
-    (changed in place)."""
+    (changed in place). bf16 linear layers on CPU get their weights prepacked for oneDNN
+    (model/packed.py: identical results, faster decoding); pack=False leaves them as they are."""
     if name == "int8":
         from ..model.int8 import Int8Linear, quantize_linears
 
@@ -70,6 +72,10 @@ def for_inference(model, name: str, device: torch.device):
     dtype = pick_dtype(name, device)
     if dtype != next(model.parameters()).dtype:
         model.to(dtype)
+    if pack and can_pack(device, dtype):  # same products to the bit, faster at batch 1 (model/packed.py)
+        if model.tied:
+            model.lm_head, model.tied = PackedLinear(model.embed.weight, None), False
+        pack_linears(model)
     return model
 
 

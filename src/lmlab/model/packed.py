@@ -1,0 +1,50 @@
+"""bf16 linear layers with their weights prepacked for oneDNN, for sampling on a CPU.
+
+Why: at batch 1 the decoder is a chain of matrix-vector products, and PyTorch's default bf16 path
+re-lays out each weight on every call. oneDNN can take the weight in its own blocked layout once
+(`torch.ops.mkldnn._reorder_linear_weight`, what torch.compile's CPU freezing pass uses); the
+products are then the same to the bit (tested) and measured ~2x faster per matrix at one row
+(docs/performance.md). fp32 weights gain nothing this way, so only bf16 is packed.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
+    return device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+
+
+class PackedLinear(nn.Module):
+    """y = x @ W^T + b with W held in oneDNN's layout; inference only (no gradients)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        # a plain attribute, not a buffer: state_dict and .to() have no use for an opaque layout
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 1)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone())
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight in the usual layout (exactly), for code that reads `.weight`."""
+        return self.packed.to_dense()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), self.packed, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bf16 packed for oneDNN"
+
+
+def pack_linears(module: nn.Module) -> int:
+    """Replace every plain bf16 nn.Linear under `module` by a PackedLinear; returns how many."""
+    n = 0
+    for name, child in list(module.named_children()):
+        if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16:
+            setattr(module, name, PackedLinear(child.weight, child.bias))
+            n += 1
+        else:
+            n += pack_linears(child)
+    return n

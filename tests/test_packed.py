@@ -1,0 +1,48 @@
+"""bf16 linear layers prepacked for oneDNN (model/packed.py): the same results to the bit, only faster."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmlab.model.packed import PackedLinear, can_pack, pack_linears
+
+pytestmark = pytest.mark.skipif(not can_pack(torch.device("cpu"), torch.bfloat16),
+                                reason="this torch build has no oneDNN")
+
+
+@pytest.mark.parametrize("shape", [(1, 64), (16, 64), (2, 5, 64), (300, 64)])
+def test_packed_linear_equals_the_plain_linear_exactly(shape):
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 40).bfloat16()
+    packed = PackedLinear(lin.weight, lin.bias)
+    x = torch.randn(*shape, dtype=torch.bfloat16)
+    with torch.no_grad():
+        assert torch.equal(packed(x), lin(x))
+    assert torch.equal(packed.weight, lin.weight)
+
+
+def test_only_bf16_plain_linears_are_packed():
+    net = nn.Sequential(nn.Linear(8, 8).bfloat16(), nn.Linear(8, 8), nn.Sequential(nn.Linear(8, 8).bfloat16()))
+    assert pack_linears(net) == 2
+    assert isinstance(net[0], PackedLinear) and type(net[1]) is nn.Linear and isinstance(net[2][0], PackedLinear)
+
+
+def test_packed_model_samples_exactly_what_the_plain_bf16_model_samples(tiny_run):
+    from lmlab.infer.generate import decode_steps
+    from lmlab.train.checkpoint import load_model
+    from lmlab.train.device import for_inference
+
+    plain = for_inference(load_model(tiny_run)[0], "bfloat16", torch.device("cpu"), pack=False)
+    packed = for_inference(load_model(tiny_run)[0], "bfloat16", torch.device("cpu"))
+    assert not any(isinstance(m, PackedLinear) for m in plain.modules())
+    assert isinstance(packed.lm_head, PackedLinear) and not packed.tied  # the tied head is packed too
+    assert not any(type(m) is nn.Linear for m in packed.modules())
+    x = torch.randint(0, plain.cfg.vocab_size, (2, 30))
+    with torch.no_grad():
+        assert torch.equal(plain(x)[0], packed(x)[0])
+    prompt = x[:1, :5]
+    a = torch.stack(list(decode_steps(plain, prompt, 40, temperature=0.8, seed=1)))
+    b = torch.stack(list(decode_steps(packed, prompt, 40, temperature=0.8, seed=1)))
+    assert torch.equal(a, b)
+    assert torch.equal(F.linear(torch.ones(1, plain.cfg.d_model, dtype=torch.bfloat16), plain.head_weight()),
+                       F.linear(torch.ones(1, plain.cfg.d_model, dtype=torch.bfloat16), packed.head_weight()))
