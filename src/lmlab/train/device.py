@@ -83,10 +83,13 @@ def compiled_for_decoding(model, device: torch.device):
     """torch.compile the model for token-by-token decoding (dynamic shapes: the cache position and
     the chunk length vary). Measured on CPU at batch 1 (docs/performance.md): it removes most of the
     per-token framework overhead, which dominates once weights are int8; compiling costs seconds to
-    tens of seconds on the first call (inductor's disk cache shortens later runs)."""
+    tens of seconds on the first call (inductor's disk cache shortens later runs). The weights are
+    frozen into the compiled code: a model changed afterwards must be compiled again."""
     if device.type == "cpu":
         cxx = os.environ.get("CXX") or "g++"
         if not (shutil.which(cxx) or shutil.which("c++") or shutil.which("clang++")):
             raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
                              "clang++); install one or set generate.compile=false")
-    return torch.compile(model, dynamic=True)
+    # freezing: weights become constants of the compiled graph, which lets inductor prepack them
+    # (measured, bf16 at batch 1: 2.9-3.0 ms per token frozen vs 4.2 not; int8 1.34 vs ~1.5)
+    return torch.compile(model, dynamic=True, options={"freezing": True})
