@@ -113,3 +113,14 @@ def test_bad_shapes_are_value_errors():
         make(n_heads=4, n_kv_heads=3)
     with pytest.raises(ValueError, match="pattern"):
         make(pattern="AF AF AF")
+
+
+def test_attention_output_stays_in_the_autocast_dtype():
+    """Under bf16 autocast the attention output reaches o_proj in bf16: a cast back to the fp32
+    residual stream here would cost two extra casts per layer (one back, one by autocast)."""
+    model = make().train()
+    seen = []
+    model.blocks[0].sublayers["attn"].mixer.o_proj.register_forward_pre_hook(lambda m, a: seen.append(a[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.randint(0, 61, (2, 8)))
+    assert seen == [torch.bfloat16]

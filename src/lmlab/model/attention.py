@@ -76,7 +76,8 @@ class CausalSelfAttention(nn.Module):
             cache["v"][:, :, start_pos:start_pos + T] = v
             k = cache["k"][:, :, :start_pos + T]
             v = cache["v"][:, :, :start_pos + T]
-            q = q.to(k.dtype)
+        out_dtype = q.dtype  # the fp32 CPU cache computes in fp32; the output goes back to q's dtype
+        q = q.to(k.dtype)
         mask, causal = None, True
         if start_pos > 0:
             causal = False
@@ -92,5 +93,5 @@ class CausalSelfAttention(nn.Module):
                 q, k, v, attn_mask=mask, is_causal=causal and T > 1, dropout_p=p,
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim).to(x.dtype)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim).to(out_dtype)
         return self.o_proj(y)
