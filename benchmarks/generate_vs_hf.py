@@ -57,14 +57,12 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         hf.export(model, None, tmp)
         theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, args.hf_dtype)).eval()
+    from lmlab.model.packed import PackedLinear
     from lmlab.train.device import for_inference
 
     params = model.num_params()  # before int8 turns weights into buffers
-    for_inference(model, args.dtype, torch.device("cpu"), pack=not args.compile)  # compile can't trace packed  # after export: both start from the same fp32 weights
-    if args.compile:
-        from lmlab.train.device import compiled_for_decoding
-
-        model = compiled_for_decoding(model, torch.device("cpu"))
+    # after export: both start from the same fp32 weights
+    model = for_inference(model, args.dtype, torch.device("cpu"), compile=args.compile)
     prompt = torch.randint(0, model.cfg.vocab_size, (args.batch, 8), generator=torch.Generator().manual_seed(0))
 
     def ours_run(seed):
@@ -95,7 +93,7 @@ def main():
         "hf_tokens_per_s": tps["hf"], "speedup": tps["lmlab"] / tps["hf"],
         "lmlab_dtype": ("int8 weights, bfloat16 activations" if args.dtype == "int8"
                         else str(next(model.parameters()).dtype).replace("torch.", "")), "hf_dtype": args.hf_dtype,
-        "lmlab_packed": any(type(m).__name__ == "PackedLinear" for m in model.modules()),
+        "lmlab_packed": any(isinstance(m, PackedLinear) for m in model.modules()),
         "lmlab_compiled": args.compile,
         "note": "times include the 8-token prefill", "process_settings": RUNTIME,
         "loadavg_before": load_before, "loadavg_after": bench.loadavg(), "transformers": transformers.__version__,

@@ -46,3 +46,14 @@ def test_packed_model_samples_exactly_what_the_plain_bf16_model_samples(tiny_run
     assert torch.equal(a, b)
     assert torch.equal(F.linear(torch.ones(1, plain.cfg.d_model, dtype=torch.bfloat16), plain.head_weight()),
                        F.linear(torch.ones(1, plain.cfg.d_model, dtype=torch.bfloat16), packed.head_weight()))
+
+
+def test_compiling_keeps_plain_layers(tiny_run):
+    """dynamo cannot trace the packed weights, so a model readied for compiling is not packed."""
+    from lmlab.train.checkpoint import load_model
+    from lmlab.train.device import for_inference
+
+    compiled = for_inference(load_model(tiny_run)[0], "bfloat16", torch.device("cpu"), compile=True)
+    inner = compiled._orig_mod
+    assert any(type(m) is nn.Linear for m in inner.modules())
+    assert not any(isinstance(m, PackedLinear) for m in inner.modules())

@@ -104,14 +104,10 @@ def run_generate(args) -> int:
     params = model.num_params()  # before int8 or packing turns weights into buffers
     source["compiled"] = bool(args.compile or cfg.generate.compile)
     model = for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device,
-                          pack=not source["compiled"])  # torch.compile cannot trace packed weights
+                          compile=source["compiled"])
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")  # norms and embeddings stay parameters
     if (args.dtype or cfg.generate.dtype) == "int8":
         dtype = f"int8 weights, {dtype} activations"
     source["dtype"] = dtype + (", packed for oneDNN" if any(isinstance(m, PackedLinear) for m in model.modules()) else "")
-    if source["compiled"]:
-        from ..train.device import compiled_for_decoding
-
-        model = compiled_for_decoding(model, next(model.parameters()).device)
     print_json({**source, **bench.generate(model, batches, args.new, args.prompt, args.reps, params=params)})
     return 0

@@ -50,7 +50,7 @@ def prompt_text(args, gcfg) -> str:
 
 def run(args) -> int:
     from ..infer.generate import generate
-    from ..train.device import compiled_for_decoding, for_inference
+    from ..train.device import for_inference
 
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
     prompt = prompt_text(args, cfg.generate)
@@ -59,11 +59,8 @@ def run(args) -> int:
     kw = settings(args, cfg.generate)
     if run_generate_options(args, model, tokenizer, prompt, kw) is not None:  # --beam, --icn, --knn, ...
         return 0
-    device = next(model.parameters()).device
-    compile_ = args.compile or cfg.generate.compile
-    for_inference(model, args.dtype or cfg.generate.dtype, device, pack=not compile_)  # compile can't trace packed
-    if compile_:
-        model = compiled_for_decoding(model, device)
+    model = for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device,
+                          compile=args.compile or cfg.generate.compile)
     for i in range(args.num_samples):
         if i:
             sys.stdout.write("\n---\n")

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .swap import replace_linears
+
 # the CPU kernel's limits, found by measurement: K must be a multiple of 16 (other K gave wrong
 # results or crashed), beyond ~16 rows a dequantised dense matmul is faster (prefill, big batches),
 # and with fp32 activations it was 13x slower than with bf16. Off the CPU (no such kernel in this
@@ -67,11 +69,4 @@ class Int8Linear(nn.Module):
 
 def quantize_linears(module: nn.Module, dtype: torch.dtype) -> int:
     """Replace every plain nn.Linear under `module` by an Int8Linear; returns how many."""
-    n = 0
-    for name, child in list(module.named_children()):
-        if type(child) is nn.Linear:
-            setattr(module, name, Int8Linear.from_linear(child, dtype))
-            n += 1
-        else:
-            n += quantize_linears(child, dtype)
-    return n
+    return replace_linears(module, lambda layer: Int8Linear.from_linear(layer, dtype))

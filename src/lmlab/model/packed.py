@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .swap import replace_linears
+
 
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
     """bf16 on a CPU whose oneDNN runs bf16 natively (elsewhere it may refuse the packed layout)."""
@@ -46,11 +48,5 @@ class PackedLinear(nn.Module):
 
 def pack_linears(module: nn.Module) -> int:
     """Replace every plain bf16 nn.Linear under `module` by a PackedLinear; returns how many."""
-    n = 0
-    for name, child in list(module.named_children()):
-        if type(child) is nn.Linear and child.weight.dtype == torch.bfloat16:
-            setattr(module, name, PackedLinear(child.weight, child.bias))
-            n += 1
-        else:
-            n += pack_linears(child)
-    return n
+    return replace_linears(module, lambda layer: PackedLinear(layer.weight, layer.bias)
+                           if layer.weight.dtype == torch.bfloat16 else None)

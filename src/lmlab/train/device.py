@@ -9,6 +9,7 @@ import torch
 
 from ..errors import LmlabError
 from ..model.packed import PackedLinear, can_pack, pack_linears
+from ..model.swap import untie_head
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -50,33 +51,34 @@ def autocast(device: torch.device, dtype: torch.dtype):
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8")
 
 
-def for_inference(model, name: str, device: torch.device, pack: bool = True):
-    """Cast a model for sampling. Decoding one token reads every weight once, and on CPU that is
-    bound by memory bandwidth, so bf16 weights decode faster (measured in docs/performance.md);
-    logits differ from fp32 by bf16 rounding. "int8" also rounds every linear layer's weights
-    (the head included) to int8 per output row (model/int8.py); activations stay bf16 on CPU, or
-    the GPU's half type (the CPU KV cache is fp32: attention.cache_dtype). Returns the model
-    (changed in place). bf16 linear layers on CPU get their weights prepacked for oneDNN
-    (model/packed.py: identical results, faster decoding); pack=False leaves them as they are."""
+def for_inference(model, name: str, device: torch.device, pack: bool = True, compile: bool = False):
+    """Ready a model for sampling; returns it (changed in place, or compiled). Measured in
+    docs/performance.md:
+    - bf16 ("auto" where native): decoding one token reads every weight once, so half the bytes
+      decode faster; logits differ from fp32 by bf16 rounding. On a CPU the bf16 linear layers
+      get their weights prepacked for oneDNN (model/packed.py: identical results, faster), unless
+      pack=False or compiling (dynamo cannot trace the packed weights; freezing packs them anyway).
+    - "int8": every linear layer's weights, the head included, rounded to int8 per output row
+      (model/int8.py); activations bf16 on CPU, or the GPU's half type.
+    - compile: torch.compile for decoding (compiled_for_decoding).
+    The CPU KV cache is fp32 for half-precision models (attention.cache_dtype)."""
     if name == "int8":
         from ..model.int8 import Int8Linear, quantize_linears
 
         dtype = torch.bfloat16 if device.type == "cpu" else pick_dtype("auto", device)
         model.to(dtype)
-        if model.tied:  # the head gets its own int8 copy; the input embedding stays a float lookup
-            model.lm_head, model.tied = Int8Linear(model.embed.weight, None, dtype), False
+        untie_head(model, lambda w: Int8Linear(w, None, dtype))
         quantize_linears(model, dtype)
-        return model
-    if name not in DTYPE_NAMES:
-        raise LmlabError(f"dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
-    dtype = pick_dtype(name, device)
-    if dtype != next(model.parameters()).dtype:
-        model.to(dtype)
-    if pack and can_pack(device, dtype):  # same products to the bit, faster at batch 1 (model/packed.py)
-        if model.tied:
-            model.lm_head, model.tied = PackedLinear(model.embed.weight, None), False
-        pack_linears(model)
-    return model
+    else:
+        if name not in DTYPE_NAMES:
+            raise LmlabError(f"dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
+        dtype = pick_dtype(name, device)
+        if dtype != next(model.parameters()).dtype:
+            model.to(dtype)
+        if pack and not compile and can_pack(device, dtype):
+            untie_head(model, lambda w: PackedLinear(w, None))
+            pack_linears(model)
+    return compiled_for_decoding(model, device) if compile else model
 
 
 def compiled_for_decoding(model, device: torch.device):
