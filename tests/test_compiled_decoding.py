@@ -6,6 +6,14 @@ from lmlab.errors import LmlabError
 from lmlab.train.device import compiled_for_decoding
 
 
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Each test compiles from scratch: dynamo's caches and recompile counts are per process."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
 def test_compiled_decoder_matches_eager_through_the_cache(tiny_run, capsys):
     from lmlab.cli import main
     from lmlab.train.checkpoint import load_model
@@ -22,9 +30,31 @@ def test_compiled_decoder_matches_eager_through_the_cache(tiny_run, capsys):
     with torch.no_grad():
         want, got = logits(model), logits(compiled)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # fp32: only the order of float sums differs
+    from torch._inductor import config as inductor_config
+
+    assert inductor_config.freezing is False  # on only inside the compiled decoder's calls
     assert main(["generate", str(tiny_run), "--prompt", "ROMEO:", "--max-new-tokens", "6", "--compile",
                  "--dtype", "int8"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:")
+
+
+def test_decoding_traces_as_one_graph_with_dynamic_shapes():
+    """A graph break (e.g. a symbolic bool handed to SDPA's is_causal) silently splits the compiled
+    decoder into per-layer pieces with the weights as inputs, which blocks freezing and made
+    compiled bf16 decoding slower than eager. fullgraph=True turns any break into an error."""
+    from lmlab.config import ModelConfig
+    from lmlab.model import Transformer
+
+    for positions in ("learned", "rope"):
+        model = Transformer(ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, context=32,
+                                        positions=positions, dropout=0.0)).eval()
+        traced = torch.compile(model, dynamic=True, fullgraph=True, backend="eager")
+        x = torch.randint(0, 50, (2, 12))
+        with torch.no_grad():
+            cache = traced.new_cache()
+            got = torch.cat([traced(x[:, :5], cache=cache)[0], traced(x[:, 5:9], cache=cache)[0]]
+                            + [traced(x[:, t:t + 1], cache=cache)[0] for t in range(9, 12)], 1)
+            torch.testing.assert_close(got, model(x)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_compile_without_a_cxx_compiler_is_a_clear_error(monkeypatch):

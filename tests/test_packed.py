@@ -48,12 +48,24 @@ def test_packed_model_samples_exactly_what_the_plain_bf16_model_samples(tiny_run
                        F.linear(torch.ones(1, plain.cfg.d_model, dtype=torch.bfloat16), packed.head_weight()))
 
 
-def test_compiling_keeps_plain_layers(tiny_run):
-    """dynamo cannot trace the packed weights, so a model readied for compiling is not packed."""
+def test_compiling_keeps_plain_layers_and_freezing_packs_them(tiny_run):
+    """dynamo cannot trace the packed weights, so a model readied for compiling is not packed; the
+    compiled decoder freezes the weights into constants, which inductor packs itself (copies: a
+    change to the model afterwards no longer reaches it)."""
     from lmlab.train.checkpoint import load_model
     from lmlab.train.device import for_inference
 
+    torch._dynamo.reset()  # compile from scratch, whatever compiled before in this process
     compiled = for_inference(load_model(tiny_run)[0], "bfloat16", torch.device("cpu"), compile=True)
     inner = compiled._orig_mod
     assert any(type(m) is nn.Linear for m in inner.modules())
     assert not any(isinstance(m, PackedLinear) for m in inner.modules())
+    x = torch.randint(0, inner.cfg.vocab_size, (1, 9))
+    with torch.no_grad():
+        before = compiled(x)[0]
+        torch.testing.assert_close(before, inner(x)[0], rtol=0.05, atol=0.05)  # bf16: rounding differs
+        for layer in inner.modules():
+            if type(layer) is nn.Linear:
+                layer.weight.zero_()
+        assert torch.equal(compiled(x)[0], before)
+        assert not torch.allclose(inner(x)[0], before, rtol=0.05, atol=0.05)

@@ -89,8 +89,11 @@ class CausalSelfAttention(nn.Module):
         if p > 0.0 and self.cpu_lanes and x.device.type == "cpu" and mask is None and causal and T > 1:
             y = causal_attention_with_dropout(q, k, v, p)
         else:
+            # a plain bool: compiled with dynamic shapes, `T > 1` is symbolic, and SDPA refusing it
+            # split the compiled decoder into per-layer graphs (test_compiled_decoding)
+            is_causal = True if causal and T > 1 else False
             y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=causal and T > 1, dropout_p=p,
+                q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p,
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim).to(out_dtype)
