@@ -32,7 +32,7 @@ def test_compiled_decoder_matches_eager_through_the_cache(tiny_run, capsys):
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # fp32: only the order of float sums differs
     from torch._inductor import config as inductor_config
 
-    assert inductor_config.freezing is False  # on only inside the compiled decoder's calls
+    assert inductor_config.freezing is False and inductor_config.cpp_wrapper is False  # only inside its calls
     assert main(["generate", str(tiny_run), "--prompt", "ROMEO:", "--max-new-tokens", "6", "--compile",
                  "--dtype", "int8"]) == 0
     assert capsys.readouterr().out.startswith("ROMEO:")

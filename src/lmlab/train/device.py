@@ -93,26 +93,35 @@ def compiled_for_decoding(model, device: torch.device):
             raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
                              "clang++); install one or set generate.compile=false")
     compiled = torch.compile(model, dynamic=True)
-    compiled.forward = _with_frozen_weights(compiled.forward)
+    compiled.forward = _with_inductor_settings(compiled.forward, DECODING_INDUCTOR_SETTINGS)
     return compiled
 
 
-def _with_frozen_weights(forward):
-    """Run `forward` with inductor's freezing on: the weights become constants of the compiled
-    graph, so inductor can prepack them for oneDNN (bf16 at batch 1, 1 thread: 2.5 ms per token
-    frozen vs 5.0 not, measured). Dynamo decides what is frozen while it traces, i.e. inside the
-    call, so the setting must hold around every call; `torch.compile(options={"freezing": True})`
-    did not reach that point in torch 2.13 (measured: no frozen constants). It only applies under
-    no_grad, and it is switched back after each call so that other compiles in the process (a
-    training model evaluated under no_grad) never get frozen weights."""
+# Inductor settings for the compiled decoder, each measured on CPU at batch 1 (docs/performance.md):
+# - freezing: the weights become constants of the compiled graph, so inductor can prepack them for
+#   oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs 5.0 not);
+# - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
+#   ~0.4 ms per token of interpreter time here (7% faster on 1 thread, 17% on 2, same compile time).
+DECODING_INDUCTOR_SETTINGS = {"freezing": True, "cpp_wrapper": True}
+
+
+def _with_inductor_settings(forward, settings: dict):
+    """Run `forward` with inductor's config set to `settings`. Dynamo and inductor read them while
+    they trace and compile, i.e. inside the call, so they must hold around every call (a recompile
+    can come at any token); `torch.compile(options={"freezing": True})` did not reach that point in
+    torch 2.13 (measured: no frozen constants). Freezing only applies under no_grad. The settings
+    are put back after each call, so other compiles in the process (a training model evaluated
+    under no_grad) never get frozen weights."""
     from torch._inductor import config
 
-    def frozen_forward(*args, **kwargs):
-        before = config.freezing
-        config.freezing = True
+    def forward_with_settings(*args, **kwargs):
+        before = {name: getattr(config, name) for name in settings}
+        for name, value in settings.items():
+            setattr(config, name, value)
         try:
             return forward(*args, **kwargs)
         finally:
-            config.freezing = before
+            for name, value in before.items():
+                setattr(config, name, value)
 
-    return frozen_forward
+    return forward_with_settings
