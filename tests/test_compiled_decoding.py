@@ -30,6 +30,8 @@ def test_compiled_decoder_matches_eager_through_the_cache(tiny_run, capsys):
     with torch.no_grad():
         want, got = logits(model), logits(compiled)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # fp32: only the order of float sums differs
+    # the 7-token prompt ran eager: only the one-token step was compiled
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     from torch._inductor import config as inductor_config
 
     assert inductor_config.freezing is False and inductor_config.cpp_wrapper is False  # only inside its calls

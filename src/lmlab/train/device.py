@@ -82,18 +82,25 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
 
 
 def compiled_for_decoding(model, device: torch.device):
-    """torch.compile the model for token-by-token decoding (dynamic shapes: the cache position and
-    the chunk length vary). Measured on CPU at batch 1 (docs/performance.md): it removes most of the
-    per-token framework overhead, which dominates once weights are int8; compiling costs seconds to
-    tens of seconds on the first call (inductor's disk cache shortens later runs). The weights are
-    frozen into the compiled code: a model changed afterwards must be compiled again."""
+    """torch.compile the model for token-by-token decoding: calls with one new token per sequence
+    run compiled (dynamic shapes: the cache position and the batch size vary), longer chunks eager.
+    Measured on CPU at batch 1 (docs/performance.md): it removes most of the per-token framework
+    overhead; compiling costs tens of seconds on the first decoding call of each process. The
+    weights are frozen into the compiled code: a model changed afterwards must be compiled again."""
     if device.type == "cpu":
         cxx = os.environ.get("CXX") or "g++"
         if not (shutil.which(cxx) or shutil.which("c++") or shutil.which("clang++")):
             raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
                              "clang++); install one or set generate.compile=false")
     compiled = torch.compile(model, dynamic=True)
-    compiled.forward = _with_inductor_settings(compiled.forward, DECODING_INDUCTOR_SETTINGS)
+    step = _with_inductor_settings(compiled.forward, DECODING_INDUCTOR_SETTINGS)
+
+    def forward(idx, *args, **kwargs):
+        if idx.shape[-1] > 1:  # a prompt or a re-encoded window: eager, once per prompt; compiling
+            return model(idx, *args, **kwargs)  # this shape too would double the compile time
+        return step(idx, *args, **kwargs)
+
+    compiled.forward = forward
     return compiled
 
 
