@@ -108,7 +108,8 @@ def compiled_for_decoding(model, device: torch.device):
 # - freezing: the weights become constants of the compiled graph, so inductor can prepack them for
 #   oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs 5.0 not);
 # - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
-#   ~0.4 ms per token of interpreter time here (7% faster on 1 thread, 17% on 2, same compile time).
+#   ~0.4 ms per token of interpreter time here (5-21% faster on 1 thread, 20-24% on 2, alternated
+#   in one process; about the same compile time).
 DECODING_INDUCTOR_SETTINGS = {"freezing": True, "cpp_wrapper": True}
 
 
