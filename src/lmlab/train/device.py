@@ -93,7 +93,8 @@ def compiled_for_decoding(model, device: torch.device):
             raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
                              "clang++); install one or set generate.compile=false")
     compiled = torch.compile(model, dynamic=True)
-    step = _with_inductor_settings(compiled.forward, DECODING_INDUCTOR_SETTINGS)
+    settings = dict(DECODING_INDUCTOR_SETTINGS, cpp_wrapper=device.type == "cpu")
+    step = _with_inductor_settings(compiled.forward, settings)
 
     def forward(idx, *args, **kwargs):
         if idx.shape[-1] > 1:  # a prompt or a re-encoded window: eager, once per prompt; compiling
@@ -109,7 +110,8 @@ def compiled_for_decoding(model, device: torch.device):
 #   oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs 5.0 not);
 # - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
 #   ~0.4 ms per token of interpreter time here (5-21% faster on 1 thread, 20-24% on 2, alternated
-#   in one process; about the same compile time).
+#   in one process; about the same compile time). CPU only: on a GPU it was neither measured
+#   nor tried, so GPUs keep inductor's default there.
 DECODING_INDUCTOR_SETTINGS = {"freezing": True, "cpp_wrapper": True}
 
 
