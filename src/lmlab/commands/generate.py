@@ -59,8 +59,11 @@ def run(args) -> int:
     kw = settings(args, cfg.generate)
     if run_generate_options(args, model, tokenizer, prompt, kw) is not None:  # --beam, --icn, --knn, ...
         return 0
+    compile = args.compile or cfg.generate.compile
     model = for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device,
-                          compile=args.compile or cfg.generate.compile)
+                          compile=compile)
+    if compile:  # the first token waits for it: say why
+        print("compiling the decoder at the first token: tens of seconds, once per process", file=sys.stderr)
     for i in range(args.num_samples):
         if i:
             sys.stdout.write("\n---\n")
