@@ -30,7 +30,12 @@ def test_compiled_decoder_matches_eager_through_the_cache(tiny_run, capsys):
     with torch.no_grad():
         want, got = logits(model), logits(compiled)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # fp32: only the order of float sums differs
-    # the 7-token prompt ran eager: only the one-token step was compiled
+    # the 7-token prompt ran eager: only the one-token step was compiled, and a one-token prompt
+    # (an empty cache, another branch) compiles nothing more
+    with torch.no_grad():
+        cache = compiled.new_cache()
+        for t in range(4):
+            compiled(x[:, t:t + 1], cache=cache)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     from torch._inductor import config as inductor_config
 

@@ -1,4 +1,6 @@
 """bf16 linear layers prepacked for oneDNN (model/packed.py): the same results to the bit, only faster."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -62,9 +64,12 @@ def test_compiling_keeps_plain_layers_and_freezing_packs_them(tiny_run):
     assert not any(isinstance(m, PackedLinear) for m in inner.modules())
     x = torch.randint(0, inner.cfg.vocab_size, (1, 9))
 
-    def decode(m):  # one token per call: the calls that run compiled
+    unchanged = copy.deepcopy(inner)
+
+    def decode(m):  # a 2-token prompt (eager) from the unchanged model, then the compiled one-token steps
         cache = m.new_cache()
-        return torch.cat([m(x[:, t:t + 1], cache=cache)[0] for t in range(x.shape[1])], 1)
+        unchanged(x[:, :2], cache=cache)
+        return torch.cat([m(x[:, t:t + 1], cache=cache)[0] for t in range(2, x.shape[1])], 1)
 
     with torch.no_grad():
         before = decode(compiled)

@@ -96,10 +96,14 @@ def compiled_for_decoding(model, device: torch.device):
     settings = dict(DECODING_INDUCTOR_SETTINGS, cpp_wrapper=device.type == "cpu")
     step = _with_inductor_settings(compiled.forward, settings)
 
-    def forward(idx, *args, **kwargs):
-        if idx.shape[-1] > 1:  # a prompt or a re-encoded window: eager, once per prompt; compiling
-            return model(idx, *args, **kwargs)  # this shape too would double the compile time
-        return step(idx, *args, **kwargs)
+    def forward(idx, targets=None, cache=None):
+        # Only one-token steps at cache positions >= 2 run compiled. Prompts and re-encoded windows
+        # (several tokens) and the first two steps after a one-token prompt (an empty cache takes
+        # other code paths, and dynamo specialises position 1) run eager, once per prompt:
+        # compiling them too would double the compile time.
+        if idx.shape[-1] > 1 or cache is None or cache.pos < 2 or targets is not None:
+            return model(idx, targets, cache)
+        return step(idx, cache=cache)
 
     compiled.forward = forward
     return compiled
