@@ -8,8 +8,9 @@ from lmlab.train.device import compiled_for_decoding
 
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
-    """Each test compiles from scratch: dynamo's caches and recompile counts are per process."""
+    """Each test compiles from scratch: dynamo's caches, recompile counts and counters are per process."""
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     yield
     torch._dynamo.reset()
 

@@ -55,14 +55,37 @@ class CausalSelfAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, self.n_kv_heads * self.head_dim, bias=cfg.bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.d_model, bias=cfg.bias)
         self.o_proj.residual_out = True  # scaled init (GPT-2): it writes to the residual stream
+        self.qkv_proj = None  # inference only: q, k and v in one projection (fuse_qkv)
         self.dropout = cfg.dropout
         self.cpu_lanes = True  # False: SDPA's own dropout on CPU too (for side-by-side measurements)
 
+    def qkv_sizes(self) -> tuple[int, int, int]:
+        return self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim
+
+    def fuse_qkv(self) -> None:
+        """For inference: replace q_proj, k_proj and v_proj by one linear layer over their stacked
+        weights (one matmul and one call instead of three per token; measured in performance.md).
+        Each output row is the same dot product as before. Not for training: the three are gone."""
+        parts = (self.q_proj, self.k_proj, self.v_proj)
+        fused = nn.Linear(self.q_proj.in_features, sum(self.qkv_sizes()), bias=self.q_proj.bias is not None,
+                          device=self.q_proj.weight.device, dtype=self.q_proj.weight.dtype)
+        with torch.no_grad():
+            fused.weight.copy_(torch.cat([p.weight for p in parts]))
+            if fused.bias is not None:
+                fused.bias.copy_(torch.cat([p.bias for p in parts]))
+        fused.requires_grad_(False)
+        del self.q_proj, self.k_proj, self.v_proj
+        self.qkv_proj = fused
+
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).split(self.qkv_sizes(), dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.use_rope:
             cos, sin = rope
             cos, sin = cos[start_pos:start_pos + T], sin[start_pos:start_pos + T]

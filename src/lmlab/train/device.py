@@ -61,12 +61,14 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
     - "int8": every linear layer's weights, the head included, rounded to int8 per output row
       (model/int8.py); activations bf16 on CPU, or the GPU's half type.
     - compile: torch.compile for decoding (compiled_for_decoding).
+    With packing, int8 or compiling, each attention's q/k/v become one projection (fuse_projections).
     The CPU KV cache is fp32 for half-precision models (attention.cache_dtype)."""
     if name == "int8":
         from ..model.int8 import Int8Linear, quantize_linears
 
         dtype = torch.bfloat16 if device.type == "cpu" else pick_dtype("auto", device)
         model.to(dtype)
+        fuse_projections(model)
         untie_head(model, lambda w: Int8Linear(w, None, dtype))
         quantize_linears(model, dtype)
     else:
@@ -76,9 +78,24 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
         if dtype != next(model.parameters()).dtype:
             model.to(dtype)
         if pack and not compile and can_pack(device, dtype):
+            fuse_projections(model)
             untie_head(model, lambda w: PackedLinear(w, None))
             pack_linears(model)
-    return compiled_for_decoding(model, device) if compile else model
+    if compile:
+        fuse_projections(model)
+        return compiled_for_decoding(model, device)
+    return model
+
+
+def fuse_projections(model) -> None:
+    """q, k and v in one linear layer per attention (attention.fuse_qkv: the same numbers, fewer
+    calls per token), where for_inference re-lays the weights anyway (packed bf16, int8) or
+    compiles (inductor leaves the three apart by default); plain eager models keep the three."""
+    from ..model.attention import CausalSelfAttention
+
+    for module in model.modules():
+        if isinstance(module, CausalSelfAttention) and module.qkv_proj is None:
+            module.fuse_qkv()
 
 
 def compiled_for_decoding(model, device: torch.device):
