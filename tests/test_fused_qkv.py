@@ -43,3 +43,26 @@ def test_inference_fuses_where_it_repacks_and_keeps_fp32_as_it_is(dtype):
     assert all(a.qkv_proj is None for a in attentions(plain))
     compiled = for_inference(Transformer(cfg).eval(), dtype, torch.device("cpu"), compile=True)  # compiles lazily
     assert all(a.qkv_proj is not None for a in attentions(compiled._orig_mod))
+
+
+@torch.no_grad()
+def test_lm_infinite_runs_on_fused_projections_with_the_same_logits():
+    """Code that replaces attention's forward (LM-Infinite's general path and its one-token fast
+    step) reads q/k/v through CausalSelfAttention.project, so a fused model decodes the same."""
+    from lmlab.infer import lminfinite
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=40, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                                    context=16)).eval()
+    fused = copy.deepcopy(model)
+    for attn in attentions(fused):
+        attn.fuse_qkv()
+    ids = torch.randint(0, 40, (2, 40))
+
+    def decode(m):
+        with lminfinite.lm_infinite(m, n_global=3, n_local=8):
+            cache = lminfinite.new_cache(m)
+            return torch.cat([m(ids[:, :5], cache=cache)[0]]
+                             + [m(ids[:, t:t + 1], cache=cache)[0] for t in range(5, 40)], 1)
+
+    assert torch.equal(decode(model), decode(fused))

@@ -137,14 +137,14 @@ def decode_step(self: CausalSelfAttention, x, rope, state: dict, p: int):
     """
     policy: LambdaPolicy = self.lm_infinite
     B, H, Hkv, D = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
-    q = self.q_proj(x)
+    q, k, v = self.project(x)
     t = _step_tables(self, rope, p, q.dtype)  # the projections' dtype (bfloat16 under autocast), as apply_rope
     c, s_signed = t["q"]
-    q = _rotate_one(q.view(B, H, 1, 2, D // 2), c, s_signed).view(B, H, 1, D)
+    q = _rotate_one(q.reshape(B, H, 1, 2, D // 2), c, s_signed).view(B, H, 1, D)
     slot = p % policy.n_local
-    _rotate_one(self.k_proj(x).view(B, Hkv, 1, 2, D // 2), c, s_signed,
+    _rotate_one(k.reshape(B, Hkv, 1, 2, D // 2), c, s_signed,
                 out=state["ring_k"][:, :, slot:slot + 1].view(B, Hkv, 1, 2, D // 2))
-    state["ring_v"][:, :, slot:slot + 1].copy_(self.v_proj(x).view(B, Hkv, 1, D))
+    state["ring_v"][:, :, slot:slot + 1].copy_(v.reshape(B, Hkv, 1, D))
     state["ring_hi"] = p
     if policy.n_global:  # globals rotated to p - n_local, written in place into the buffer's head
         gc, gs = t["glob"]
@@ -161,9 +161,10 @@ def lambda_attention(self: CausalSelfAttention, x, rope=None, cache: dict | None
         return decode_step(self, x, rope, cache, start_pos)
     B, T, _ = x.shape
     H, Hkv, D = self.n_heads, self.n_kv_heads, self.head_dim
-    q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)
-    k = self.k_proj(x).view(B, T, Hkv, D).transpose(1, 2)
-    v = self.v_proj(x).view(B, T, Hkv, D).transpose(1, 2)
+    q, k, v = self.project(x)
+    q = q.view(B, T, H, D).transpose(1, 2)
+    k = k.view(B, T, Hkv, D).transpose(1, 2)
+    v = v.view(B, T, Hkv, D).transpose(1, 2)
     cos, sin = rope
     q_rot = apply_rope(q, cos[start_pos:start_pos + T], sin[start_pos:start_pos + T])
     k_rot = apply_rope(k, cos[start_pos:start_pos + T], sin[start_pos:start_pos + T])

@@ -77,12 +77,16 @@ class CausalSelfAttention(nn.Module):
         del self.q_proj, self.k_proj, self.v_proj
         self.qkv_proj = fused
 
+    def project(self, x):
+        """q, k and v of x [B, T, d], each [B, T, heads * head_dim], from the three projections
+        or the fused one (code that replaces forward, e.g. LM-Infinite, calls this too)."""
+        if self.qkv_proj is not None:
+            return self.qkv_proj(x).split(self.qkv_sizes(), dim=-1)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         B, T, _ = x.shape
-        if self.qkv_proj is not None:
-            q, k, v = self.qkv_proj(x).split(self.qkv_sizes(), dim=-1)
-        else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self.project(x)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
