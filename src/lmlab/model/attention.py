@@ -73,7 +73,6 @@ class CausalSelfAttention(nn.Module):
             fused.weight.copy_(torch.cat([p.weight for p in parts]))
             if fused.bias is not None:
                 fused.bias.copy_(torch.cat([p.bias for p in parts]))
-        fused.requires_grad_(False)
         del self.q_proj, self.k_proj, self.v_proj
         self.qkv_proj = fused
 

@@ -51,7 +51,8 @@ def autocast(device: torch.device, dtype: torch.dtype):
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8")
 
 
-def for_inference(model, name: str, device: torch.device, pack: bool = True, compile: bool = False):
+def for_inference(model, name: str, device: torch.device, pack: bool = True, compile: bool = False,
+                  fuse: bool = True):
     """Ready a model for sampling; returns it (changed in place, or compiled). Measured in
     docs/performance.md:
     - bf16 ("auto" where native): decoding one token reads every weight once, so half the bytes
@@ -61,30 +62,29 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
     - "int8": every linear layer's weights, the head included, rounded to int8 per output row
       (model/int8.py); activations bf16 on CPU, or the GPU's half type.
     - compile: torch.compile for decoding (compiled_for_decoding).
-    With packing, int8 or compiling, each attention's q/k/v become one projection (fuse_projections).
+    With packing, int8 or compiling, each attention's q/k/v become one projection (fuse_projections;
+    fuse=False keeps the three, for side-by-side measurements).
     The CPU KV cache is fp32 for half-precision models (attention.cache_dtype)."""
+    if name not in DTYPE_NAMES:
+        raise LmlabError(f"dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
+    if name == "int8":  # activations in the device's half type (bf16 on a CPU)
+        dtype = torch.bfloat16 if device.type == "cpu" else pick_dtype("auto", device)
+    else:
+        dtype = pick_dtype(name, device)
+    if dtype != next(model.parameters()).dtype:
+        model.to(dtype)
+    packing = name != "int8" and pack and not compile and can_pack(device, dtype)
+    if fuse and (name == "int8" or packing or compile):
+        fuse_projections(model)
     if name == "int8":
         from ..model.int8 import Int8Linear, quantize_linears
 
-        dtype = torch.bfloat16 if device.type == "cpu" else pick_dtype("auto", device)
-        model.to(dtype)
-        fuse_projections(model)
         untie_head(model, lambda w: Int8Linear(w, None, dtype))
         quantize_linears(model, dtype)
-    else:
-        if name not in DTYPE_NAMES:
-            raise LmlabError(f"dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
-        dtype = pick_dtype(name, device)
-        if dtype != next(model.parameters()).dtype:
-            model.to(dtype)
-        if pack and not compile and can_pack(device, dtype):
-            fuse_projections(model)
-            untie_head(model, lambda w: PackedLinear(w, None))
-            pack_linears(model)
-    if compile:
-        fuse_projections(model)
-        return compiled_for_decoding(model, device)
-    return model
+    elif packing:
+        untie_head(model, lambda w: PackedLinear(w, None))
+        pack_linears(model)
+    return compiled_for_decoding(model, device) if compile else model
 
 
 def fuse_projections(model) -> None:
@@ -98,7 +98,7 @@ def fuse_projections(model) -> None:
             module.fuse_qkv()
 
 
-def compiled_for_decoding(model, device: torch.device):
+def compiled_for_decoding(model, device: torch.device, cpp_wrapper: bool | None = None):
     """torch.compile the model for token-by-token decoding: calls with one new token per sequence
     run compiled (dynamic shapes: the cache position and the batch size vary), longer chunks eager.
     Measured on CPU at batch 1 (docs/performance.md): it removes most of the per-token framework
@@ -110,30 +110,27 @@ def compiled_for_decoding(model, device: torch.device):
             raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
                              "clang++); install one or set generate.compile=false")
     compiled = torch.compile(model, dynamic=True)
-    settings = dict(DECODING_INDUCTOR_SETTINGS, cpp_wrapper=device.type == "cpu")
+    # Inductor settings, each measured on CPU at batch 1 (docs/performance.md):
+    # - freezing: the weights become constants of the compiled graph, so inductor can prepack them
+    #   for oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs ~5 not);
+    # - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
+    #   ~0.4 ms per token of interpreter time here (5-21% faster on 1 thread, 20-24% on 2,
+    #   alternated in one process; about the same compile time). CPU only: on a GPU it was neither
+    #   measured nor tried.
+    settings = {"freezing": True, "cpp_wrapper": device.type == "cpu" if cpp_wrapper is None else cpp_wrapper}
     step = _with_inductor_settings(compiled.forward, settings)
 
     def forward(idx, targets=None, cache=None):
         # Only one-token steps at cache positions >= 2 run compiled. Prompts and re-encoded windows
         # (several tokens) and the first two steps after a one-token prompt (an empty cache takes
         # other code paths, and dynamo specialises position 1) run eager, once per prompt:
-        # compiling them too would double the compile time.
+        # compiling them too would add a second compile (37 s instead of ~25 s, measured).
         if idx.shape[-1] > 1 or cache is None or cache.pos < 2 or targets is not None:
             return model(idx, targets, cache)
         return step(idx, cache=cache)
 
     compiled.forward = forward
     return compiled
-
-
-# Inductor settings for the compiled decoder, each measured on CPU at batch 1 (docs/performance.md):
-# - freezing: the weights become constants of the compiled graph, so inductor can prepack them for
-#   oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs 5.0 not);
-# - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
-#   ~0.4 ms per token of interpreter time here (5-21% faster on 1 thread, 20-24% on 2, alternated
-#   in one process; about the same compile time). CPU only: on a GPU it was neither measured
-#   nor tried, so GPUs keep inductor's default there.
-DECODING_INDUCTOR_SETTINGS = {"freezing": True, "cpp_wrapper": True}
 
 
 def _with_inductor_settings(forward, settings: dict):
