@@ -33,7 +33,7 @@ def test_fused_projections_give_the_same_logits_to_the_bit(arch):
 
 
 @pytest.mark.parametrize("dtype", ["int8", "auto"])
-def test_inference_fuses_where_it_repacks_and_keeps_fp32_as_it_is(dtype):
+def test_inference_fuses_where_it_repacks_or_compiles_and_keeps_fp32_as_it_is(dtype):
     torch.manual_seed(0)
     cfg = ModelConfig(vocab_size=40, d_model=64, n_layers=2, n_heads=4, context=32)
     ready = for_inference(Transformer(cfg).eval(), dtype, torch.device("cpu"))
@@ -41,7 +41,7 @@ def test_inference_fuses_where_it_repacks_and_keeps_fp32_as_it_is(dtype):
     fused_where = {"int8": True, "auto": next(ready.parameters()).dtype == torch.bfloat16}[dtype]
     assert all((a.qkv_proj is not None) == fused_where for a in attentions(ready))
     assert all(a.qkv_proj is None for a in attentions(plain))
-    compiled = for_inference(Transformer(cfg).eval(), dtype, torch.device("cpu"), compile=True)  # compiles lazily
+    compiled = for_inference(Transformer(cfg).eval(), "bfloat16", torch.device("cpu"), compile=True)  # lazily
     assert all(a.qkv_proj is not None for a in attentions(compiled._orig_mod))
 
 

@@ -89,8 +89,9 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
 
 def fuse_projections(model) -> None:
     """q, k and v in one linear layer per attention (attention.fuse_qkv: the same numbers, fewer
-    calls per token), where for_inference re-lays the weights anyway (packed bf16, int8) or
-    compiles (inductor leaves the three apart by default); plain eager models keep the three."""
+    calls per token), where for_inference re-lays the weights anyway or compiles (per token, in
+    benchmarks/decode_levers.py: packed bf16 1.04-1.12x, compiled bf16 1.09-1.25x; int8 1.005x ad hoc);
+    plain eager models keep the three."""
     from ..model.attention import CausalSelfAttention
 
     for module in model.modules():
@@ -114,9 +115,8 @@ def compiled_for_decoding(model, device: torch.device, cpp_wrapper: bool | None 
     # - freezing: the weights become constants of the compiled graph, so inductor can prepack them
     #   for oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs ~5 not);
     # - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
-    #   ~0.4 ms per token of interpreter time here (5-21% faster on 1 thread, 20-24% on 2,
-    #   alternated in one process; about the same compile time). CPU only: on a GPU it was neither
-    #   measured nor tried.
+    #   ~0.4 ms per token of interpreter time here (1.08-1.20x per token, benchmarks/decode_levers.py;
+    #   about the same compile time). CPU only: on a GPU it was neither measured nor tried.
     settings = {"freezing": True, "cpp_wrapper": device.type == "cpu" if cpp_wrapper is None else cpp_wrapper}
     step = _with_inductor_settings(compiled.forward, settings)
 
