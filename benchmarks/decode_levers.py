@@ -34,7 +34,7 @@ def main():
     from lmlab import bench, config
     from lmlab.infer.generate import decode_steps
     from lmlab.model import Transformer
-    from lmlab.train.device import compiled_for_decoding, for_inference, fuse_projections
+    from lmlab.infer.prepare import compiled_for_decoding, for_inference, fuse_projections
 
     cfg = config.load("shakespeare-char").model
     cfg.vocab_size, cfg.dropout = 322, 0.0

@@ -34,7 +34,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.run:
-        from lmlab.train.checkpoint import load_model
+        from lmlab.checkpoint import load_model
         model = load_model(args.run)[0].eval()
     else:
         torch.manual_seed(0)

@@ -44,7 +44,7 @@ def main():
     from lmlab.model import Transformer
 
     if args.run:
-        from lmlab.train.checkpoint import load_model
+        from lmlab.checkpoint import load_model
 
         model = load_model(args.run)[0]
     else:
@@ -58,7 +58,7 @@ def main():
         hf.export(model, None, tmp)
         theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=getattr(torch, args.hf_dtype)).eval()
     from lmlab.model.packed import PackedLinear
-    from lmlab.train.device import for_inference
+    from lmlab.infer.prepare import for_inference
 
     params = model.num_params()  # before int8 turns weights into buffers
     # after export: both start from the same fp32 weights

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from lmlab.train.checkpoint import load_model
-from lmlab.train.device import for_inference
+from lmlab.checkpoint import load_model
+from lmlab.infer.prepare import for_inference
 
 DEFAULT_TEXT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
 

@@ -48,7 +48,7 @@ print(json.dumps(times))
 def setup(batch: int, dropout: float, dtype_name: str, fused: bool, shape=None, seed=0, steps=8, torch_dropout=False):
     from lmlab import config
     from lmlab.data import loader
-    from lmlab.train.device import pick_dtype
+    from lmlab.device import pick_dtype
     from lmlab.train.loop import prepare
     from lmlab.train.optim import param_groups
 
@@ -68,7 +68,7 @@ def setup(batch: int, dropout: float, dtype_name: str, fused: bool, shape=None, 
 
 
 def make_step(model, opt, batches, dtype, losses=None):
-    from lmlab.train.device import autocast
+    from lmlab.device import autocast
 
     i = [0]
 

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 
 
 def step_fn(model, opt, batches, dtype, is_hf: bool = False):
-    from lmlab.train.device import autocast
+    from lmlab.device import autocast
 
     state = {"i": 0, "losses": []}
     device = torch.device("cpu")
@@ -69,7 +69,7 @@ def main():
 
     from lmlab import bench, config
     from lmlab.data import loader
-    from lmlab.train.device import pick_dtype
+    from lmlab.device import pick_dtype
     from lmlab.train.loop import prepare
     from lmlab.train.optim import make_optimizer
 

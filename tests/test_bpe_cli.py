@@ -46,7 +46,7 @@ def test_other_kinds_and_errors(tmp_path, capsys):
 
 
 def test_model_config_names_a_trained_tokenizer_directory(tmp_path, capsys):
-    from lmlab.train.checkpoint import load_model
+    from lmlab.checkpoint import load_model
 
     path, text = corpus(tmp_path)
     tok_dir, run = tmp_path / "tok", tmp_path / "run"

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from lmlab.errors import LmlabError
-from lmlab.train.device import compiled_for_decoding
+from lmlab.infer.prepare import compiled_for_decoding
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +17,7 @@ def fresh_dynamo():
 
 def test_compiled_decoder_matches_eager_through_the_cache(tiny_run, capsys):
     from lmlab.cli import main
-    from lmlab.train.checkpoint import load_model
+    from lmlab.checkpoint import load_model
 
     model, tok, _ = load_model(tiny_run)
     compiled = compiled_for_decoding(model, torch.device("cpu"))

@@ -7,7 +7,7 @@ import torch
 from lmlab.config import ModelConfig
 from lmlab.model import Transformer
 from lmlab.model.attention import CausalSelfAttention
-from lmlab.train.device import for_inference
+from lmlab.infer.prepare import for_inference
 
 
 def attentions(model):

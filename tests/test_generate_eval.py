@@ -9,7 +9,7 @@ from lmlab.errors import LmlabError
 from lmlab.eval.perplexity import evaluate_ids, token_losses
 from lmlab.infer.generate import generate
 from lmlab.infer.sampling import apply_repetition_penalty, choose, filter_top_k, filter_top_p
-from lmlab.train.checkpoint import load_model
+from lmlab.checkpoint import load_model
 
 
 def test_top_k_keeps_exactly_the_k_largest():
@@ -82,8 +82,8 @@ def test_sampling_precision(capsys, tiny_run):
     bf16 rounding; a bad dtype is a one-line error."""
     from lmlab.cli import main
     from lmlab.infer.generate import generate
-    from lmlab.train.checkpoint import load_model
-    from lmlab.train.device import for_inference
+    from lmlab.checkpoint import load_model
+    from lmlab.infer.prepare import for_inference
 
     model, tok, _ = load_model(tiny_run)
     want = generate(model, tok, "ROMEO:", max_new_tokens=40, temperature=0)

@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from lmlab import config, tokenizers
 from lmlab.model import Transformer
-from lmlab.train.checkpoint import load_model, resolve
+from lmlab.checkpoint import load_model, resolve
 from lmlab.train.optim import make_optimizer
 
 TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "

@@ -91,7 +91,7 @@ def test_import_random_hf_model(tmp_path, capsys, make):
     assert main(["import-hf", str(tmp_path / "hf"), "-o", str(tmp_path / "run"), "--tokenizer", "byte"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["family"] == make.split("-")[0]
-    from lmlab.train.checkpoint import load_model
+    from lmlab.checkpoint import load_model
 
     ours, tok, lcfg = load_model(tmp_path / "run")
     assert lcfg.model.activation == ("gelu" if make == "gpt2-exact-gelu" else "gelu_tanh")
@@ -140,7 +140,7 @@ def test_tokenizer_json_gives_lmlab_ids(tok):
 
 
 def test_cli_export_then_import_round_trip(tmp_path, capsys):
-    from lmlab.train import checkpoint
+    from lmlab import checkpoint
 
     tok = CharTokenizer.train("hello world, hello lmlab\n")
     model = random_model(**{**LLAMA_GQA, "n_kv_heads": 4})

@@ -43,8 +43,8 @@ def test_quantize_replaces_plain_linears_only():
 
 def test_int8_model_stays_close_to_fp32(tiny_run, capsys):
     from lmlab.cli import main
-    from lmlab.train.checkpoint import load_model
-    from lmlab.train.device import for_inference
+    from lmlab.checkpoint import load_model
+    from lmlab.infer.prepare import for_inference
 
     model, tok, _ = load_model(tiny_run)
     ids = torch.tensor([tok.encode("ROMEO: Is it a custom that you should")])
@@ -117,7 +117,7 @@ def test_int8_decoding_works_for_every_architecture(name):
     """Every architecture decodes under int8: close to its fp32 self, cached = full forward."""
     from lmlab.config import ModelConfig
     from lmlab.model.transformer import Transformer
-    from lmlab.train.device import for_inference
+    from lmlab.infer.prepare import for_inference
 
     torch.manual_seed(0)
     cfg = dict(vocab_size=37, n_layers=3, d_model=64, n_heads=4, context=24, init_std=0.2)

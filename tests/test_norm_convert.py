@@ -8,7 +8,7 @@ from lmlab.cli import main
 from lmlab.errors import LmlabError
 from lmlab.model.convert import ConversionError, convert_norm
 from lmlab.model.norms import CRMSNorm, to_stream
-from lmlab.train.checkpoint import load_model
+from lmlab.checkpoint import load_model
 from lmlab.train.loop import train
 from variant_checks import (check_cached_greedy, check_causal, check_gradients, check_overfits,
                             check_train_resume_load_generate, make_model, one_thread)

@@ -31,8 +31,8 @@ def test_only_bf16_plain_linears_are_packed():
 
 def test_packed_model_samples_exactly_what_the_plain_bf16_model_samples(tiny_run):
     from lmlab.infer.generate import decode_steps
-    from lmlab.train.checkpoint import load_model
-    from lmlab.train.device import for_inference
+    from lmlab.checkpoint import load_model
+    from lmlab.infer.prepare import for_inference
 
     plain = for_inference(load_model(tiny_run)[0], "bfloat16", torch.device("cpu"), pack=False)
     packed = for_inference(load_model(tiny_run)[0], "bfloat16", torch.device("cpu"))
@@ -54,8 +54,8 @@ def test_compiling_keeps_plain_layers_and_freezing_packs_them(tiny_run):
     """dynamo cannot trace the packed weights, so a model readied for compiling is not packed; the
     compiled decoder freezes the weights into constants, which inductor packs itself (copies: a
     change to the model afterwards no longer reaches it)."""
-    from lmlab.train.checkpoint import load_model
-    from lmlab.train.device import for_inference
+    from lmlab.checkpoint import load_model
+    from lmlab.infer.prepare import for_inference
 
     torch._dynamo.reset()  # compile from scratch, whatever compiled before in this process
     compiled = for_inference(load_model(tiny_run)[0], "bfloat16", torch.device("cpu"), compile=True)

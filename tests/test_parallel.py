@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from lmlab import config
 from lmlab.infer.generate import generate
-from lmlab.train import checkpoint, parallel
+from lmlab import checkpoint
+from lmlab.train import parallel
 from lmlab.train.loop import train
 from lmlab.train.metrics import read as read_metrics
 

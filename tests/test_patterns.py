@@ -7,7 +7,7 @@ from lmlab.config import ModelConfig
 from lmlab.infer.generate import generate
 from lmlab.model import Transformer
 from lmlab.model.hooks import hook_points
-from lmlab.train.checkpoint import load_model
+from lmlab.checkpoint import load_model
 from lmlab.train.loop import train
 
 from variant_checks import check_cached_greedy, check_causal, check_gradients, check_overfits

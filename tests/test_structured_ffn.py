@@ -9,7 +9,7 @@ from lmlab.model.ffn import MLP
 from lmlab.model.structured_ffn import (BlockDenseLinear, BlockShuffleLinear, LowRankLinear, StructuredMLP,
                                         premerge, unmerge)
 from lmlab.model.training_hooks import set_progress
-from lmlab.train.checkpoint import load_model
+from lmlab.checkpoint import load_model
 from variant_checks import (check_cached_greedy, check_causal, check_gradients, check_overfits,
                             check_train_resume_load_generate, make_model, one_thread)
 

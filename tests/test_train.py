@@ -11,7 +11,7 @@ import torch
 
 from lmlab import config
 from lmlab.errors import LmlabError
-from lmlab.train import checkpoint
+from lmlab import checkpoint
 from lmlab.train.loop import train
 from lmlab.train.metrics import read as read_metrics
 

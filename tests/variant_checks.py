@@ -13,7 +13,7 @@ from lmlab.config import ModelConfig
 from lmlab.infer.generate import generate
 from lmlab.model import Transformer
 from lmlab.model.training_hooks import set_progress
-from lmlab.train.checkpoint import load_model
+from lmlab.checkpoint import load_model
 from lmlab.train.loop import train
 
 VOCAB = 37

@@ -84,7 +84,7 @@ def peak(n: int = 2048, reps: int = 10, device="cpu") -> dict:
 def train(cfg, steps: int = 20, warmup: int = 3, peak_n: int = 2048) -> dict:
     """Run the real training loop for `steps` steps (no eval, one final checkpoint in a temp dir) and
     report its median step time, tokens/s, MFU against the measured peak of the dtype it used."""
-    from .train import checkpoint
+    from . import checkpoint
     from .train.loop import train as run_train
 
     if steps <= warmup:

@@ -48,7 +48,7 @@ def _positive(name: str, value: int) -> None:
 
 def run_peak(args) -> int:
     from .. import bench
-    from ..train.device import pick_device
+    from ..device import pick_device
 
     _positive("--n", args.n)
     _positive("--reps", args.reps)
@@ -89,7 +89,7 @@ def run_generate(args) -> int:
         raise LmlabError("bench generate needs either RUN_OR_CKPT or -c CONFIG (random weights), not both")
     if args.config:
         from .. import config as config_mod
-        from ..train.device import pick_device
+        from ..device import pick_device
         from ..train.loop import prepare
 
         cfg = config_mod.load(args.config, args.overrides)
@@ -99,7 +99,7 @@ def run_generate(args) -> int:
         model, _, cfg = load_model_arg(args.run, args.device)
         source = {"run": args.run}
     from ..model.packed import PackedLinear
-    from ..train.device import for_inference
+    from ..infer.prepare import for_inference
 
     params = model.num_params()  # before int8 or packing turns weights into buffers
     source["compiled"] = bool(args.compile or cfg.generate.compile)

@@ -14,8 +14,8 @@ def add_config_args(p) -> None:
 
 
 def load_model_arg(path: str, device: str = "cpu"):
-    from ..train.checkpoint import load_model
-    from ..train.device import pick_device
+    from ..checkpoint import load_model
+    from ..device import pick_device
 
     return load_model(path, pick_device(device))
 

@@ -22,7 +22,7 @@ def run(args) -> int:
 
     from ..errors import LmlabError
     from ..model.convert import ConversionError, convert_norm, max_logit_diff
-    from ..train import checkpoint
+    from .. import checkpoint
 
     model, tokenizer, cfg = load_model_arg(args.run)
     model = model.cpu().float()

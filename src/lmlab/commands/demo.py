@@ -25,7 +25,7 @@ def run(args) -> int:
     from ..data.shards import token_splits
     from ..eval.perplexity import evaluate_ids
     from ..infer.generate import generate
-    from ..train.checkpoint import load_model
+    from ..checkpoint import load_model
     from ..train.loop import train
 
     saved = Path(args.out) / "config.toml"

@@ -42,7 +42,7 @@ def run(args) -> int:
     if special is not None:
         print_json({"data": args.data or "validation split", **special})
         return 0
-    from ..train.device import for_inference
+    from ..infer.prepare import for_inference
 
     for_inference(model, args.dtype, next(model.parameters()).device)
     result = evaluate_ids(model, ids, tokenizer.token_nbytes(), args.batch_size)

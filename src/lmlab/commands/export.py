@@ -89,7 +89,7 @@ def run_import(args) -> int:
     from .. import hf
     from ..errors import LmlabError
     from ..model import Transformer
-    from ..train import checkpoint
+    from .. import checkpoint
 
     out = Path(args.out)
     if (out / checkpoint.CKPT_DIR).exists():

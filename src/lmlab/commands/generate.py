@@ -50,7 +50,7 @@ def prompt_text(args, gcfg) -> str:
 
 def run(args) -> int:
     from ..infer.generate import generate
-    from ..train.device import for_inference
+    from ..infer.prepare import for_inference
 
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
     prompt = prompt_text(args, cfg.generate)

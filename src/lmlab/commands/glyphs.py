@@ -31,7 +31,7 @@ def _tokenizer_and_cfg(args):
     from .. import config, tokenizers
 
     if args.run:
-        from ..train.checkpoint import read_state, resolve
+        from ..checkpoint import read_state, resolve
 
         ckpt = resolve(args.run)
         cfg = config.from_dict(read_state(ckpt)["config"])
@@ -112,7 +112,7 @@ def run(args) -> int:
     if args.run and m.embedding == "glyph":  # neighbours in the exact matrix the run trained with
         from safetensors.torch import load_file
 
-        from ..train.checkpoint import resolve
+        from ..checkpoint import resolve
 
         matrix = load_file(resolve(args.run) / "model.safetensors")["embed.weight"][: tok.vocab_size].float()
         report = {**report, "matrix": "from the checkpoint"}

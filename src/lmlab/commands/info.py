@@ -12,7 +12,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from .. import config
-    from ..train.checkpoint import read_state, resolve
+    from ..checkpoint import read_state, resolve
 
     model, tokenizer, cfg = load_model_arg(args.run)
     state = read_state(resolve(args.run))

@@ -16,7 +16,7 @@ def register(sub) -> None:
 
 def find_tokenizer(source: str):
     from .. import tokenizers
-    from ..train.checkpoint import resolve
+    from ..checkpoint import resolve
 
     p = Path(source)
     if (p / "lmlab_tokenizer.json").is_file():

@@ -84,7 +84,7 @@ def run_variant(name: str, overrides: list[str], args) -> dict:
     import torch
 
     from ..infer.generate import sample_ids
-    from ..train.checkpoint import load_model
+    from ..checkpoint import load_model
     from ..train.loop import train
 
     steps = args.steps

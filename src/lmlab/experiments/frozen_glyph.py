@@ -178,7 +178,7 @@ def one_run(args, run_dir: Path, folder, tok_dir, val_fraction, emb, seed, items
     """Train one model, then score it: final val bits/byte, multiple choice, a sample."""
     from ..eval.choice import score_items
     from ..infer.generate import generate
-    from ..train.checkpoint import load_model
+    from ..checkpoint import load_model
     from ..train.loop import train
 
     if run_dir.exists():

@@ -54,7 +54,7 @@ def add_arguments(p) -> None:
 
 # --- models ----------------------------------------------------------------------------------
 def _train_if_missing(run: Path, overrides: list[str], threads: int, echo=print):
-    from ..train.checkpoint import load_model
+    from ..checkpoint import load_model
     from ..train.loop import train
 
     if not (run / "checkpoints" / "latest").is_file():

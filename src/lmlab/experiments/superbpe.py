@@ -154,8 +154,8 @@ def lm_overrides(args, tok_dir: Path, corpus_file: Path, context: int, steps: in
 def held_out_bpb(run_dir: Path, text: str, device: str) -> dict:
     """Bits per byte of every byte of `text` (an <|endoftext|> first, so token one is predicted too)."""
     from ..eval.perplexity import evaluate_ids
-    from ..train.checkpoint import load_model
-    from ..train.device import pick_device
+    from ..checkpoint import load_model
+    from ..device import pick_device
 
     model, tok, cfg = load_model(run_dir, pick_device(device))
     ids = np.asarray([tok.eot_id] + tok.encode(text), dtype=np.int64)

@@ -21,9 +21,9 @@ from ..data.shards import token_splits
 from ..errors import LmlabError
 from ..model import Transformer
 from ..model.training_hooks import set_progress, train_stats
-from . import checkpoint
+from .. import checkpoint
 from . import parallel as par
-from .device import autocast, pick_device, pick_dtype
+from ..device import autocast, pick_device, pick_dtype
 from .metrics import MetricsLog
 from .optim import make_optimizer
 from .schedule import lr_at

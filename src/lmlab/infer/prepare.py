@@ -1,0 +1,121 @@
+"""Readying a loaded model for inference: sampling dtype, packed or int8 weights, fused q/k/v,
+the compiled decoder and its inductor settings."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import torch
+
+from ..device import pick_dtype
+from ..errors import LmlabError
+from ..model.packed import PackedLinear, can_pack, pack_linears
+from ..model.swap import untie_head
+
+
+# generate.dtype: the training dtypes, plus int8 weights for decoding
+DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8")
+
+
+def for_inference(model, name: str, device: torch.device, pack: bool = True, compile: bool = False,
+                  fuse: bool = True):
+    """Ready a model for sampling; returns it (changed in place, or compiled). Measured in
+    docs/performance.md:
+    - bf16 ("auto" where native): decoding one token reads every weight once, so half the bytes
+      decode faster; logits differ from fp32 by bf16 rounding. On a CPU the bf16 linear layers
+      get their weights prepacked for oneDNN (model/packed.py: identical results, faster), unless
+      pack=False or compiling (dynamo cannot trace the packed weights; freezing packs them anyway).
+    - "int8": every linear layer's weights, the head included, rounded to int8 per output row
+      (model/int8.py); activations bf16 on CPU, or the GPU's half type.
+    - compile: torch.compile for decoding (compiled_for_decoding).
+    With packing, int8 or compiling, each attention's q/k/v become one projection (fuse_projections;
+    fuse=False keeps the three, for side-by-side measurements).
+    The CPU KV cache is fp32 for half-precision models (attention.cache_dtype)."""
+    if name not in DTYPE_NAMES:
+        raise LmlabError(f"dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
+    if name == "int8":  # activations in the device's half type (bf16 on a CPU)
+        dtype = torch.bfloat16 if device.type == "cpu" else pick_dtype("auto", device)
+    else:
+        dtype = pick_dtype(name, device)
+    if dtype != next(model.parameters()).dtype:
+        model.to(dtype)
+    packing = name != "int8" and pack and not compile and can_pack(device, dtype)
+    if fuse and (name == "int8" or packing or compile):
+        fuse_projections(model)
+    if name == "int8":
+        from ..model.int8 import Int8Linear, quantize_linears
+
+        untie_head(model, lambda w: Int8Linear(w, None, dtype))
+        quantize_linears(model, dtype)
+    elif packing:
+        untie_head(model, lambda w: PackedLinear(w, None))
+        pack_linears(model)
+    return compiled_for_decoding(model, device) if compile else model
+
+
+def fuse_projections(model) -> None:
+    """q, k and v in one linear layer per attention (attention.fuse_qkv: the same numbers, fewer
+    calls per token), where for_inference re-lays the weights anyway or compiles (per token, in
+    benchmarks/decode_levers.py: packed bf16 1.04-1.12x, compiled bf16 1.09-1.25x; int8 1.005x ad hoc);
+    plain eager models keep the three."""
+    from ..model.attention import CausalSelfAttention
+
+    for module in model.modules():
+        if isinstance(module, CausalSelfAttention) and module.qkv_proj is None:
+            module.fuse_qkv()
+
+
+def compiled_for_decoding(model, device: torch.device, cpp_wrapper: bool | None = None):
+    """torch.compile the model for token-by-token decoding: calls with one new token per sequence
+    run compiled (dynamic shapes: the cache position and the batch size vary), longer chunks eager.
+    Measured on CPU at batch 1 (docs/performance.md): it removes most of the per-token framework
+    overhead; compiling costs tens of seconds on the first decoding call of each process. The
+    weights are frozen into the compiled code: a model changed afterwards must be compiled again."""
+    if device.type == "cpu":
+        cxx = os.environ.get("CXX") or "g++"
+        if not (shutil.which(cxx) or shutil.which("c++") or shutil.which("clang++")):
+            raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
+                             "clang++); install one or set generate.compile=false")
+    compiled = torch.compile(model, dynamic=True)
+    # Inductor settings, each measured on CPU at batch 1 (docs/performance.md):
+    # - freezing: the weights become constants of the compiled graph, so inductor can prepack them
+    #   for oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs ~5 not);
+    # - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
+    #   ~0.4 ms per token of interpreter time here (1.08-1.20x per token, benchmarks/decode_levers.py;
+    #   about the same compile time). CPU only: on a GPU it was neither measured nor tried.
+    settings = {"freezing": True, "cpp_wrapper": device.type == "cpu" if cpp_wrapper is None else cpp_wrapper}
+    step = _with_inductor_settings(compiled.forward, settings)
+
+    def forward(idx, targets=None, cache=None):
+        # Only one-token steps at cache positions >= 2 run compiled. Prompts and re-encoded windows
+        # (several tokens) and the first two steps after a one-token prompt (an empty cache takes
+        # other code paths, and dynamo specialises position 1) run eager, once per prompt:
+        # compiling them too would add a second compile (37 s instead of ~25 s, measured).
+        if idx.shape[-1] > 1 or cache is None or cache.pos < 2 or targets is not None:
+            return model(idx, targets, cache)
+        return step(idx, cache=cache)
+
+    compiled.forward = forward
+    return compiled
+
+
+def _with_inductor_settings(forward, settings: dict):
+    """Run `forward` with inductor's config set to `settings`. Dynamo and inductor read them while
+    they trace and compile, i.e. inside the call, so they must hold around every call (a recompile
+    can come at any token); `torch.compile(options={"freezing": True})` did not reach that point in
+    torch 2.13 (measured: no frozen constants). Freezing only applies under no_grad. The settings
+    are put back after each call, so other compiles in the process (a training model evaluated
+    under no_grad) never get frozen weights."""
+    from torch._inductor import config
+
+    def forward_with_settings(*args, **kwargs):
+        before = {name: getattr(config, name) for name in settings}
+        for name, value in settings.items():
+            setattr(config, name, value)
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            for name, value in before.items():
+                setattr(config, name, value)
+
+    return forward_with_settings
