@@ -3,7 +3,7 @@ and the Unicode tokenizer's compression (characters per token on held-out text).
 
     python benchmarks/glyph_build.py [--d-model 128,1024] [--skip-mpl-only]
 
-Target (issue 4): building the 65,536-token matrix takes well under a minute (cache off).
+Target: building the 65,536-token matrix takes well under a minute (cache off).
 Coverage is reported for the default font chain and for matplotlib's fonts alone (a machine
 without Unifont). Each document is split 90/10; tokenizers train on the 90%. Prints one JSON object.
 """

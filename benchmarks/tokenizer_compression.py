@@ -5,7 +5,7 @@
 
 Every document is split into its first 85% (training) and last 15% (held out); `--extra` adds a
 whole corpus to the training text (1 MB of prose cannot fill a 32k BPE vocabulary).
-Target (issue 5): >= 15% fewer tokens than BPE at vocab 32768. Prints one JSON object.
+Target: >= 15% fewer tokens than BPE at vocab 32768. Prints one JSON object.
 """
 import argparse
 import json

@@ -2,7 +2,7 @@
 
     python benchmarks/tokenizer_train_speed.py [--corpus shakespeare] [--vocab 32768] [--transition 16384] [--repeats 1]
 
-Target (issue 5): stage 2 (chunking, stage-1 segmentation by HF, our incremental trainer, building
+Target: stage 2 (chunking, stage-1 segmentation by HF, our incremental trainer, building
 the tokenizer) takes at most 5x the time HF needs to train plain BPE to the full vocabulary.
 Runs are interleaved so that load on a shared machine hits both; medians are reported.
 Prints one JSON object.

@@ -1,19 +1,18 @@
 """Process-wide CPU settings that the `lmlab` command applies once at start-up.
 
-The problem (measured in docs/performance.md, "What changed in this round"): glibc returns every
-freed block over 32 MiB to the kernel and maps it afresh on the next allocation, so each training
-step page-faults its activations in again (shakespeare-char shape, batch 64: 0.15-1 M minor faults
-and 0.4-3.8 s of kernel CPU time per step). Keeping freed memory in the heap removes the faults; the
-process holds on to its peak memory until it exits (peak RSS +0-14% measured, from fragmentation).
+The problem: glibc returns every freed block over 32 MiB to the kernel and maps it afresh on the
+next allocation, so each training step page-faults its activations in again. Keeping freed memory
+in the heap removes the faults; the price is that the process holds on to its peak memory, plus
+some fragmentation, until it exits (both measured in docs/performance.md, "Memory and the heap").
 It is skipped where it cannot apply (non-glibc) and LMLAB_MALLOC=system turns it off. It is not
 complete: torch allocates with 64-byte alignment, glibc's memalign leaves a small tail chunk that
-its per-thread cache keeps, and that chunk can pin a freed block away from the heap top, so in a
-loop of 64 MiB tensors 2-5 of 10 re-allocations still fault (none with GLIBC_TUNABLES=
-glibc.malloc.tcache_count=0, which has to be set before the process starts).
+its per-thread cache keeps, and that chunk can pin a freed block away from the heap top, so some
+re-allocations still fault (none with GLIBC_TUNABLES=glibc.malloc.tcache_count=0, which has to be
+set before the process starts).
 
 OMP_WAIT_POLICY is left to the user and only recorded: PASSIVE rescues training on a CPU shared
-with other jobs (measured 6.7x), but on an idle machine it made the decoder's two-thread bf16
-matrix-vector products 2.9x slower than libgomp's default (threads wake too late for tiny matmuls).
+with other jobs, but on an idle machine it slows the decoder's two-thread bf16 matrix-vector
+products (threads wake too late for tiny matmuls); see docs/performance.md, "A shared CPU".
 """
 from __future__ import annotations
 
