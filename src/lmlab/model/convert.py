@@ -87,7 +87,7 @@ def _centre_writers(module: nn.Module, target: str) -> None:
             _centre_writers(m, target)
 
 
-def convert_norm(model, target: str, tokenizer=None):
+def convert_norm(model, target: str):
     """A new Transformer computing the same logits as the Pre-LN `model`, with `target` norms."""
     from .transformer import Transformer
 
@@ -124,7 +124,7 @@ def convert_norm(model, target: str, tokenizer=None):
 
     new_cfg = dataclasses.replace(cfg, norm=target, norm_affine=False,
                                   tie_embeddings=cfg.tie_embeddings and not was_tied)
-    new = Transformer(new_cfg, tokenizer)
+    new = Transformer(new_cfg)  # its tensors, the frozen embedding included, all come from src below
     state = src.state_dict()
     if "lm_head.weight" in new.state_dict():
         state["lm_head.weight"] = head
