@@ -86,7 +86,8 @@ def to_stream(x: torch.Tensor, width: int) -> torch.Tensor:
 def narrow_writers(model: nn.Module, d: int) -> None:
     """Give every residual-writing layer d-1 output rows (crmsnorm: the last row is implicit).
 
-    Linears marked `residual_out` are cut; other modules may define `narrow_output_(width)`.
+    Linears marked `residual_out` are cut; other modules may define `narrow_output_(width)`
+    (both in protocol.ModuleProtocol).
     """
     for module in model.children():
         if hasattr(module, "narrow_output_"):  # speaks for its whole subtree

@@ -58,6 +58,7 @@ class Transformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        # writers into the residual stream (protocol.ModuleProtocol.residual_out) get the smaller std
         std = self.cfg.init_std
         resid_std = std / math.sqrt(2 * self.cfg.n_layers)
         for module in self.modules():

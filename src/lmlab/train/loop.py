@@ -253,6 +253,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
 
 
 def _aux_loss(model):
+    """The sum of the modules' `aux_loss` terms (lmlab.model.protocol.ModuleProtocol), reset to None."""
     total = None
     for m in model.modules():
         aux = getattr(m, "aux_loss", None)
