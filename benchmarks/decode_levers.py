@@ -15,6 +15,7 @@ import copy
 import json
 import statistics
 import time
+from unittest import mock
 
 from lmlab import runtime
 
@@ -34,6 +35,7 @@ def main():
     from lmlab import bench, config
     from lmlab.infer.generate import decode_steps
     from lmlab.model import Transformer
+    from lmlab.infer import prepare
     from lmlab.infer.prepare import compiled_for_decoding, for_inference, fuse_projections
 
     cfg = config.load("shakespeare-char").model
@@ -43,16 +45,23 @@ def main():
     cpu = torch.device("cpu")
     skip = set(filter(None, args.skip.split(",")))
 
+    def eager(fuse):
+        if fuse:
+            return for_inference(copy.deepcopy(base), "bfloat16", cpu)
+        with mock.patch.object(prepare, "fuse_projections", lambda model: None):  # keep q/k/v apart
+            return for_inference(copy.deepcopy(base), "bfloat16", cpu)
+
     def compiled(fuse, cpp_wrapper):
         model = for_inference(copy.deepcopy(base), "bfloat16", cpu, pack=False)
         if fuse:  # what for_inference(compile=True) does; done here so the pair can differ in it alone
             fuse_projections(model)
-        return compiled_for_decoding(model, cpu, cpp_wrapper=cpp_wrapper)
+        settings = {**prepare.inductor_settings(cpu), "cpp_wrapper": cpp_wrapper}
+        with mock.patch.object(prepare, "inductor_settings", lambda device: settings):  # read once, here
+            return compiled_for_decoding(model, cpu)
 
     pairs = {}  # lever -> (off, on)
     if "eager" not in skip:
-        pairs["fused_qkv_eager"] = tuple(for_inference(copy.deepcopy(base), "bfloat16", cpu, fuse=f)
-                                         for f in (False, True))
+        pairs["fused_qkv_eager"] = (eager(False), eager(True))
     if "compiled" not in skip:
         pairs["fused_qkv_compiled"] = (compiled(False, True), compiled(True, True))
         pairs["cpp_wrapper_compiled"] = (compiled(True, False), pairs["fused_qkv_compiled"][1])

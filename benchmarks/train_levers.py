@@ -45,7 +45,7 @@ print(json.dumps(times))
 """
 
 
-def setup(batch: int, dropout: float, dtype_name: str, fused: bool, shape=None, seed=0, steps=8, torch_dropout=False):
+def setup(batch: int, dropout: float, dtype_name: str, fused: bool, shape=None, seed=0, steps=8):
     from lmlab import config
     from lmlab.data import loader
     from lmlab.device import pick_dtype
@@ -60,11 +60,25 @@ def setup(batch: int, dropout: float, dtype_name: str, fused: bool, shape=None, 
     opt = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=(tc.beta1, tc.beta2),
                             **({"fused": True} if fused else {"foreach": True}))
     batches = [loader.random_batch(train_ids, batch, cfg.model.context, 0, i) for i in range(steps)]
-    if torch_dropout:  # torch's Bernoulli dropout and SDPA's math path instead of lmlab's CPU masks
-        for m in model.modules():
-            if hasattr(m, "cpu_lanes"):
-                m.cpu_lanes = False
     return model.train(), opt, batches, pick_dtype(dtype_name, torch.device("cpu"))
+
+
+def with_torch_dropout(step):
+    """`step` run with torch's Bernoulli dropout and SDPA's own attention dropout instead of lmlab's
+    CPU masks: the model's implementation functions are swapped for the call only, so the other
+    variants measured in the same process keep lmlab's."""
+    import torch.nn.functional as F
+    from lmlab.model import attention, dropout
+
+    def swapped():
+        saved = attention.attend, dropout.dropout
+        attention.attend, dropout.dropout = attention.sdpa, lambda x, p, training=True: F.dropout(x, p, training)
+        try:
+            step()
+        finally:
+            attention.attend, dropout.dropout = saved
+
+    return swapped
 
 
 def make_step(model, opt, batches, dtype, losses=None):
@@ -103,9 +117,11 @@ def levers(batch: int, steps: int) -> dict:
                 "tanh GELU": ("auto", True, 0.2, False, ["model.activation=gelu_tanh"])}
     fns = {}
     for name, (dt, fused, drop, torch_drop, shape) in variants.items():
-        model, opt, _, dtype = setup(batch, drop, dt, fused, shape=shape, steps=1, torch_dropout=torch_drop)
+        model, opt, _, dtype = setup(batch, drop, dt, fused, shape=shape, steps=1)
         model.load_state_dict(copy.deepcopy(base_model.state_dict()))  # same start for every variant
         fns[name] = make_step(model, opt, batches, dtype)
+        if torch_drop:
+            fns[name] = with_torch_dropout(fns[name])
     times = {k: [] for k in fns}
     names = list(fns)
     for r in range(steps + 1):

@@ -4,6 +4,7 @@ import torch
 from safetensors.torch import load_file
 
 from lmlab import config, tokenizers
+from lmlab.embeddings import frozen_matrix
 from lmlab.model import Transformer
 from lmlab.checkpoint import load_model, resolve
 from lmlab.train.optim import make_optimizer
@@ -15,6 +16,11 @@ TEXT = ("The quick brown fox jumps over the lazy dog. Pack my box with five doze
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LMLAB_CACHE", str(tmp_path / "cache"))
+
+
+def built(cfg, tok):
+    """A model to train: the frozen matrix is made outside it, from the tokenizer (as train does)."""
+    return Transformer(cfg.model, embedding_matrix=frozen_matrix(cfg.model, tok))
 
 
 def small_cfg(embedding, extra=()):
@@ -29,7 +35,7 @@ def test_frozen_embedding_is_bit_identical_after_training_steps(kind):
     tok = tokenizers.build(cfg.tokenizer, lambda: TEXT)
     cfg.model.vocab_size = tok.vocab_size
     torch.manual_seed(0)
-    model = Transformer(cfg.model, tok)
+    model = built(cfg, tok)
     assert "embed.weight" in dict(model.named_buffers())
     assert not any(name.startswith("embed.") for name, _ in model.named_parameters())
     assert model.lm_head is not None and model.head_weight() is not model.embed.weight  # untied
@@ -52,7 +58,7 @@ def test_glyph_rows_depend_on_the_token_text():
     cfg = small_cfg("glyph")
     tok = tokenizers.build(cfg.tokenizer, lambda: TEXT)
     cfg.model.vocab_size = tok.vocab_size
-    w = Transformer(cfg.model, tok).embed.weight
+    w = built(cfg, tok).embed.weight
     assert torch.allclose(w.norm(dim=1), torch.ones(len(w)), atol=1e-5)
     for a, b in [("a", "b"), ("x", "y"), ("Γ", "玻")]:
         assert not torch.allclose(w[tok.encode(a)[0]], w[tok.encode(b)[0]])
@@ -65,7 +71,7 @@ def test_missing_font_is_a_clear_error():
     tok = tokenizers.build(cfg.tokenizer, lambda: TEXT)
     cfg.model.vocab_size = tok.vocab_size
     with pytest.raises(LmlabError, match="glyph_font"):
-        Transformer(cfg.model, tok)
+        built(cfg, tok)
 
 
 def test_glyph_model_trains_saves_loads_and_generates(tmp_path):
@@ -81,7 +87,7 @@ def test_glyph_model_trains_saves_loads_and_generates(tmp_path):
     assert loaded_cfg.model.embedding == "glyph" and tok.kind == "unicode"
     tensors = load_file(resolve(tmp_path / "run") / "model.safetensors")
     assert torch.equal(tensors["embed.weight"], model.embed.weight)  # saved once, in the model file
-    fresh = Transformer(loaded_cfg.model, tok)  # rebuilt from the (cached) renderer: same matrix
+    fresh = built(loaded_cfg, tok)  # rebuilt from the (cached) renderer: same matrix
     assert torch.equal(fresh.embed.weight, model.embed.weight)
     optim = torch.load(resolve(tmp_path / "run") / "optim.pt", weights_only=True)["optimizer"]
     n_params = sum(len(g["params"]) for g in optim["param_groups"])
@@ -89,3 +95,28 @@ def test_glyph_model_trains_saves_loads_and_generates(tmp_path):
     out = generate(model, tok, "The quick", max_new_tokens=8, temperature=0.0)
     assert isinstance(out, str)
     assert out == generate(model, tok, "The quick", max_new_tokens=8, temperature=0.0)
+
+
+def test_the_model_renders_nothing_and_loading_reads_the_saved_matrix(tmp_path, monkeypatch):
+    from lmlab.embeddings import glyph
+    from lmlab.train.loop import train
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    cfg = small_cfg("glyph", [f"data.corpus={corpus}", "train.max_steps=2", "train.eval_every=0",
+                              "train.ckpt_every=2"])
+    train(cfg, tmp_path / "run", progress=False, echo=lambda *a, **k: None)
+    saved = load_file(resolve(tmp_path / "run") / "model.safetensors")["embed.weight"]
+
+    def no_rendering(*a, **k):
+        raise AssertionError("glyphs rendered")
+
+    monkeypatch.setattr(glyph, "build_glyph_matrix", no_rendering)
+    model, tok, loaded_cfg = load_model(tmp_path / "run")
+    assert torch.equal(model.embed.weight, saved) and saved.abs().sum() > 0
+    empty = Transformer(loaded_cfg.model)  # without a matrix: zeros of the right shape, for a checkpoint to fill
+    assert torch.equal(empty.embed.weight, torch.zeros(loaded_cfg.model.vocab_size, loaded_cfg.model.d_model))
+    given = Transformer(loaded_cfg.model, embedding_matrix=saved)
+    assert torch.equal(given.embed.weight, saved)
+    with pytest.raises(ValueError, match="expected"):
+        Transformer(loaded_cfg.model, embedding_matrix=saved[:-1])

@@ -67,7 +67,7 @@ def test_train_resume_load_generate(tmp_path, overrides):
     model, tokenizer, loaded_cfg = load_model(run)
     assert loaded_cfg.model.pattern == cfg.model.pattern and loaded_cfg.model.meta_tokens == cfg.model.meta_tokens
     ids = torch.tensor([tokenizer.encode("To be, or not")])
-    fresh = Transformer(loaded_cfg.model, tokenizer).eval()
+    fresh = Transformer(loaded_cfg.model).eval()
     fresh.load_state_dict(model.state_dict())
     torch.testing.assert_close(fresh(ids)[0], model(ids)[0], atol=0, rtol=0)
     text = generate(model, tokenizer, "To be", max_new_tokens=40, temperature=0)

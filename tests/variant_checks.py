@@ -142,7 +142,7 @@ def _check_train_resume_load_generate(tmp_path, overrides) -> None:
     for key in ("norm", "ffn", "self_guided", "moe_capacity"):
         assert getattr(loaded_cfg.model, key) == getattr(cfg.model, key)
     ids = torch.tensor([tokenizer.encode("To be, or not")])
-    fresh = Transformer(loaded_cfg.model, tokenizer).eval()
+    fresh = Transformer(loaded_cfg.model).eval()
     fresh.load_state_dict(model.state_dict())
     torch.testing.assert_close(fresh(ids)[0], model(ids)[0], atol=0, rtol=0)
     text = generate(model, tokenizer, "To be", max_new_tokens=30, temperature=0)

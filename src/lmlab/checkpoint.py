@@ -151,7 +151,7 @@ def load_model(path, device="cpu"):
     state = read_state(ckpt)
     cfg = config_mod.from_dict(state["config"])
     tokenizer = tokenizers.load(ckpt / "tokenizer")
-    model = Transformer(cfg.model, tokenizer)
+    model = Transformer(cfg.model)  # a frozen embedding built outside the model starts as zeros: loaded below
     tensors = load_tensors(ckpt, state)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:

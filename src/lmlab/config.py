@@ -202,7 +202,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
+PRESET_DIR = Path(__file__).resolve().parent / "configs"  # package data; ./configs in a checkout links here
 
 
 def resolve_config_path(name: str) -> Path:

@@ -30,7 +30,7 @@ def run(args) -> int:
     if (out / checkpoint.CKPT_DIR).exists():
         raise LmlabError(f"{out} already holds checkpoints; choose another -o")
     try:
-        new = convert_norm(model, args.norm, tokenizer)
+        new = convert_norm(model, args.norm)
     except ConversionError as e:
         raise LmlabError(f"convert: {e}") from None
     gen = torch.Generator().manual_seed(0)

@@ -51,7 +51,7 @@ def run_import(args) -> int:
     cfg = config_mod.Config(model=mcfg)
     cfg.tokenizer.kind = tok.kind
     try:
-        model = Transformer(mcfg, tok)
+        model = Transformer(mcfg)
     except ValueError as e:
         raise LmlabError(f"import-hf: {e}") from None
     missing, unexpected = model.load_state_dict(tensors, strict=False)

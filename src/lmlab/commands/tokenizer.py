@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import sys
-import time
-
-import numpy as np
 
 from ..errors import LmlabError
 
@@ -39,39 +36,15 @@ def read_text(corpora: list[str], text_field: str = "text") -> str:
     return "".join(d.text for spec in corpora for d in read_corpus(spec, text_field))
 
 
-def train_tokenizer(kind: str, text: str, vocab: int = 0, transition: int = 0, progress: bool = False):
-    """Train any registered kind; bpe and superbpe show their own progress bars."""
-    from .. import tokenizers
-    from ..config import TokenizerConfig
-
-    if kind not in tokenizers.kinds():
-        raise LmlabError(f"unknown tokenizer kind {kind!r}; valid kinds: {', '.join(tokenizers.kinds())}")
-    if transition and kind != "superbpe":
-        raise LmlabError("--transition only applies to --kind superbpe")
-    if kind == "bpe":
-        from ..tokenizers import bpe
-
-        return bpe.train(text, vocab or bpe.DEFAULT_VOCAB, show_progress=progress)
-    if kind == "superbpe":
-        from ..tokenizers import superbpe
-
-        return superbpe.train(text, vocab or superbpe.DEFAULT_VOCAB, transition or None, show_progress=progress)
-    if tokenizers.needs_corpus(kind) and not text:
-        raise LmlabError(f"cannot train a {kind} tokenizer on an empty corpus")
-    trainer, _ = tokenizers.REGISTRY[kind]
-    return trainer(text, TokenizerConfig(kind=kind, vocab_size=vocab, transition=transition))
-
-
 def run_train(args) -> int:
+    from ..tokenizers.training import train_and_save, utf8_bytes
+
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     if args.vocab < 0 or args.transition < 0:
         raise LmlabError("--vocab and --transition must be >= 0")
     text = read_text(args.corpora, args.text_field)
-    log(f"corpus: {len(text.encode('utf-8', 'surrogatepass')) / 1e6:.2f} MB from {len(args.corpora)} source(s)")
-    t0 = time.perf_counter()
-    tok = train_tokenizer(args.kind, text, args.vocab, args.transition, progress=not args.quiet)
-    seconds = time.perf_counter() - t0
-    tok.save(args.out)
+    log(f"corpus: {utf8_bytes(text) / 1e6:.2f} MB from {len(args.corpora)} source(s)")
+    tok, seconds = train_and_save(args.kind, text, args.out, args.vocab, args.transition, progress=not args.quiet)
     extra = ""
     if getattr(tok, "transition", None) is not None:
         extra = f", stage 2 from id {tok.transition}"
@@ -80,41 +53,13 @@ def run_train(args) -> int:
     return 0
 
 
-def superword_ids(tok) -> np.ndarray | None:
-    """Boolean per id: does the token span two or more words (None if the kind cannot say)."""
-    if not hasattr(tok, "token_bytes"):
-        return None
-    from ..tokenizers.superbpe_trainer import n_words
-
-    return np.array([n_words(tok.token_bytes(i)) >= 2 for i in range(tok.vocab_size)])
-
-
-def file_stats(tok, text: str) -> dict:
-    t0 = time.perf_counter()
-    ids = np.asarray(tok.encode(text), dtype=np.int64)
-    seconds = time.perf_counter() - t0
-    nbytes = len(text.encode("utf-8", "surrogatepass"))
-    words = len(text.split())
-    used = np.unique(ids).size if ids.size else 0
-    out = {
-        "bytes": nbytes, "tokens": int(ids.size), "words": words,
-        "bytes_per_token": nbytes / max(ids.size, 1),
-        "tokens_per_word": ids.size / max(words, 1),
-        "vocab_used": int(used), "vocab_used_frac": used / tok.vocab_size,
-        "encode_mb_per_s": nbytes / 1e6 / max(seconds, 1e-9),
-    }
-    sw = superword_ids(tok)
-    if sw is not None and ids.size:
-        out["superword_token_frac"] = float(sw[ids].mean())
-    return out
-
-
 def run_stats(args) -> int:
+    from ..tokenizers.training import text_stats
     from .common import print_json, read_text_file
     from .tokenize import find_tokenizer
 
     tok = find_tokenizer(args.tokenizer)
-    rows = {f: file_stats(tok, read_text_file(f)) for f in args.files}
+    rows = {f: text_stats(tok, read_text_file(f)) for f in args.files}
     if args.json:
         print_json({"kind": tok.kind, "vocab_size": tok.vocab_size, "files": rows})
         return 0

@@ -34,5 +34,10 @@ def gaussian_codes(vocab_size: int, d_model: int, seed: int = CODE_SEED) -> torc
     return l2_normalise(torch.randn(vocab_size, d_model, generator=g))
 
 
-EMBEDDINGS["binary"] = lambda cfg, tokenizer: FrozenEmbedding(binary_codes(cfg.vocab_size, cfg.d_model))
-EMBEDDINGS["gaussian"] = lambda cfg, tokenizer: FrozenEmbedding(gaussian_codes(cfg.vocab_size, cfg.d_model))
+def _frozen(codes):
+    # a matrix handed in (e.g. zeros before a checkpoint's buffer is loaded) is used as given
+    return lambda cfg, matrix=None: FrozenEmbedding(codes(cfg.vocab_size, cfg.d_model) if matrix is None else matrix)
+
+
+EMBEDDINGS.register("binary", _frozen(binary_codes))
+EMBEDDINGS.register("gaussian", _frozen(gaussian_codes))

@@ -116,24 +116,29 @@ def build_glyph_matrix(texts: list[str], d_model: int, size: int = 32, fonts: li
     return matrix, report
 
 
+def font_chain(cfg) -> list[str]:
+    """`model.glyph_font` (files joined by os.pathsep) followed by the default fonts."""
+    extra = [f for f in getattr(cfg, "glyph_font", "").split(os.pathsep) if f]
+    for f in extra:
+        if not Path(f).expanduser().is_file():
+            raise LmlabError(f"model.glyph_font: font file {f!r} does not exist")
+    return default_font_chain(extra)
+
+
+def glyph_matrix(cfg, tokenizer) -> tuple[torch.Tensor, dict]:
+    """The glyph matrix [cfg.vocab_size, d_model] of a tokenizer's vocabulary and its coverage report."""
+    return build_glyph_matrix(token_texts(tokenizer, cfg.vocab_size), cfg.d_model, getattr(cfg, "glyph_size", 32),
+                              font_chain(cfg), getattr(cfg, "glyph_augment", 0.0))
+
+
+@EMBEDDINGS.register("glyph")
 class GlyphEmbedding(FrozenEmbedding):
-    """Frozen glyph vectors for a tokenizer's vocabulary. Without a tokenizer the matrix is a
-    zero placeholder that a checkpoint's saved buffer replaces (load_model always passes one)."""
+    """Frozen glyph vectors, rendered outside the model (`matrix_for`, i.e. embeddings.frozen_matrix).
+    Without a matrix the buffer is zeros of the right shape, for a checkpoint's saved one to replace."""
 
-    def __init__(self, cfg, tokenizer=None):
-        if tokenizer is None:
-            matrix, self_report = torch.zeros(cfg.vocab_size, cfg.d_model), {}
-        else:
-            extra = [f for f in getattr(cfg, "glyph_font", "").split(os.pathsep) if f]
-            for f in extra:
-                if not Path(f).expanduser().is_file():
-                    raise LmlabError(f"model.glyph_font: font file {f!r} does not exist")
-            fonts = default_font_chain(extra)
-            matrix, self_report = build_glyph_matrix(
-                token_texts(tokenizer, cfg.vocab_size), cfg.d_model, getattr(cfg, "glyph_size", 32), fonts,
-                getattr(cfg, "glyph_augment", 0.0))
-        super().__init__(matrix)
-        self.coverage = self_report
+    def __init__(self, cfg, matrix: torch.Tensor | None = None):
+        super().__init__(torch.zeros(cfg.vocab_size, cfg.d_model) if matrix is None else matrix)
 
-
-EMBEDDINGS["glyph"] = GlyphEmbedding
+    @staticmethod
+    def matrix_for(cfg, tokenizer) -> torch.Tensor:
+        return glyph_matrix(cfg, tokenizer)[0]

@@ -7,7 +7,6 @@ Variants whose module is not in this checkout are skipped with a note.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import platform
 import time
@@ -53,16 +52,6 @@ def add_arguments(p) -> None:
     p.add_argument("--reuse", action="store_true", help="keep results of variants already finished in --out")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override the shared config for every variant (repeatable)")
-
-
-def _load_plugins() -> None:
-    """Optional modules from other issues register norms / FFN kinds when imported."""
-    for name in ("structured_ffn", "moe", "norms", "ffn"):
-        try:
-            importlib.import_module(f"lmlab.model.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"lmlab.model.{name}":
-                raise
 
 
 def missing_requirement(need) -> str | None:
@@ -122,7 +111,6 @@ def run_variant(name: str, overrides: list[str], args) -> dict:
 
 
 def run(args) -> int:
-    _load_plugins()
     names = [v.strip() for v in args.variants.split(",") if v.strip()] or list(VARIANTS)
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:

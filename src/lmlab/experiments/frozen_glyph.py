@@ -141,7 +141,7 @@ def plot_curves(results: dict, path: Path) -> None:
 
 
 def glyph_sheet(tok, args, path: Path) -> dict:
-    from ..commands.glyphs import neighbours, write_sheet
+    from ..embeddings.sheet import neighbours, write_sheet
     from ..embeddings.glyph import build_glyph_matrix, token_texts
     from ..embeddings.render import GlyphRenderer, default_font_chain
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LmlabError
+from ..tokenizers.training import bytes_per_token, superword_share, train_tokenizer
 
 NAME = "superbpe"
 HELP = "SuperBPE vs BPE: bytes/token over vocab sizes and transition points, then two LMs in bits/byte"
@@ -89,26 +90,14 @@ def parse_list(text: str, kind, name: str) -> list:
 
 
 # --- 1. sweep ---------------------------------------------------------------------------------
-def bytes_per_token(tok, text: str) -> float:
-    return len(text.encode("utf-8")) / max(len(tok.encode(text)), 1)
-
-
-def superword_share(tok, text: str) -> float:
-    from ..tokenizers.superbpe_trainer import n_words
-
-    ids = tok.encode(text)
-    multi = np.array([n_words(tok.token_bytes(i)) >= 2 for i in range(tok.vocab_size)])
-    return float(multi[ids].mean()) if ids else 0.0
-
-
 def sweep(train_text: str, held_text: str, vocabs: list[int], fractions: list[float], log=print) -> list[dict]:
     """One row per tokenizer: kind, vocab, t, bytes/token on held-out text, training seconds."""
-    from ..tokenizers import bpe, superbpe
+    from ..tokenizers import bpe
 
     rows = []
     for vocab in vocabs:
         t0 = time.perf_counter()
-        base = bpe.train(train_text, vocab)
+        base = train_tokenizer("bpe", train_text, vocab)
         hf_seconds = time.perf_counter() - t0
         base_bpt = bytes_per_token(base, held_text)
         rows.append({"kind": "bpe", "vocab": vocab, "vocab_reached": base.vocab_size, "transition": None,
@@ -117,7 +106,7 @@ def sweep(train_text: str, held_text: str, vocabs: list[int], fractions: list[fl
         log(f"bpe {vocab}: {base.vocab_size} ids, {base_bpt:.3f} bytes/token ({hf_seconds:.1f} s)")
         for frac in fractions:
             t = max(bpe.N_BYTES + 1, int(round(vocab * frac)))
-            tok = superbpe.train(train_text, vocab, t)
+            tok = train_tokenizer("superbpe", train_text, vocab, t)
             bpt = bytes_per_token(tok, held_text)
             rows.append({
                 "kind": "superbpe", "vocab": vocab, "vocab_reached": tok.vocab_size, "transition": t,
@@ -194,7 +183,7 @@ def train_and_score(args, name: str, tok, tok_dir: Path, run_dir: Path, corpus_f
 
 def compare_lms(args, spec: str, rows: list[dict], out: Path, log=print) -> list[dict]:
     """BPE and SuperBPE (one per t) LMs on one corpus, for each epoch count; one entry per count."""
-    from ..tokenizers import bpe, superbpe
+    from ..tokenizers import bpe
 
     corpus, _, epochs_text = spec.partition(":")
     epochs = parse_list(epochs_text or args.lm_epochs, float, "--lm-epochs") or [0.0]
@@ -206,10 +195,10 @@ def compare_lms(args, spec: str, rows: list[dict], out: Path, log=print) -> list
     base.mkdir(parents=True, exist_ok=True)
     corpus_file = base / "train.txt"
     corpus_file.write_text(train_text, encoding="utf-8")
-    toks = {"bpe": bpe.train(train_text, args.lm_vocab)}
+    toks = {"bpe": train_tokenizer("bpe", train_text, args.lm_vocab)}
     for f in fracs:
         t = max(bpe.N_BYTES + 1, int(round(args.lm_vocab * f)))
-        toks[f"superbpe t={t}"] = superbpe.train(train_text, args.lm_vocab, t)
+        toks[f"superbpe t={t}"] = train_tokenizer("superbpe", train_text, args.lm_vocab, t)
     bpt = {k: bytes_per_token(tok, train_text) for k, tok in toks.items()}
     contexts = {k: max(8, int(round(args.lm_context * bpt["bpe"] / b))) for k, b in bpt.items()}
     train_bytes = len(train_text.encode())

@@ -17,8 +17,7 @@ from ..model.swap import untie_head
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8")
 
 
-def for_inference(model, name: str, device: torch.device, pack: bool = True, compile: bool = False,
-                  fuse: bool = True):
+def for_inference(model, name: str, device: torch.device, pack: bool = True, compile: bool = False):
     """Ready a model for sampling; returns it (changed in place, or compiled). Measured in
     docs/performance.md:
     - bf16 ("auto" where native): decoding one token reads every weight once, so half the bytes
@@ -28,8 +27,7 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
     - "int8": every linear layer's weights, the head included, rounded to int8 per output row
       (model/int8.py); activations bf16 on CPU, or the GPU's half type.
     - compile: torch.compile for decoding (compiled_for_decoding).
-    With packing, int8 or compiling, each attention's q/k/v become one projection (fuse_projections;
-    fuse=False keeps the three, for side-by-side measurements).
+    With packing, int8 or compiling, each attention's q/k/v become one projection (fuse_projections).
     The CPU KV cache is fp32 for half-precision models (attention.cache_dtype)."""
     if name not in DTYPE_NAMES:
         raise LmlabError(f"dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
@@ -40,7 +38,7 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
     if dtype != next(model.parameters()).dtype:
         model.to(dtype)
     packing = name != "int8" and pack and not compile and can_pack(device, dtype)
-    if fuse and (name == "int8" or packing or compile):
+    if name == "int8" or packing or compile:
         fuse_projections(model)
     if name == "int8":
         from ..model.int8 import Int8Linear, quantize_linears
@@ -65,7 +63,7 @@ def fuse_projections(model) -> None:
             module.fuse_qkv()
 
 
-def compiled_for_decoding(model, device: torch.device, cpp_wrapper: bool | None = None):
+def compiled_for_decoding(model, device: torch.device):
     """torch.compile the model for token-by-token decoding: calls with one new token per sequence
     run compiled (dynamic shapes: the cache position and the batch size vary), longer chunks eager.
     Measured on CPU at batch 1 (docs/performance.md): it removes most of the per-token framework
@@ -77,14 +75,7 @@ def compiled_for_decoding(model, device: torch.device, cpp_wrapper: bool | None 
             raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
                              "clang++); install one or set generate.compile=false")
     compiled = torch.compile(model, dynamic=True)
-    # Inductor settings, each measured on CPU at batch 1 (docs/performance.md):
-    # - freezing: the weights become constants of the compiled graph, so inductor can prepack them
-    #   for oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs ~5 not);
-    # - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
-    #   ~0.4 ms per token of interpreter time here (1.08-1.20x per token, benchmarks/decode_levers.py;
-    #   about the same compile time). CPU only: on a GPU it was neither measured nor tried.
-    settings = {"freezing": True, "cpp_wrapper": device.type == "cpu" if cpp_wrapper is None else cpp_wrapper}
-    step = _with_inductor_settings(compiled.forward, settings)
+    step = _with_inductor_settings(compiled.forward, inductor_settings(device))
 
     def forward(idx, targets=None, cache=None):
         # Only one-token steps at cache positions >= 2 run compiled. Prompts and re-encoded windows
@@ -97,6 +88,16 @@ def compiled_for_decoding(model, device: torch.device, cpp_wrapper: bool | None 
 
     compiled.forward = forward
     return compiled
+
+
+def inductor_settings(device: torch.device) -> dict:
+    """Inductor's settings for the compiled decoder, each measured on CPU at batch 1 (docs/performance.md):
+    - freezing: the weights become constants of the compiled graph, so inductor can prepack them
+      for oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs ~5 not);
+    - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
+      ~0.4 ms per token of interpreter time here (1.08-1.20x per token, benchmarks/decode_levers.py;
+      about the same compile time). CPU only: on a GPU it was neither measured nor tried."""
+    return {"freezing": True, "cpp_wrapper": device.type == "cpu"}
 
 
 def _with_inductor_settings(forward, settings: dict):

@@ -30,6 +30,19 @@ def causal_attention_with_dropout(q, k, v, p: float):
     return (weights @ v) * keep_scale(p)
 
 
+def sdpa(q, k, v, mask, is_causal: bool, p: float):
+    """PyTorch's attention of q [B, H, T, hd] over k, v [B, H_kv, S, hd], dropout p included."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p,
+                                          enable_gqa=k.shape[1] != q.shape[1])
+
+
+def attend(q, k, v, mask, is_causal: bool, p: float):
+    """sdpa, except causal attention with dropout on a CPU: causal_attention_with_dropout, faster there."""
+    if p > 0.0 and q.device.type == "cpu" and mask is None and is_causal:
+        return causal_attention_with_dropout(q, k, v, p)
+    return sdpa(q, k, v, mask, is_causal, p)
+
+
 def cache_dtype(t: torch.Tensor) -> torch.dtype:
     """The KV cache's dtype: fp32 on CPU for half-precision models. PyTorch's CPU attention for one
     query over a bf16 cache measured 6x slower than over an fp32 one (166 vs 27 us at 256 keys, 6
@@ -57,7 +70,6 @@ class CausalSelfAttention(nn.Module):
         self.o_proj.residual_out = True  # scaled init (GPT-2): it writes to the residual stream
         self.qkv_proj = None  # inference only: q, k and v in one projection (fuse_qkv)
         self.dropout = cfg.dropout
-        self.cpu_lanes = True  # False: SDPA's own dropout on CPU too (for side-by-side measurements)
 
     def qkv_sizes(self) -> tuple[int, int, int]:
         return self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim
@@ -111,16 +123,9 @@ class CausalSelfAttention(nn.Module):
                 i = torch.arange(T, device=x.device)[:, None]
                 j = torch.arange(start_pos + T, device=x.device)[None, :]
                 mask = j <= start_pos + i
-        p = self.dropout if self.training else 0.0
-        if p > 0.0 and self.cpu_lanes and x.device.type == "cpu" and mask is None and causal and T > 1:
-            y = causal_attention_with_dropout(q, k, v, p)
-        else:
-            # a plain bool: compiled with dynamic shapes, `T > 1` is symbolic, and SDPA refusing it
-            # split the compiled decoder into per-layer graphs (test_compiled_decoding)
-            is_causal = True if causal and T > 1 else False
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p,
-                enable_gqa=self.n_kv_heads != self.n_heads,
-            )
+        # a plain bool: compiled with dynamic shapes, `T > 1` is symbolic, and SDPA refusing it
+        # split the compiled decoder into per-layer graphs (test_compiled_decoding)
+        is_causal = True if causal and T > 1 else False
+        y = attend(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim).to(out_dtype)
         return self.o_proj(y)

@@ -1,7 +1,7 @@
 """A Transformer block: a sequence of pre-norm residual sublayers given by a pattern like "AF".
 
-Letters name sequence mixers or feed-forward layers (A = attention, F = FFN); other modules
-register more letters (e.g. M = selective SSM, L = LMU) in MIXERS.
+Letters name sequence mixers or feed-forward layers (A = attention, F = FFN); mixers/ registers
+more letters (M = selective SSM, L = LMU) in MIXERS.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from .dropout import Dropout
 from .ffn import make_ffn
 from .hooks import HookPoint
 from .norms import make_norm, to_stream
+from ..registry import Registry
 
 # letter -> (sublayer name, constructor(cfg, layer_index))
-MIXERS = {
-    "A": ("attn", lambda cfg, layer: CausalSelfAttention(cfg)),
-    "F": ("ffn", make_ffn),
-}
+MIXERS = Registry("model.pattern letter")
+MIXERS.register("A", ("attn", lambda cfg, layer: CausalSelfAttention(cfg)))
+MIXERS.register("F", ("ffn", make_ffn))
 
 
 def layer_patterns(cfg) -> list[str]:
@@ -29,10 +29,8 @@ def layer_patterns(cfg) -> list[str]:
         groups = groups * cfg.n_layers
     if len(groups) != cfg.n_layers:
         raise ValueError(f"model.pattern has {len(groups)} groups but model.n_layers is {cfg.n_layers}")
-    for g in groups:
-        for letter in g:
-            if letter not in MIXERS:
-                raise ValueError(f"model.pattern letter {letter!r} unknown; valid letters: {''.join(MIXERS)}")
+    for letter in "".join(groups):
+        MIXERS.get(letter)  # an unknown letter is an error naming the valid ones
     return groups
 
 
@@ -58,7 +56,7 @@ class Block(nn.Module):
         self.hook_resid_pre = HookPoint()
         self.sublayers = nn.ModuleDict()
         for letter in pattern:
-            name, make = MIXERS[letter]
+            name, make = MIXERS.get(letter)
             key, n = name, 2
             while key in self.sublayers:
                 key, n = f"{name}{n}", n + 1

@@ -57,6 +57,7 @@ def _readers(model: nn.Module, norm: nn.Module, mixer: nn.Module, probe: torch.T
 
 @torch.no_grad()
 def _fold_gain(model, residual: Residual, probe) -> None:
+    # fold_input_gain_, centre_output_ and residual_out: protocol.ModuleProtocol
     norm, mixer = residual.norm, residual.mixer
     if norm.weight is None:
         return
@@ -87,7 +88,7 @@ def _centre_writers(module: nn.Module, target: str) -> None:
             _centre_writers(m, target)
 
 
-def convert_norm(model, target: str, tokenizer=None):
+def convert_norm(model, target: str):
     """A new Transformer computing the same logits as the Pre-LN `model`, with `target` norms."""
     from .transformer import Transformer
 
@@ -100,7 +101,7 @@ def convert_norm(model, target: str, tokenizer=None):
         raise ConversionError("model.bias=true is not supported: the LM head has no bias to absorb the final norm's bias")
     if cfg.meta_tokens:
         raise ConversionError("models with meta-tokens are not supported by convert")
-    for m in model.modules():  # a training forward's aux loss holds a graph that cannot be copied
+    for m in model.modules():  # a training forward's aux_loss (protocol.py) holds a graph that cannot be copied
         if getattr(m, "aux_loss", None) is not None:
             m.aux_loss = None
     src = copy.deepcopy(model).double().eval()
@@ -124,7 +125,7 @@ def convert_norm(model, target: str, tokenizer=None):
 
     new_cfg = dataclasses.replace(cfg, norm=target, norm_affine=False,
                                   tie_embeddings=cfg.tie_embeddings and not was_tied)
-    new = Transformer(new_cfg, tokenizer)
+    new = Transformer(new_cfg)  # its tensors, the frozen embedding included, all come from src below
     state = src.state_dict()
     if "lm_head.weight" in new.state_dict():
         state["lm_head.weight"] = head

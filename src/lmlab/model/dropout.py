@@ -59,11 +59,8 @@ class Dropout(nn.Module):
         super().__init__()
         drop_threshold(p)  # validates
         self.p = p
-        self.cpu_lanes = True  # False: torch's own dropout everywhere (for side-by-side measurements)
 
     def forward(self, x):
-        if not self.cpu_lanes:
-            return F.dropout(x, self.p, self.training)
         return dropout(x, self.p, self.training)
 
     def extra_repr(self):

@@ -1,8 +1,13 @@
-"""Feed-forward layers chosen by `model.ffn`; other modules may register more kinds."""
+"""Feed-forward layers chosen by `model.ffn`: mlp and swiglu here; moe.py and structured_ffn.py add more."""
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import nn
+
+from ..registry import Registry
+
+# kind -> constructor(cfg, layer_index) -> module taking (x, **kwargs)
+FFNS = Registry("model.ffn")
 
 
 def default_d_ff(cfg, gated: bool) -> int:
@@ -45,14 +50,9 @@ class SwiGLU(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
-# kind -> constructor(cfg, layer_index) -> module taking (x, **kwargs)
-FFNS = {
-    "mlp": lambda cfg, layer: MLP(cfg),
-    "swiglu": lambda cfg, layer: SwiGLU(cfg),
-}
+FFNS.register("mlp", lambda cfg, layer: MLP(cfg))
+FFNS.register("swiglu", lambda cfg, layer: SwiGLU(cfg))
 
 
 def make_ffn(cfg, layer: int) -> nn.Module:
-    if cfg.ffn not in FFNS:
-        raise ValueError(f"unknown model.ffn {cfg.ffn!r}; valid: {', '.join(FFNS)}")
-    return FFNS[cfg.ffn](cfg, layer)
+    return FFNS.get(cfg.ffn)(cfg, layer)

@@ -97,4 +97,4 @@ class MoE(nn.Module):
             self.b_down = nn.Parameter(self.b_down[:, :width].clone())
 
 
-FFNS["moe"] = lambda cfg, layer: MoE(cfg)
+FFNS.register("moe", lambda cfg, layer: MoE(cfg))

@@ -12,7 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..registry import Registry
 
+NORMS = Registry("model.norm")  # kind -> class(d, eps=, bias=, affine=)
+
+
+@NORMS.register("layernorm")
 class LayerNorm(nn.Module):
     def __init__(self, d: int, eps: float = 1e-5, bias: bool = False, affine: bool = True):
         super().__init__()
@@ -24,6 +29,7 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
 
 
+@NORMS.register("rmsnorm")
 class RMSNorm(nn.Module):
     def __init__(self, d: int, eps: float = 1e-5, bias: bool = False, affine: bool = True):
         super().__init__()
@@ -34,6 +40,7 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
 
 
+@NORMS.register("crmsnorm")
 class CRMSNorm(nn.Module):
     """x' [..., d-1] (stored coordinates of a zero-mean d-vector) -> normalised full vector [..., d].
 
@@ -56,13 +63,8 @@ class CRMSNorm(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm, "crmsnorm": CRMSNorm}
-
-
 def make_norm(kind: str, d: int, eps: float, bias: bool, affine: bool = True) -> nn.Module:
-    if kind not in NORMS:
-        raise ValueError(f"unknown model.norm {kind!r}; valid: {', '.join(NORMS)}")
-    return NORMS[kind](d, eps=eps, bias=bias, affine=affine)
+    return NORMS.get(kind)(d, eps=eps, bias=bias, affine=affine)
 
 
 def stream_width(cfg) -> int:
@@ -84,7 +86,8 @@ def to_stream(x: torch.Tensor, width: int) -> torch.Tensor:
 def narrow_writers(model: nn.Module, d: int) -> None:
     """Give every residual-writing layer d-1 output rows (crmsnorm: the last row is implicit).
 
-    Linears marked `residual_out` are cut; other modules may define `narrow_output_(width)`.
+    Linears marked `residual_out` are cut; other modules may define `narrow_output_(width)`
+    (both in protocol.ModuleProtocol).
     """
     for module in model.children():
         if hasattr(module, "narrow_output_"):  # speaks for its whole subtree

@@ -280,7 +280,7 @@ def _make(kind):
 
 
 for _kind in ("lowrank", "blockdense", "blockshuffle"):
-    FFNS[_kind] = _make(_kind)
+    FFNS.register(_kind, _make(_kind))
 
 
 def premerge(model: nn.Module) -> int:

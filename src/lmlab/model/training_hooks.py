@@ -1,4 +1,5 @@
-"""What the trainer tells modules and asks them, without knowing any architecture.
+"""What the trainer tells modules and asks them, without knowing any architecture
+(the members are documented in protocol.ModuleProtocol).
 
 - `set_progress(model, frac)`: training progress 0..1 for modules with `set_progress` (self-guided
   structured FFNs decay their dense guide with it).

@@ -26,12 +26,16 @@ class InferenceCache:
 
 
 class Transformer(nn.Module):
-    def __init__(self, cfg, tokenizer=None):
+    """`embedding_matrix`: the frozen input matrix [vocab_size, d_model] of an embedding kind that is
+    built outside the model (embeddings.frozen_matrix: glyph); without it such a kind starts from
+    zeros, for a checkpoint's saved matrix to replace."""
+
+    def __init__(self, cfg, embedding_matrix: torch.Tensor | None = None):
         super().__init__()
         if cfg.vocab_size <= 0:
             raise ValueError("model.vocab_size must be set (it comes from the tokenizer)")
         self.cfg = cfg
-        self.embed = make_embedding(cfg, tokenizer)
+        self.embed = make_embedding(cfg, embedding_matrix)
         self.hook_embed = HookPoint()
         self.pos_embed = nn.Embedding(cfg.context, cfg.d_model) if cfg.positions == "learned" else None
         if cfg.positions not in ("rope", "learned"):
@@ -41,7 +45,7 @@ class Transformer(nn.Module):
         self.meta = MetaTokens(cfg) if cfg.meta_tokens else None  # ids >= vocab_size are meta-tokens
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias, cfg.norm_affine)
         self.hook_final = HookPoint()
-        frozen_embed = getattr(self.embed, "frozen", False)
+        frozen_embed = getattr(self.embed, "frozen", False)  # protocol.ModuleProtocol.frozen
         self.tied = cfg.tie_embeddings and not frozen_embed
         self.lm_head = None if self.tied else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.positions == "rope":
@@ -54,6 +58,7 @@ class Transformer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
+        # writers into the residual stream (protocol.ModuleProtocol.residual_out) get the smaller std
         std = self.cfg.init_std
         resid_std = std / math.sqrt(2 * self.cfg.n_layers)
         for module in self.modules():

@@ -5,38 +5,27 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import LmlabError
+from ..registry import Registry
 from .base import Tokenizer, read_meta
 from .byte import ByteTokenizer
 from .char import CharTokenizer
 
 # kind -> (trainer(text, tokenizer_config) -> Tokenizer, loader(directory) -> Tokenizer).
-# Other modules register themselves here (bpe, superbpe, unicode) so the core needs no edits.
-REGISTRY: dict[str, tuple[Callable, Callable]] = {
-    "byte": (lambda text, cfg: ByteTokenizer(), ByteTokenizer.load),
-    "char": (lambda text, cfg: CharTokenizer.train(text, cfg.vocab_size and cfg.vocab_size - 257 or None),
-             CharTokenizer.load),
-}
+# Each kind's module registers itself; the imports at the bottom make the registry complete.
+REGISTRY = Registry("tokenizer.kind")
 
 
 def register(kind: str, trainer: Callable, loader: Callable) -> None:
-    REGISTRY[kind] = (trainer, loader)
+    REGISTRY.register(kind, (trainer, loader))
 
 
-def _ensure_plugins() -> None:
-    # Optional kinds live in their own modules; importing them registers them.
-    import importlib
-
-    for name in ("unicode", "bpe", "superbpe"):
-        try:
-            importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
+register("byte", lambda text, cfg: ByteTokenizer(), ByteTokenizer.load)
+register("char", lambda text, cfg: CharTokenizer.train(text, cfg.vocab_size and cfg.vocab_size - 257 or None),
+         CharTokenizer.load)
 
 
 def kinds() -> list[str]:
-    _ensure_plugins()
-    return sorted(REGISTRY)
+    return REGISTRY.names()
 
 
 def needs_corpus(kind: str) -> bool:
@@ -45,22 +34,20 @@ def needs_corpus(kind: str) -> bool:
 
 def build(cfg, text_provider: Callable[[], str]) -> Tokenizer:
     """Make the tokenizer a config asks for: load `cfg.path` if set, else train on the corpus."""
-    _ensure_plugins()
     if getattr(cfg, "path", ""):
         return load(cfg.path)
-    if cfg.kind not in REGISTRY:
-        raise LmlabError(f"unknown tokenizer.kind {cfg.kind!r}; valid kinds: {', '.join(sorted(REGISTRY))}")
-    trainer, _ = REGISTRY[cfg.kind]
+    trainer, _ = REGISTRY.get(cfg.kind)
     return trainer(text_provider() if needs_corpus(cfg.kind) else "", cfg)
 
 
 def load(directory: str | Path) -> Tokenizer:
-    _ensure_plugins()
     meta = read_meta(directory)
     kind = meta.get("kind")
     if kind not in REGISTRY:
         raise LmlabError(f"{directory}: unknown tokenizer kind {kind!r}")
-    return REGISTRY[kind][1](directory)
+    return REGISTRY.get(kind)[1](directory)
 
+
+from . import bpe, superbpe, unicode  # noqa: E402,F401  register their kinds (bpe needs HF tokenizers, a core dependency)
 
 __all__ = ["Tokenizer", "ByteTokenizer", "CharTokenizer", "build", "load", "register", "kinds"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LmlabError
+from . import register
 from .base import UTF8_ERRORS, from_utf8, read_meta, write_meta
 
 EOT = "<|endoftext|>"
@@ -254,10 +255,4 @@ def _trainer(text: str, cfg) -> ByteLevelBPE:
     return train(text, cfg.vocab_size or DEFAULT_VOCAB, show_progress=_show_progress())
 
 
-def _register() -> None:
-    from . import register
-
-    register("bpe", _trainer, ByteLevelBPE.load)
-
-
-_register()
+register("bpe", _trainer, ByteLevelBPE.load)

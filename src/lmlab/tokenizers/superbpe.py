@@ -23,6 +23,7 @@ from itertools import chain
 import numpy as np
 
 from ..errors import LmlabError
+from . import register
 from .bpe import (
     DEFAULT_VOCAB, EOT, N_BYTES, ByteLevelBPE, _show_progress, batch_encoder, check_train_args, hf_tokenizer,
     model_vocab_merges, token_str_bytes, train_hf_bpe, without_eot,
@@ -155,10 +156,4 @@ def _trainer(text: str, cfg) -> SuperBPETokenizer:
                  show_progress=_show_progress())
 
 
-def _register() -> None:
-    from . import register
-
-    register("superbpe", _trainer, SuperBPETokenizer.load)
-
-
-_register()
+register("superbpe", _trainer, SuperBPETokenizer.load)

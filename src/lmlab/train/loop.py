@@ -19,6 +19,7 @@ from ..data import loader
 from ..data.corpora import read_corpus
 from ..data.shards import token_splits
 from ..errors import LmlabError
+from ..embeddings import frozen_matrix
 from ..model import Transformer
 from ..model.training_hooks import set_progress, train_stats
 from .. import checkpoint
@@ -72,8 +73,9 @@ def prepare(cfg, resume_ckpt: Path | None):
     elif cfg.model.vocab_size < tokenizer.vocab_size:
         raise LmlabError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
     train_ids, val_ids = token_splits(cfg, tokenizer, docs)
-    try:
-        model = Transformer(cfg.model, tokenizer)
+    try:  # a frozen matrix built from the tokenizer (glyph) is rendered here, or read back on resume
+        matrix = None if resume_ckpt is not None else frozen_matrix(cfg.model, tokenizer)
+        model = Transformer(cfg.model, embedding_matrix=matrix)
     except ValueError as e:
         raise LmlabError(str(e)) from None
     return tokenizer, train_ids, val_ids, model
@@ -251,6 +253,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
 
 
 def _aux_loss(model):
+    """The sum of the modules' `aux_loss` terms (lmlab.model.protocol.ModuleProtocol), reset to None."""
     total = None
     for m in model.modules():
         aux = getattr(m, "aux_loss", None)

@@ -8,5 +8,5 @@ from ..block import MIXERS
 from .lmu import LMUMixer
 from .ssm import SelectiveSSM
 
-MIXERS.setdefault("M", ("ssm", lambda cfg, layer: SelectiveSSM(cfg)))
-MIXERS.setdefault("L", ("lmu", lambda cfg, layer: LMUMixer(cfg)))
+MIXERS.register("M", ("ssm", lambda cfg, layer: SelectiveSSM(cfg)))
+MIXERS.register("L", ("lmu", lambda cfg, layer: LMUMixer(cfg)))
