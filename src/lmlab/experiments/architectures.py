@@ -171,8 +171,7 @@ def run(args) -> int:
     if args.render_only:
         measured = common.read_json(path)
     else:
-        if args.quick:
-            args.steps, args.gen_tokens = QUICK_STEPS, QUICK_GEN_TOKENS
+        common.use_quick(args, {"steps": QUICK_STEPS, "gen_tokens": QUICK_GEN_TOKENS})
         measured = measure(args)
         common.write_json(path, measured)
     print(f"report: {write_report(measured)}")

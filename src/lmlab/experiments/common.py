@@ -184,7 +184,14 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
 
 
-# --- command-line lists -----------------------------------------------------------------------
+# --- command line -----------------------------------------------------------------------------
+def use_quick(args, flags: dict) -> None:
+    """With --quick, the flags it stands for replace the given ones (argparse names: lm_vocab, ...)."""
+    if args.quick:
+        for name, value in flags.items():
+            setattr(args, name, value)
+
+
 def names(text: str, valid, flag: str, what: str) -> list[str]:
     """The comma-separated names of `text`, each one of `valid` (else a one-line error naming them)."""
     chosen = [x.strip() for x in text.split(",") if x.strip()]

@@ -202,9 +202,7 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
 def run(args) -> int:
     from .frozen_glyph_report import markdown, write_report
 
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(args, k, v)
+    common.use_quick(args, QUICK)
     out = Path(args.out)
     if args.render_only:
         results = common.read_json(out / "results.json")

@@ -263,13 +263,11 @@ def run(args) -> int:
 
     parts = common.names(args.parts, PARTS, "--parts", "part")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
     results = common.read_json(results_path) if results_path.is_file() or args.render_only else {}
     if not args.render_only:
-        if args.quick:
-            for k, v in QUICK_TOKENS.items():
-                setattr(args, k, v)
+        out.mkdir(parents=True, exist_ok=True)
+        common.use_quick(args, QUICK_TOKENS)
         torch.set_num_threads(args.threads)
         cfg = common.configured(MODEL, train=dict(threads=args.threads))
         if args.quick:

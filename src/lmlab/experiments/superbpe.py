@@ -238,9 +238,7 @@ def read_previous(paths: list[Path]) -> dict:
 def run(args) -> int:
     from .superbpe_report import write_report
 
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(args, k, v)
+    common.use_quick(args, QUICK)
     out = Path(args.out)
     if args.render_only:
         if not args.doc:
