@@ -15,6 +15,7 @@ FORBIDDEN = {
     "lmlab.infer": ("lmlab.train", "lmlab.commands", "lmlab.experiments", "lmlab.cli", "lmlab.serve"),
     "lmlab.eval": ("lmlab.train", "lmlab.commands", "lmlab.experiments", "lmlab.cli", "lmlab.serve"),
     "lmlab.analysis": ("lmlab.train", "lmlab.commands", "lmlab.experiments", "lmlab.cli", "lmlab.serve"),
+    "lmlab.experiments": ("lmlab.commands", "lmlab.cli"),
 }
 
 

@@ -1,20 +1,25 @@
-"""Markdown table and plots for `lmlab experiment architectures` (measured numbers only)."""
+"""Markdown table and plots for `lmlab experiment architectures`, from the OUT/results.json it wrote."""
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
 
+from . import common
 
-def _command(args) -> str:
-    parts = ["lmlab", "experiment", "architectures", "--steps", str(args.steps), "--threads", str(args.threads)]
-    if args.variants:
-        parts += ["--variants", args.variants]
-    for o in args.overrides:
+
+def _command(s: dict) -> str:
+    """The command line that measured these results (its settings as recorded)."""
+    parts = ["lmlab", "experiment", "architectures"]
+    parts += ["--quick"] if s.get("quick") else ["--steps", str(s["steps"])]
+    parts += ["--threads", str(s["threads"])]
+    if s["variants"]:
+        parts += ["--variants", s["variants"]]
+    for o in s["overrides"]:
         parts += ["--set", o]
-    if args.out != "runs/architectures":
-        parts += ["--out", args.out]
-    if args.docs != "docs/experiments":
-        parts += ["--docs", args.docs]
+    if s["out"] != "runs/architectures":
+        parts += ["--out", s["out"]]
+    if s["docs"] != "docs/experiments":
+        parts += ["--docs", s["docs"]]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -27,11 +32,7 @@ def _ema(values, alpha=0.05):
 
 
 def plots(results, docs: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     names = [r["name"] for r in results]
     files = []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -76,10 +77,10 @@ def plots(results, docs: Path) -> list[str]:
     return files
 
 
-def write_report(results, skipped: dict, args) -> Path:
-    import torch
-
-    docs = Path(args.docs)
+def write_report(measured: dict) -> Path:
+    """SETTINGS.docs/architectures.md and its PNGs; `measured` is what architectures.measure returned."""
+    results, skipped, s = measured["results"], measured["skipped"], measured["settings"]
+    docs = Path(s["docs"])
     docs.mkdir(parents=True, exist_ok=True)
     files = plots(results, docs) if results else []
     base = next((r for r in results if r["name"] == "dense"), None)
@@ -92,18 +93,18 @@ def write_report(results, skipped: dict, args) -> Path:
         "below was measured by that run. Regenerate with:",
         "",
         "```",
-        f"nice {_command(args)}",
+        f"nice {_command(s)}",
         "```",
         "",
         f"Setup: {su['tokenizer']} tokenizer on {su['corpus']}, {su['n_layers']} layers, d_model {su['d_model']}, "
         f"{su['n_heads']} heads, context {su['context']},",
-        f"batch {su['batch_size']}, {args.steps} steps: the same {tokens:,} training tokens in the same order for every",
+        f"batch {su['batch_size']}, {s['steps']} steps: the same {tokens:,} training tokens in the same order for every",
         f"variant (seed 1337), AdamW with warm-up and cosine decay, {su['dtype']} on {su['device']} "
-        f"({args.threads} CPU thread(s)). Validation bits",
+        f"({s['threads']} CPU thread(s)). Validation bits",
         f"per byte on {su['eval_windows']} fixed windows of the held-out split. Generation: greedy, "
-        f"{args.gen_tokens} tokens after a",
+        f"{s['gen_tokens']} tokens after a",
         f"{su['prompt_tokens']}-token prompt, with the KV cache / recurrent state (`lmlab.infer.generate.sample_ids`).",
-        f"Machine: {su['machine']}, torch {torch.__version__}. On the shared CPU other jobs ran alongside, so",
+        f"Machine: {su['machine']}, torch {measured['machine']['torch']}. On the shared CPU other jobs ran alongside, so",
         "speeds there are indicative only; ratios to the dense row say more than absolute numbers.",
         "",
         "| variant | config | val bits/byte | vs dense | params | train tok/s | vs dense | gen tok/s |",
@@ -139,6 +140,4 @@ def write_report(results, skipped: dict, args) -> Path:
         text = r["sample"].replace("\n", " / ").replace("`", "'")
         lines += [f"- **{r['name']}**: `{text}`"]
     lines.append("")
-    path = docs / "architectures.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return common.write_text(docs / "architectures.md", "\n".join(lines))

@@ -5,23 +5,27 @@ binary, gaussian). The head is untied in every run, so the only difference is th
 For each corpus the last `--heldout` of every document is held out: those pieces are put last in
 the corpus, and `data.val_fraction` is set so the validation split is exactly them. Validation
 bits per byte, tokens/s, and a log-likelihood multiple-choice score on items built from the
-held-out text (lmlab.eval.choice) are reported, with curves and a glyph sheet as PNGs.
+held-out text (lmlab.eval.choice) go to OUT/results.json, with a glyph sheet per corpus as PNG;
+frozen_glyph_report.py turns the results into OUT/report.md and OUT/curves.png.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 from ..errors import LmlabError
+from . import common
 
 NAME = "frozen-glyph"
 HELP = "frozen glyph embeddings vs trainable vs frozen random codes, English and multilingual"
 EMBEDDINGS = ("trainable", "glyph", "binary", "gaussian")
 CORPORA = {"english": "english-prose", "multilingual": "multilingual"}
 QUERIES = ("a", "e", "的", "ть", "E")
+# --quick: every corpus and embedding, at a size that runs in seconds
+QUICK = {"steps": 3, "batch_size": 2, "context": 32, "layers": 1, "d_model": 32, "vocab_english": 512,
+         "vocab_multilingual": 512, "items": 8, "sheet_tokens": 16}
 
 
 def add_arguments(p) -> None:
@@ -42,18 +46,20 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", default="1337", help="comma list of train.seed values; tables give mean and sd")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--device", default="auto", help="train.device: auto | cpu | cuda")
+    p.add_argument("--sheet-tokens", type=int, default=96, help="tokens drawn on each glyph sheet")
     p.add_argument("--font", default="", help="model.glyph_font: font file(s) tried before Unifont/DejaVu")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+    p.add_argument("--render-only", action="store_true", help="write report.md and curves.png from OUT/results.json")
 
 
 def split_documents(docs, fraction: float):
     """(train pieces, held-out pieces): the last `fraction` of each document, cut at a space."""
     train, held = [], []
     for d in docs:
-        cut = int(len(d.text) * (1 - fraction))
-        space = d.text.rfind(" ", max(0, cut - 200), cut)
-        cut = space if space > 0 else cut
-        train.append((d.name, d.text[:cut]))
-        held.append((d.name, d.text[cut:]))
+        head, tail = common.split_text(d.text, fraction, at="space")
+        train.append((d.name, head))
+        held.append((d.name, tail))
     return train, held
 
 
@@ -71,19 +77,16 @@ def write_corpus(folder: Path, train, held) -> None:
 def base_config(args, corpus_dir: Path, tokenizer_dir: Path, val_fraction: float, embedding: str, seed: int):
     from .. import config
 
-    cfg = config.load(None, [
-        f"model.n_layers={args.layers}", f"model.d_model={args.d_model}", "model.n_heads=4",
-        f"model.context={args.context}", "model.tie_embeddings=false", f"model.embedding={embedding}",
-        "tokenizer.kind=unicode", f"data.corpus={corpus_dir}", f"data.val_fraction={val_fraction}",
-        f"train.max_steps={args.steps}", f"train.batch_size={args.batch_size}", "train.lr=3e-3",
-        "train.min_lr=3e-4", f"train.warmup_steps={max(1, args.steps // 12)}",
-        f"train.eval_every={max(1, args.steps // 12)}", "train.eval_batches=8",
-        f"train.ckpt_every={args.steps}", "train.keep_last=1", "train.dtype=float32", f"train.device={args.device}",
-        "train.progress=false", f"train.seed={seed}", f"train.threads={args.threads}",
-    ])
-    cfg.tokenizer.path = str(tokenizer_dir)
-    cfg.model.glyph_font = args.font
-    return cfg
+    every = max(1, args.steps // 12)
+    return config.Config(
+        model=config.ModelConfig(n_layers=args.layers, d_model=args.d_model, n_heads=4, context=args.context,
+                                 tie_embeddings=False, embedding=embedding, glyph_font=args.font),
+        tokenizer=config.TokenizerConfig(kind="unicode", path=str(tokenizer_dir)),
+        data=config.DataConfig(corpus=str(corpus_dir), val_fraction=val_fraction),
+        train=config.TrainConfig(max_steps=args.steps, batch_size=args.batch_size, lr=3e-3, min_lr=3e-4,
+                                 warmup_steps=every, eval_every=every, eval_batches=8, ckpt_every=args.steps,
+                                 keep_last=1, dtype="float32", device=args.device, progress=False, seed=seed,
+                                 threads=args.threads))
 
 
 def prepare_corpus(args, out: Path, key: str, docs=None):
@@ -107,39 +110,6 @@ def prepare_corpus(args, out: Path, key: str, docs=None):
     return folder, tok_dir, tok, (n_val + 0.5) / total, [Document(n, t) for n, t in held]
 
 
-def curves(run_dir: Path) -> list[tuple[int, float]]:
-    points = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "val_bpb" in rec:
-            points.append((rec["step"], rec["val_bpb"]))
-    return points
-
-
-def plot_curves(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = [k for k in results if results[k]["runs"]]
-    if not keys:
-        return
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for emb, r in results[key]["runs"].items():
-            steps, bpb = zip(*r["curve"])
-            ax.plot(steps, bpb, marker="o", markersize=3, label=f"{emb} ({r['val_bpb']:.3f})")
-        ax.set_title(f"{key}: validation bits per byte")
-        ax.set_xlabel("step")
-        ax.set_ylabel("bits/byte")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def glyph_sheet(tok, args, path: Path) -> dict:
     from ..embeddings.sheet import neighbours, write_sheet
     from ..embeddings.glyph import build_glyph_matrix, token_texts
@@ -150,42 +120,20 @@ def glyph_sheet(tok, args, path: Path) -> dict:
     matrix, report = build_glyph_matrix(texts, args.d_model, fonts=fonts)
     ids = {t: i for i, t in enumerate(texts)}
     rows = [(q, [(texts[i], s) for i, s in neighbours(matrix.clone(), ids[q], 8)]) for q in QUERIES if q in ids]
-    sheet = [t for t in texts[257:] if t.strip()][::max(1, (len(texts) - 257) // 96)][:96]
+    sheet = [t for t in texts[257:] if t.strip()][::max(1, (len(texts) - 257) // args.sheet_tokens)][:args.sheet_tokens]
     write_sheet(path, GlyphRenderer(fonts=fonts), sheet, rows)
     return {"coverage": report, "neighbours": {q: [[t, round(s, 3)] for t, s in n] for q, n in rows}}
 
 
-def markdown(results: dict) -> str:
-    lines = ["| corpus | embedding | seeds | val bits/byte | MC acc | MC acc_norm | tokens/s | trained params | frozen | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for key, res in results.items():
-        for emb, r in res["runs"].items():
-            n = len(r["seeds"])
-            pm = (lambda m, sd, f: f"{m:{f}} ± {sd:{f}}") if n > 1 else (lambda m, sd, f: f"{m:{f}}")
-            mc = r["mc"]
-            lines.append(f"| {key} | {emb} | {n} | {pm(r['val_bpb'], r['val_bpb_sd'], '.4f')} | "
-                         f"{pm(mc['acc'], mc['acc_sd'], '.3f')} | {pm(mc['acc_norm'], mc['acc_norm_sd'], '.3f')} | "
-                         f"{r['tok_per_s']:.0f} | {r['params']:,} | {r['frozen']:,} | {r['minutes']:.1f} |")
-    lines.append("")
-    lines.append("mean ± sample sd over the row's seeds (when more than one); minutes summed over seeds.")
-    for key, res in results.items():
-        lines.append(f"{key}: {res['mc_items']} items, {res['mc_chance']:.2f} chance; vocabulary {res['vocab_size']}; "
-                     f"validation {res['val_tokens']} tokens")
-    return "\n".join(lines) + "\n"
-
-
 def one_run(args, run_dir: Path, folder, tok_dir, val_fraction, emb, seed, items, held) -> dict:
     """Train one model, then score it: final val bits/byte, multiple choice, a sample."""
+    from ..checkpoint import load_model
     from ..eval.choice import score_items
     from ..infer.generate import generate
-    from ..checkpoint import load_model
-    from ..train.loop import train
 
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
     cfg = base_config(args, folder, tok_dir, val_fraction, emb, seed)
     t0 = time.perf_counter()
-    final = train(cfg, run_dir, progress=False, echo=lambda *a, **k: None)
+    final = common.train_fresh(cfg, run_dir)
     model, tok, _ = load_model(run_dir)
     mc = score_items(model, tok, items, batch_size=16)
     source = next((h for h in held if h.name.endswith("en.txt")), held[0]).text.lstrip()
@@ -194,7 +142,7 @@ def one_run(args, run_dir: Path, folder, tok_dir, val_fraction, emb, seed, items
     return {"seed": seed, "val_bpb": final["val_bpb"], "val_loss": final["val_loss"], "tok_per_s": final["tok_per_s"],
             "params": model.num_params(trainable_only=True),
             "frozen": model.embed.weight.numel() if getattr(model.embed, "frozen", False) else 0,
-            "mc": mc, "curve": curves(run_dir), "minutes": (time.perf_counter() - t0) / 60,
+            "mc": mc, "curve": common.curve(run_dir, "val_bpb"), "minutes": (time.perf_counter() - t0) / 60,
             "sample": {"prompt": prompt, "text": sample}}
 
 
@@ -217,33 +165,11 @@ def summarise(per_seed: list[dict]) -> dict:
             "minutes": sum(r["minutes"] for r in per_seed), "seeds": per_seed}
 
 
-def write_results(results: dict, out: Path) -> None:
-    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
-    plot_curves(results, out / "curves.png")
-    (out / "report.md").write_text(markdown(results), encoding="utf-8")
-
-
-def run(args) -> int:
+def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: list[int]) -> dict:
+    """Every run, seed-major; OUT/results.json (and the report) rewritten after each one."""
     from ..eval.choice import items_from_documents, save_items
+    from .frozen_glyph_report import write_report
 
-    corpora = [c.strip() for c in args.corpora.split(",") if c.strip()]
-    embeddings = [e.strip() for e in args.embeddings.split(",") if e.strip()]
-    for c in corpora:
-        if c not in CORPORA:
-            raise LmlabError(f"--corpora: unknown {c!r}; valid: {', '.join(CORPORA)}")
-    for e in embeddings:
-        if e not in EMBEDDINGS:
-            raise LmlabError(f"--embeddings: unknown {e!r}; valid: {', '.join(EMBEDDINGS)}")
-    if args.steps < 1:
-        raise LmlabError("--steps must be at least 1")
-    try:
-        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
-    except ValueError:
-        raise LmlabError(f"--seeds must be a comma list of integers, got {args.seeds!r}") from None
-    if not seeds:
-        raise LmlabError("--seeds is empty")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work) if args.work else out
     results, prepared, per_seed = {}, {}, {}
     for key in corpora:  # corpora, tokenizers, items and glyph sheets first: cheap, and needed by every run
@@ -266,9 +192,31 @@ def run(args) -> int:
                             items, held)
                 per_seed.setdefault((key, emb), []).append(r)
                 results[key]["runs"][emb] = summarise(per_seed[(key, emb)])
-                write_results(results, out)
+                common.write_json(out / "results.json", results)
+                write_report(results, out)
                 print(f"{key:12s} {emb:9s} seed {seed}: val_bpb {r['val_bpb']:.4f}  mc acc {r['mc']['acc']:.3f} "
                       f"acc_norm {r['mc']['acc_norm']:.3f}  {r['tok_per_s']:.0f} tok/s", flush=True)
+    return results
+
+
+def run(args) -> int:
+    from .frozen_glyph_report import markdown, write_report
+
+    common.use_quick(args, QUICK)
+    out = Path(args.out)
+    if args.render_only:
+        results = common.read_json(out / "results.json")
+        write_report(results, out)
+    else:
+        corpora = common.names(args.corpora, CORPORA, "--corpora", "corpus")
+        embeddings = common.names(args.embeddings, EMBEDDINGS, "--embeddings", "embedding")
+        if args.steps < 1:
+            raise LmlabError("--steps must be at least 1")
+        seeds = common.numbers(args.seeds, int, "--seeds")
+        if not seeds:
+            raise LmlabError("--seeds is empty")
+        out.mkdir(parents=True, exist_ok=True)
+        results = measure(args, out, corpora, embeddings, seeds)
     print(markdown(results))
     if args.figures:
         fig_dir = Path(args.figures)

@@ -9,8 +9,6 @@ report from saved JSON without measuring again.
 """
 from __future__ import annotations
 
-import json
-import platform
 import random
 import time
 from pathlib import Path
@@ -18,21 +16,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import config as config_mod
-from ..errors import LmlabError
+from .. import config
+from . import common
 
 NAME = "inference"
 HELP = "LM-Infinite, kNN-LM, layer voids, beam / conditional beam / in-context navigation, measured"
 
 PARTS = ("lminfinite", "knn", "voids", "decoding")
-MODEL = ["data.corpus=tinyshakespeare", "tokenizer.kind=char", "model.context=128", "model.n_layers=4",
-         "model.d_model=128", "model.n_heads=4", "train.max_steps=2000", "train.batch_size=16", "train.lr=3e-3",
-         "train.warmup_steps=100", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=1000",
-         "train.progress=false", "train.device=cpu"]
-PASSKEY_MODEL = ["tokenizer.kind=char", "model.context=128", "model.n_layers=2", "model.d_model=128",
-                 "model.n_heads=4", "train.max_steps=3000", "train.batch_size=16", "train.lr=2e-3",
-                 "train.warmup_steps=100", "train.dtype=float32", "train.eval_every=500", "train.ckpt_every=500",
-                 "train.progress=false", "train.device=cpu"]
+MODEL = config.Config(
+    model=config.ModelConfig(n_layers=4, d_model=128, n_heads=4, context=128),
+    tokenizer=config.TokenizerConfig(kind="char"),
+    data=config.DataConfig(corpus="tinyshakespeare"),
+    train=config.TrainConfig(max_steps=2000, batch_size=16, lr=3e-3, warmup_steps=100, dtype="float32",
+                             eval_every=500, ckpt_every=1000, progress=False, device="cpu"))
+PASSKEY_MODEL = config.Config(  # data.corpus: the passkey documents written under --out
+    model=config.ModelConfig(n_layers=2, d_model=128, n_heads=4, context=128),
+    tokenizer=config.TokenizerConfig(kind="char"),
+    train=config.TrainConfig(max_steps=3000, batch_size=16, lr=2e-3, warmup_steps=100, dtype="float32",
+                             eval_every=500, ckpt_every=500, progress=False, device="cpu"))
+# --quick: both models tiny, and every measurement on a fraction of its data
+QUICK_MODEL = {"model": {"n_layers": 2, "d_model": 64}, "train": {"max_steps": 30, "eval_batches": 2}}
+QUICK_PASSKEY_MODEL = {"model": {"d_model": 64}, "train": {"max_steps": 10, "eval_batches": 2}}
+QUICK_TOKENS = {"eval_tokens": 1000, "knn_tokens": 5000}
 PASSKEY_RUN = "passkey-char"
 PASSKEY_DEPTHS = (0.1, 0.5, 0.9, 1.0)   # 1.0: the key right before the question, within n_local at any length
 # Decoding speed: the trained model above and a randomly initialised larger one (speed does not
@@ -49,37 +54,9 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-tokens", type=int, default=20000, help="held-out tokens for perplexity-type figures")
     p.add_argument("--knn-tokens", type=int, default=0, help="cap on datastore tokens (0 = the whole train split)")
     p.add_argument("--render-only", action="store_true", help="write the report from saved JSON only")
-    p.add_argument("--quick", action="store_true", help="a smoke run: tiny models and a fraction of every measurement")
-
-
-# --- models ----------------------------------------------------------------------------------
-def _train_if_missing(run: Path, overrides: list[str], threads: int, echo=print):
-    from ..checkpoint import load_model
-    from ..train.loop import train
-
-    if not (run / "checkpoints" / "latest").is_file():
-        echo(f"training {run} ...")
-        cfg = config_mod.load(None, overrides + [f"train.threads={threads}"])
-        train(cfg, run, progress=False, echo=lambda *a: None)
-    return load_model(run)
-
-
-def _val_ids(cfg, tokenizer, corpus: str | None = None) -> np.ndarray:
-    from ..data.corpora import read_corpus
-    from ..data.shards import encode_documents, split, token_splits
-
-    if corpus is None:
-        return np.asarray(token_splits(cfg, tokenizer)[1], dtype=np.int64)
-    ids = encode_documents(read_corpus(corpus), tokenizer)
-    return np.asarray(split(ids, cfg.data.val_fraction, 2)[1], dtype=np.int64)
-
-
-def _train_ids(cfg, tokenizer, corpus: str | None = None) -> np.ndarray:
-    from ..data.corpora import read_corpus
-    from ..data.shards import encode_documents, split
-
-    ids = encode_documents(read_corpus(corpus or cfg.data.corpus), tokenizer)
-    return np.asarray(split(ids, cfg.data.val_fraction, 2)[0], dtype=np.int64)
+    p.add_argument("--quick", action="store_true", help="a smoke run: tiny models and a fraction of every measurement"
+                                                            " (" + ", ".join(f"--{k.replace('_', '-')} {v}"
+                                                                             for k, v in QUICK_TOKENS.items()) + ")")
 
 
 # --- parts -----------------------------------------------------------------------------------
@@ -87,7 +64,7 @@ def measure_lminfinite(model, tokenizer, cfg, out: Path, args) -> dict:
     from ..eval import passkey
     from ..eval.long import evaluate_long
 
-    val = _val_ids(cfg, tokenizer)
+    val = common.token_split(cfg, tokenizer)[1]
     res = {"long": evaluate_long(model, val, tokenizer.token_nbytes(), (1, 2, 4, 8), n_windows=2 if args.quick else 8,
                                  n_global=10)}
     res["speed"] = measure_speed(model, args)
@@ -95,8 +72,10 @@ def measure_lminfinite(model, tokenizer, cfg, out: Path, args) -> dict:
     if not corpus.is_file():
         corpus.write_text(passkey.corpus(4000, 200, seed=0, answers=3), encoding="utf-8")
     t0 = time.perf_counter()
-    pk_model, pk_tok, pk_cfg = _train_if_missing(out / PASSKEY_RUN, PASSKEY_MODEL + [f"data.corpus={corpus}"]
-                                                 + (["train.max_steps=10"] if args.quick else []), args.threads)
+    pk_cfg = common.configured(PASSKEY_MODEL, data=dict(corpus=str(corpus)), train=dict(threads=args.threads))
+    if args.quick:
+        pk_cfg = common.configured(pk_cfg, **QUICK_PASSKEY_MODEL)
+    pk_model, pk_tok, pk_cfg = common.train_or_reuse(pk_cfg, out / PASSKEY_RUN)
     ctx = pk_model.cfg.context
     res["passkey_model"] = {"layers": pk_model.cfg.n_layers, "d_model": pk_model.cfg.d_model, "context": ctx,
                             "params": pk_model.num_params(), "steps": pk_cfg.train.max_steps,
@@ -131,12 +110,8 @@ def measure_speed(model, args) -> list[dict]:
 
 
 def _last_val(run: Path) -> dict:
-    last = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "val_loss" in rec:
-            last = {"val_loss": rec["val_loss"], "train_minutes": rec.get("elapsed_s", 0) / 60}
-    return last
+    rec = common.last_record(run, "val_loss")
+    return {"val_loss": rec["val_loss"], "train_minutes": rec.get("elapsed_s", 0) / 60} if rec else {}
 
 
 def measure_knn(model, tokenizer, cfg, out: Path, args) -> dict:
@@ -146,7 +121,7 @@ def measure_knn(model, tokenizer, cfg, out: Path, args) -> dict:
     nbytes = tokenizer.token_nbytes()
     for name, corpus in (("in-domain (tinyshakespeare)", None), ("new domain (english-prose)", "english-prose")):
         store_dir = out / ("knn-shakespeare" if corpus is None else "knn-prose")
-        train = _train_ids(cfg, tokenizer, corpus)
+        train, val = common.token_split(cfg, tokenizer, corpus)
         if args.knn_tokens:
             train = train[: args.knn_tokens + 1]
         t0 = time.perf_counter()
@@ -154,7 +129,7 @@ def measure_knn(model, tokenizer, cfg, out: Path, args) -> dict:
             knnlm.build(model, train, store_dir, meta={"data": corpus or cfg.data.corpus, "split": "train"})
         build_s = time.perf_counter() - t0
         store = knnlm.Datastore.load(store_dir)
-        val = _val_ids(cfg, tokenizer, corpus)[: args.eval_tokens + 1]
+        val = val[: args.eval_tokens + 1]
         t0 = time.perf_counter()
         nb = knnlm.target_neighbours(model, store, val, k=1024)
         search_s = time.perf_counter() - t0
@@ -170,7 +145,7 @@ def measure_knn(model, tokenizer, cfg, out: Path, args) -> dict:
     # The critique's third measurement: entropy of p_kNN and p_LM as generated text grows.
     store = knnlm.Datastore.load(out / "knn-shakespeare")
     best = min(res["in-domain (tinyshakespeare)"]["grid"], key=lambda r: r["knn"]["loss"])
-    val = _val_ids(cfg, tokenizer)
+    val = common.token_split(cfg, tokenizer)[1]
     rng = random.Random(0)
     traces = []
     for i in range(2 if args.quick else 6):
@@ -199,7 +174,7 @@ def measure_voids(model, tokenizer, cfg, out: Path, args) -> dict:
     from ..infer.generate import generate
     from ..infer.voids import LayerVoids
 
-    val = _val_ids(cfg, tokenizer)[: args.eval_tokens + 1]
+    val = common.token_split(cfg, tokenizer)[1][: args.eval_tokens + 1]
     nbytes = tokenizer.token_nbytes()
     res = {"alpha": 0.8, "quality": []}
     for mode in ("detect", "last", "skip"):
@@ -234,8 +209,7 @@ def measure_decoding(model, tokenizer, cfg, out: Path, args) -> dict:
     from ..infer.generate import generate
     from ..infer.icn import navigate
 
-    train = _train_ids(cfg, tokenizer)
-    val = _val_ids(cfg, tokenizer)
+    train, val = common.token_split(cfg, tokenizer)
     clf, clf_stats = degeneracy.train_on_samples(model, tokenizer,
                                                  _prompts(tokenizer, train, 3 if args.quick else 12, 48, seed=5),
                                                  max_new_tokens=30 if args.quick else 100)
@@ -285,29 +259,28 @@ MEASURE = {"lminfinite": measure_lminfinite, "knn": measure_knn, "voids": measur
 
 
 def run(args) -> int:
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    bad = [p for p in parts if p not in PARTS]
-    if bad:
-        raise LmlabError(f"unknown part(s) {', '.join(bad)}; valid: {', '.join(PARTS)}")
+    from .inference_report import write_report
+
+    parts = common.names(args.parts, PARTS, "--parts", "part")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = common.read_json(results_path) if results_path.is_file() or args.render_only else {}
     if not args.render_only:
+        out.mkdir(parents=True, exist_ok=True)
+        common.use_quick(args, QUICK_TOKENS)
         torch.set_num_threads(args.threads)
-        model, tokenizer, cfg = _train_if_missing(out / "shakespeare-char", MODEL + (
-            ["train.max_steps=30", "model.n_layers=2", "model.d_model=64"] if args.quick else []), args.threads)
-        results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                              "torch": torch.__version__, "params": model.num_params()}
+        cfg = common.configured(MODEL, train=dict(threads=args.threads))
+        if args.quick:
+            cfg = common.configured(cfg, **QUICK_MODEL)
+        model, tokenizer, cfg = common.train_or_reuse(cfg, out / "shakespeare-char")
+        results["machine"] = {**common.machine(), "threads": args.threads, "params": model.num_params()}
         for part in parts:
             print(f"measuring {part} ...")
             t0 = time.perf_counter()
             torch.manual_seed(0)
             results[part] = MEASURE[part](model, tokenizer, cfg, out, args)
             results[part]["wall_s"] = time.perf_counter() - t0
-            results_path.write_text(json.dumps(results, indent=1))
-    from .inference_report import write_report
-
+            common.write_json(results_path, results)
     path = write_report(results, Path(args.docs))
     print(f"wrote {path}")
     return 0

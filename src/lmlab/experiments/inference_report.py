@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import common
+
 USAGE = """\
 # Inference-time methods
 
@@ -52,20 +54,15 @@ Only one of these per `generate`/`eval` call. Speed is measured by
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else "-" if v is None else str(v)  # None: NaN in the JSON
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def _fig(path: Path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    return plt
+    return common.pyplot()
 
 
 def _lminfinite(r: dict, figs: Path) -> str:
@@ -321,7 +318,4 @@ def write_report(results: dict, docs: Path) -> Path:
         parts.append(_voids(results["voids"], figs))
     if "decoding" in results:
         parts.append(_decoding(results["decoding"]))
-    docs.mkdir(parents=True, exist_ok=True)
-    path = docs / "inference.md"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return common.write_text(docs / "inference.md", "\n".join(parts))

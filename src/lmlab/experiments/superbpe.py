@@ -8,11 +8,11 @@
    model's context in tokens is scaled by the ratio of bytes per token), then scored on the
    held-out text in bits per byte.
 
-Writes OUT/results.json; with --doc, a markdown report and a PNG beside it.
+Writes OUT/results.json; with --doc, a markdown report and a PNG beside it (superbpe_report.py,
+which --render-only runs alone on OUT/results.json).
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -21,9 +21,13 @@ import numpy as np
 
 from ..errors import LmlabError
 from ..tokenizers.training import bytes_per_token, superword_share, train_tokenizer
+from . import common
 
 NAME = "superbpe"
 HELP = "SuperBPE vs BPE: bytes/token over vocab sizes and transition points, then two LMs in bits/byte"
+# --quick: one small sweep and two tiny LMs, seconds on a CPU
+QUICK = {"vocabs": "512", "transitions": "0.75", "lm_vocab": 512, "lm_steps": 3, "lm_batch": 2, "lm_context": 16,
+         "lm_layers": 1, "lm_d": 16}
 
 
 def add_arguments(p) -> None:
@@ -62,15 +66,15 @@ def add_arguments(p) -> None:
     p.add_argument("--command", action="append", default=[],
                    help="regenerating command(s) quoted in the report (repeatable)")
     p.add_argument("--note", action="append", default=[], help="a paragraph appended to the report (repeatable)")
+    p.add_argument("--render-only", action="store_true", help="write --doc from OUT/results.json, measuring nothing")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
 
 
 # --- data -------------------------------------------------------------------------------------
 def split_document(text: str, held_out: float) -> tuple[str, str]:
     """Training head and held-out tail of one document, cut at a line start."""
-    cut = int(len(text) * (1 - held_out))
-    nl = text.find("\n", cut)
-    cut = len(text) if nl < 0 else nl + 1
-    return text[:cut], text[cut:]
+    return common.split_text(text, held_out, at="line")
 
 
 def split_corpus(spec: str, held_out: float) -> tuple[str, str]:
@@ -80,13 +84,6 @@ def split_corpus(spec: str, held_out: float) -> tuple[str, str]:
         raise LmlabError(f"--held-out must be between 0 and 1, not {held_out}")
     parts = [split_document(d.text, held_out) for d in read_corpus(spec)]
     return "".join(p[0] for p in parts), "".join(p[1] for p in parts)
-
-
-def parse_list(text: str, kind, name: str) -> list:
-    try:
-        return [kind(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise LmlabError(f"{name} must be a comma-separated list of numbers, not {text!r}") from None
 
 
 # --- 1. sweep ---------------------------------------------------------------------------------
@@ -128,16 +125,18 @@ def best_fraction(rows: list[dict], vocab: int) -> float | None:
 
 
 # --- 2. LMs -----------------------------------------------------------------------------------
-def lm_overrides(args, tok_dir: Path, corpus_file: Path, context: int, steps: int) -> list[str]:
-    return [
-        f"model.n_layers={args.lm_layers}", f"model.d_model={args.lm_d}", f"model.n_heads={max(1, args.lm_d // 32)}",
-        f"model.context={context}", f"tokenizer.path={tok_dir}", f"data.corpus={corpus_file}",
-        "data.val_fraction=0.05", f"train.max_steps={steps}", f"train.batch_size={args.lm_batch}",
-        f"train.lr={args.lm_lr}", f"train.min_lr={args.lm_lr / 10}", f"train.warmup_steps={max(1, steps // 20)}",
-        f"train.eval_every={max(1, steps // 10)}", "train.eval_batches=8",
-        f"train.ckpt_every={steps}", f"train.device={args.device}", "train.progress=false",
-        "train.seed=1337",
-    ]
+def lm_config(args, tok_dir: Path, corpus_file: Path, context: int, steps: int):
+    """The `tiny` preset at the LM comparison's size; only the tokenizer and context differ between models."""
+    from .. import config
+
+    return common.configured(
+        config.load("tiny"),
+        model=dict(n_layers=args.lm_layers, d_model=args.lm_d, n_heads=max(1, args.lm_d // 32), context=context),
+        tokenizer=dict(path=str(tok_dir)),
+        data=dict(corpus=str(corpus_file), val_fraction=0.05),
+        train=dict(max_steps=steps, batch_size=args.lm_batch, lr=args.lm_lr, min_lr=args.lm_lr / 10,
+                   warmup_steps=max(1, steps // 20), eval_every=max(1, steps // 10), eval_batches=8,
+                   ckpt_every=steps, device=args.device, progress=False, seed=1337))
 
 
 def held_out_bpb(run_dir: Path, text: str, device: str) -> dict:
@@ -155,21 +154,13 @@ def held_out_bpb(run_dir: Path, text: str, device: str) -> dict:
 
 def train_and_score(args, name: str, tok, tok_dir: Path, run_dir: Path, corpus_file: Path, context: int,
                     steps: int, bpt: float, held_text: str, log=print) -> dict:
-    from .. import config as config_mod
-    from ..train.loop import train
-
-    cfg = config_mod.load("tiny", lm_overrides(args, tok_dir, corpus_file, context, steps))
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
+    cfg = lm_config(args, tok_dir, corpus_file, context, steps)
     log(f"  {name}: context {context} tokens (~{context * bpt:.0f} bytes), {steps} steps")
     t0 = time.perf_counter()
-    final = train(cfg, run_dir, echo=lambda *a: None)
+    final = common.train_fresh(cfg, run_dir)
     seconds = time.perf_counter() - t0
     held = held_out_bpb(run_dir, held_text, args.device)
-    curve = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    curve = [{"step": m["step"], "val_bpb": m["val_bpb"]} for m in curve if "val_bpb" in m]
+    curve = [{"step": step, "val_bpb": v} for step, v in common.curve(run_dir, "val_bpb")]
     best = min(curve, key=lambda c: c["val_bpb"]) if curve else {"step": None, "val_bpb": None}
     log(f"    held-out {held['bpb']:.4f} bits/byte, best validation {best['val_bpb']} at step {best['step']}")
     return {
@@ -186,12 +177,12 @@ def compare_lms(args, spec: str, rows: list[dict], out: Path, log=print) -> list
     from ..tokenizers import bpe
 
     corpus, _, epochs_text = spec.partition(":")
-    epochs = parse_list(epochs_text or args.lm_epochs, float, "--lm-epochs") or [0.0]
-    fracs = parse_list(args.lm_transition, float, "--lm-transition")
+    epochs = common.numbers(epochs_text or args.lm_epochs, float, "--lm-epochs") or [0.0]
+    fracs = common.numbers(args.lm_transition, float, "--lm-transition")
     if not fracs:
         fracs = [(best_fraction(rows, args.lm_vocab) if corpus == args.corpus else None) or 0.5]
     train_text, held_text = split_corpus(corpus, args.held_out)
-    base = out / ("lm-" + "".join(c if c.isalnum() else "-" for c in corpus))
+    base = out / ("lm-" + common.slug(corpus))
     base.mkdir(parents=True, exist_ok=True)
     corpus_file = base / "train.txt"
     corpus_file.write_text(train_text, encoding="utf-8")
@@ -219,212 +210,42 @@ def compare_lms(args, spec: str, rows: list[dict], out: Path, log=print) -> list
     return entries
 
 
-# --- report -----------------------------------------------------------------------------------
-def plot(results: dict, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lms, sweeps = results.get("lm", []), results.get("sweeps", [])
-    ncols = max(1, len(sweeps), len(lms))
-    nrows = (1 if sweeps else 0) + (1 if lms else 0) or 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4.2 * nrows), squeeze=False)
-    for ax in axes.flat:
-        ax.set_visible(False)
-    for ax, sw in zip(axes[0], sweeps):
-        ax.set_visible(True)
-        rows = sw["rows"]
-        for i, vocab in enumerate(sorted({r["vocab"] for r in rows})):
-            color = f"C{i}"
-            base = [r for r in rows if r["vocab"] == vocab and r["kind"] == "bpe"]
-            sup = sorted((r for r in rows if r["vocab"] == vocab and r["kind"] == "superbpe"),
-                         key=lambda r: r["transition"])
-            ax.plot([r["transition"] / vocab for r in sup], [r["bytes_per_token"] for r in sup], "o-",
-                    color=color, label=f"SuperBPE {vocab // 1024}k")
-            if base:
-                ax.axhline(base[0]["bytes_per_token"], color=color, ls="--",
-                           label=f"BPE {vocab // 1024}k ({base[0]['vocab_reached']} ids)")
-        ax.set_xlabel("transition t / vocabulary size")
-        ax.set_ylabel(f"bytes per token, held-out {results.get('corpus', '')}")
-        ax.set_title(f"trained on {sw['train']}", fontsize=9)
-        ax.legend(fontsize=7)
-    for ax, lm in zip(axes[-1], lms):
-        ax.set_visible(True)
-        for kind, m in lm["models"].items():
-            ax.plot([c["step"] for c in m["curve"]], [c["val_bpb"] for c in m["curve"]], "o-", ms=3,
-                    label=f"{kind} (ctx {m['context_tokens']} tok): held-out {m['held_out_bpb']:.3f}")
-        ax.set_xlabel("training step (same bytes per step for all)")
-        ax.set_ylabel("validation bits per byte")
-        ep = f", {lm['epochs']:g} epochs" if lm.get("epochs") else ""
-        ax.set_title(f"LMs on {lm['corpus']}{ep}", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
-
-
-def _fmt(v, spec=".3f"):
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
-
-
-def findings(results: dict) -> list[str]:
-    """Plain statements read off the measured numbers."""
-    out = []
-    for sw in results.get("sweeps", []):
-        by_vocab: dict = {}
-        for r in sw["rows"]:
-            by_vocab.setdefault(r["vocab"], []).append(r)
-        for vocab, rows in sorted(by_vocab.items()):
-            base = next(r for r in rows if r["kind"] == "bpe")
-            sup = [r for r in rows if r["kind"] == "superbpe"]
-            if not sup:
-                continue
-            best = max(sup, key=lambda r: r["token_reduction"])
-            short = "" if base["vocab_reached"] == vocab else (
-                f" (BPE ran out of pairs seen twice at {base['vocab_reached']} ids; SuperBPE reached "
-                f"{best['vocab_reached']})")
-            ratios = [r["stage2_vs_hf_bpe"] for r in sup]
-            out.append(f"- Trained on {sw['train']}, vocab {vocab}: SuperBPE needs {best['token_reduction']:.1%} fewer "
-                       f"tokens than BPE at best (t = {best['transition']}), "
-                       f"{min(r['token_reduction'] for r in sup):.1%} "
-                       f"at worst{short}; stage 2 took {min(ratios):.2f}x-{max(ratios):.2f}x HF's BPE training time.")
-    for lm in results.get("lm", []):
-        m = lm["models"]
-        ref = m["bpe"]
-        for kind, r in m.items():
-            if kind == "bpe":
-                continue
-            d_held = r["held_out_bpb"] - ref["held_out_bpb"]
-            d_best = r["best_val_bpb"] - ref["best_val_bpb"]
-            ep = f"{lm['epochs']:g} epochs" if lm.get("epochs") else f"{lm['steps']} steps"
-            out.append(f"- LMs on {lm['corpus']}, {ep}: {kind} is {'better' if d_held < 0 else 'worse'} than BPE by "
-                       f"{abs(d_held):.4f} bits/byte on held-out text and {'better' if d_best < 0 else 'worse'} by "
-                       f"{abs(d_best):.4f} at the best validation point.")
-    return out
-
-
-def report(results: dict, png_name: str, commands: list[str], notes: list[str] = ()) -> str:
-    lines = [
-        "# SuperBPE vs BPE",
-        "",
-        "SuperBPE (Liu et al. 2025; PAPERS.md section 2) trains byte-level BPE with whitespace",
-        "pre-tokenisation up to a transition vocabulary size t, then keeps merging inside whole lines",
-        "(digits still split into groups of 1-3, no token crossing a newline, at most 4 words per token,",
-        "no token containing \": \"). Stage 1 is HF `tokenizers`; stage 2 is lmlab's incremental trainer",
-        "(`lmlab/tokenizers/superbpe_trainer.py`); both tokenizers are stock HF `tokenizer.json` files.",
-        "",
-        "Use them:",
-        "",
-        "```",
-        "lmlab tokenizer train --kind superbpe --vocab 16384 --transition 8192 english-prose -o tok/superbpe16k",
-        "lmlab tokenizer stats tok/superbpe16k some.txt       # bytes/token, tokens/word, vocab use, MB/s",
-        "lmlab train -c demo --set tokenizer.path=tok/superbpe16k   # or tokenizer.kind=superbpe",
-        "```",
-        "",
-        "Stock HF loads the same file: `tokenizers.Tokenizer.from_file('tok/superbpe16k/tokenizer.json')`",
-        "gives the same ids (lmlab also spells text that happens to read `<|endoftext|>` as plain text,",
-        "and lone surrogates as their 'surrogatepass' bytes, which HF cannot take).",
-        "",
-        *(["Regenerate:", "", "```", *commands, "```", ""] if commands else []),
-        f"Corpus: `{results.get('corpus')}`, every document split into its first "
-        f"{1 - results.get('held_out', 0.15):.0%} (training text, {results.get('train_bytes', 0):,} bytes) "
-        f"and its last {results.get('held_out', 0.15):.0%} "
-        f"(held-out text, {results.get('held_out_bytes', 0):,} bytes).",
-        f"Sweeps measured on: {results.get('machine', '?')}; LMs trained on: {results.get('lm_machine', '?')}.",
-        "",
-    ]
-    for sw in results.get("sweeps", []):
-        rows = sw["rows"]
-        lines += [f"## Bytes per token on held-out text, tokenizers trained on {sw['train']} "
-                  f"({sw['train_bytes']:,} bytes)", "",
-                  "| vocab | tokenizer | t | ids reached | bytes/token | fewer tokens than BPE | superword tokens | "
-                  "train s (HF BPE / stage 1 + stage 2) | stage 2 / HF BPE |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            if r["kind"] == "bpe":
-                lines.append(f"| {r['vocab']} | BPE | - | {r['vocab_reached']} | {r['bytes_per_token']:.3f} | - | - | "
-                             f"{r['train_seconds']:.1f} | - |")
-            else:
-                lines.append(
-                    f"| {r['vocab']} | SuperBPE | {r['transition']} | {r['vocab_reached']} "
-                    f"| {r['bytes_per_token']:.3f} "
-                    f"| {r['token_reduction']:.1%} | {r['superword_share']:.1%} | "
-                    f"{r['stage1_seconds']:.1f} + {r['stage2_seconds']:.1f} | {r['stage2_vs_hf_bpe']:.2f}x |")
-        best = {}
-        for r in rows:
-            if r["kind"] == "superbpe" and r["token_reduction"] > best.get(r["vocab"], (-1,))[0]:
-                best[r["vocab"]] = (r["token_reduction"], r["transition"])
-        lines += ["", "Best token reduction per vocabulary size: " + ", ".join(
-            f"{v}: {b[0]:.1%} (t = {b[1]})" for v, b in sorted(best.items())) + ".", ""]
-    lms = results.get("lm", [])
-    if lms:
-        lines += ["## LMs: BPE vs SuperBPE in bits per byte", "",
-                  f"Identical models ({results.get('lm_setup', '')}); per corpus, every model reads the same "
-                  "training text for the same number of steps with the same batch, contexts matched in bytes "
-                  "(so the same bytes per step). Held-out bits/byte: the final model over every byte of the "
-                  "held-out text. Best validation: the lowest in-training score on the validation split (the "
-                  "last 5% of the training text, never trained on), i.e. early stopping. Each corpus is split like "
-                  "the sweep's (training / held-out bytes: " + "; ".join(sorted({
-                      f"{lm['corpus']} {lm['train_bytes']:,} / {lm['held_out_bytes']:,}" for lm in lms})) + ").", "",
-                  "| corpus | epochs (steps) | tokenizer | bytes/token (train) | context tokens / bytes | bytes seen | "
-                  "held-out bits/byte | best val bits/byte (step) | vs BPE (held-out / best val) | train s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for lm in lms:
-            m = lm["models"]
-            ref = m["bpe"]
-            ep = f"{lm['epochs']:g} ({lm['steps']})" if lm.get("epochs") else f"- ({lm['steps']})"
-            for kind, r in m.items():
-                vs = "-" if kind == "bpe" else (
-                    f"{r['held_out_bpb'] / ref['held_out_bpb'] - 1:+.1%} / "
-                    f"{r['best_val_bpb'] / ref['best_val_bpb'] - 1:+.1%}")
-                lines.append(
-                    f"| {lm['corpus']} | {ep} | {kind} | {r['train_bytes_per_token']:.3f} | {r['context_tokens']} / "
-                    f"{r['context_bytes']:.0f} | {r['bytes_seen'] / 1e6:.1f} M | {r['held_out_bpb']:.4f} | "
-                    f"{_fmt(r['best_val_bpb'], '.4f')} ({r['best_val_step']}) | {vs} | {r['train_seconds']:.0f} |")
-        lines.append("")
-    lines += [f"![bytes per token and LM curves]({png_name})", ""]
-    found = findings(results)
-    if found:
-        lines += ["## Findings (read off the tables above)", "", *found, ""]
-    if notes:
-        lines += ["## Notes", ""] + [x for n in notes for x in (n, "")]
-    return "\n".join(lines) + "\n"
-
-
-def machine() -> str:
-    import os
-    import platform
-
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()} with {os.cpu_count()} CPUs, {gpu}"
-
-
-def run(args) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    vocabs = parse_list(args.vocabs, int, "--vocabs")
-    fractions = parse_list(args.transitions, float, "--transitions")
-    if any(not 0 < f <= 1 for f in fractions):
-        raise LmlabError("--transitions are fractions of the vocabulary size, in (0, 1]")
-    results = {"corpus": args.corpus, "held_out": args.held_out, "machine": machine(),
-               "lm_setup": f"{args.lm_layers} layers, d_model {args.lm_d}, vocab {args.lm_vocab}, "
-                           f"BPE context {args.lm_context} tokens, batch {args.lm_batch}, lr {args.lm_lr}"}
-    train_text, held_text = split_corpus(args.corpus, args.held_out)
-    results["train_bytes"], results["held_out_bytes"] = len(train_text.encode()), len(held_text.encode())
-    sources = [out / "results.json"] if args.reuse else []
-    sources += [Path(f) for f in args.merge]
+def read_previous(paths: list[Path]) -> dict:
+    """The sweeps (and their machine) and the LMs (and theirs) from the first files that have them."""
     previous: dict = {}
-    for src in sources:
+    for src in paths:
         if not src.is_file():
             raise LmlabError(f"{src}: no results to reuse")
-        data = json.loads(src.read_text())
+        data = common.read_json(src)
         if data.get("sweeps") and "sweeps" not in previous:
             previous.update({k: data[k] for k in ("sweeps", "machine", "train_bytes", "held_out_bytes") if k in data})
         if data.get("lm") and "lm" not in previous:
             previous.update({k: data[k] for k in ("lm", "lm_setup", "lm_machine") if k in data})
+    return previous
+
+
+def run(args) -> int:
+    from .superbpe_report import write_report
+
+    common.use_quick(args, QUICK)
+    out = Path(args.out)
+    if args.render_only:
+        if not args.doc:
+            raise LmlabError("--render-only writes --doc: name the page to write")
+        doc = write_report(common.read_json(out / "results.json"), args.doc, args.command, args.note)
+        print(f"wrote {doc} and {doc.with_suffix('.png')}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    vocabs = common.numbers(args.vocabs, int, "--vocabs")
+    fractions = common.numbers(args.transitions, float, "--transitions")
+    if any(not 0 < f <= 1 for f in fractions):
+        raise LmlabError("--transitions are fractions of the vocabulary size, in (0, 1]")
+    results = {"corpus": args.corpus, "held_out": args.held_out, "machine": common.describe(common.machine()),
+               "lm_setup": f"{args.lm_layers} layers, d_model {args.lm_d}, vocab {args.lm_vocab}, "
+                           f"BPE context {args.lm_context} tokens, batch {args.lm_batch}, lr {args.lm_lr}"}
+    train_text, held_text = split_corpus(args.corpus, args.held_out)
+    results["train_bytes"], results["held_out_bytes"] = len(train_text.encode()), len(held_text.encode())
+    previous = read_previous(([out / "results.json"] if args.reuse else []) + [Path(f) for f in args.merge])
     if args.skip_sweep:
         results["sweeps"] = previous.get("sweeps", [])
     else:
@@ -447,16 +268,12 @@ def run(args) -> int:
         results["lm"], results["lm_machine"] = [], results["machine"]
         for corpus in args.lm_corpus or [args.corpus]:
             results["lm"].extend(compare_lms(args, corpus, rows, out))
-            (out / "results.json").write_text(json.dumps(results, indent=1))  # keep what is done
+            common.write_json(out / "results.json", results)  # keep what is done
     if args.skip_sweep and previous.get("machine"):
         results["machine"] = previous["machine"]
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    common.write_json(out / "results.json", results)
     if args.doc:
-        doc = Path(args.doc)
-        doc.parent.mkdir(parents=True, exist_ok=True)
-        png = doc.with_suffix(".png")
-        plot(results, png)
-        doc.write_text(report(results, png.name, args.command, args.note), encoding="utf-8")
-        print(f"wrote {doc} and {png}")
+        doc = write_report(results, args.doc, args.command, args.note)
+        print(f"wrote {doc} and {doc.with_suffix('.png')}")
     print(out / "results.json")
     return 0

@@ -1,0 +1,209 @@
+"""What every experiment needs besides its own measurement.
+
+Configs built as objects, a run trained (or a finished one reused), the held-out split, a record of
+the machine, curves from metrics.jsonl, results JSON that is strict JSON, figures, and the
+comma-separated lists the experiments take on the command line.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LmlabError
+
+
+# --- configs ----------------------------------------------------------------------------------
+def configured(base, **sections: dict):
+    """A copy of the Config `base` with fields of its sections replaced, e.g. `train=dict(seed=1)`."""
+    cfg = copy.deepcopy(base)
+    for name, fields in sections.items():
+        setattr(cfg, name, dataclasses.replace(getattr(cfg, name), **fields))
+    return cfg
+
+
+def as_settings(sections: dict) -> list[str]:
+    """`section.key=value` for each field of configured()'s arguments: how reports show a change."""
+    def spell(v):
+        return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+    return [f"{section}.{key}={spell(v)}" for section, fields in sections.items() for key, v in fields.items()]
+
+
+# --- runs -------------------------------------------------------------------------------------
+def quiet(*args, **kwargs) -> None:
+    """An `echo` for train() that prints nothing: the experiment prints its own summary lines."""
+
+
+def train_fresh(cfg, out) -> dict:
+    """Train `cfg` into `out` from scratch (a run already there is removed); train()'s summary."""
+    from ..train.loop import train
+
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    return train(cfg, out, progress=False, echo=quiet)
+
+
+def has_checkpoint(out) -> bool:
+    from ..checkpoint import CKPT_DIR, LATEST
+
+    return (Path(out) / CKPT_DIR / LATEST).is_file()
+
+
+def train_or_reuse(cfg, out, echo=print):
+    """(model, tokenizer, config) of the run in `out`, trained from `cfg` first unless it has a checkpoint."""
+    from ..checkpoint import load_model
+    from ..train.loop import train
+
+    if not has_checkpoint(out):
+        echo(f"training {out} ...")
+        train(cfg, out, progress=False, echo=quiet)
+    return load_model(out)
+
+
+# --- the held-out split -----------------------------------------------------------------------
+def split_text(text: str, held_out: float, at: str) -> tuple[str, str]:
+    """(head, tail) of one document, the tail about its last `held_out` fraction.
+
+    The cut moves to a boundary: at="space", back to the last space in the 200 characters
+    before it (if any); at="line", forward to the next line start (the end if there is none).
+    """
+    cut = int(len(text) * (1 - held_out))
+    if at == "space":
+        space = text.rfind(" ", max(0, cut - 200), cut)
+        cut = space if space > 0 else cut
+    elif at == "line":
+        nl = text.find("\n", cut)
+        cut = len(text) if nl < 0 else nl + 1
+    else:
+        raise ValueError(f"at must be 'space' or 'line', not {at!r}")
+    return text[:cut], text[cut:]
+
+
+def token_split(cfg, tokenizer, corpus: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(training ids, validation ids) of `corpus` (default: the config's) as training splits them."""
+    from ..data.corpora import read_corpus
+    from ..data.shards import token_splits
+
+    docs = read_corpus(corpus, cfg.data.text_field, cfg.data.cache_dir) if corpus else None
+    train, val = token_splits(cfg, tokenizer, docs)
+    return np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)
+
+
+# --- the machine ------------------------------------------------------------------------------
+def machine() -> dict:
+    """What the numbers were measured on, for the results JSON."""
+    import torch
+
+    return {"cpu": platform.processor() or platform.machine(), "arch": platform.machine(), "cpus": os.cpu_count(),
+            "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "platform": platform.platform(), "torch": torch.__version__, "load_avg_1min": os.getloadavg()[0]}
+
+
+def describe(m: dict) -> str:
+    """One line: 'x86_64 with 2 CPUs, no GPU'."""
+    return f"{m['arch']} with {m['cpus']} CPUs, {m['cuda'] or 'no GPU'}"
+
+
+# --- metrics.jsonl ----------------------------------------------------------------------------
+def curve(run, key: str) -> list[tuple[int, float]]:
+    """(step, value) for every line of the run's metrics.jsonl that has `key` (e.g. val_bpb, loss)."""
+    from ..train.metrics import read
+
+    return [(r["step"], r[key]) for r in read(run) if key in r]
+
+
+def last_record(run, key: str) -> dict:
+    """The last line of the run's metrics.jsonl that has `key` ({} if none)."""
+    from ..train.metrics import read
+
+    return next((r for r in reversed(read(run)) if key in r), {})
+
+
+# --- results JSON -----------------------------------------------------------------------------
+def finite(value):
+    """`value` with every NaN or infinity replaced by None (tuples become lists), for strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def write_json(path, data) -> Path:
+    """Write `data` as strict JSON (NaN -> null), whole or not at all (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(finite(data), indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise LmlabError(f"{path}: no results (run the experiment without --render-only first)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise LmlabError(f"{path}: not valid JSON ({e})") from None
+
+
+# --- figures and text -------------------------------------------------------------------------
+def pyplot():
+    """matplotlib.pyplot drawing to files only (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_text(path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def slug(name: str) -> str:
+    """A file name from a label: 'lmu (LF)' -> 'lmu-LF'."""
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
+
+
+# --- command line -----------------------------------------------------------------------------
+def use_quick(args, flags: dict) -> None:
+    """With --quick, the flags it stands for replace the given ones (argparse names: lm_vocab, ...)."""
+    if args.quick:
+        for name, value in flags.items():
+            setattr(args, name, value)
+
+
+def names(text: str, valid, flag: str, what: str) -> list[str]:
+    """The comma-separated names of `text`, each one of `valid` (else a one-line error naming them)."""
+    chosen = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in chosen if x not in valid]
+    if bad:
+        raise LmlabError(f"{flag}: unknown {what} {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
+    return chosen
+
+
+def numbers(text: str, kind, flag: str) -> list:
+    """The comma-separated numbers of `text` as `kind` (int or float)."""
+    try:
+        return [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise LmlabError(f"{flag} must be a comma-separated list of numbers, not {text!r}") from None

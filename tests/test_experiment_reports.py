@@ -1,0 +1,57 @@
+"""The committed experiment pages are what their report modules render from the committed results JSON."""
+import json
+import shutil
+from pathlib import Path
+
+from lmlab.cli import main
+from lmlab.experiments import core_report, frozen_glyph_report
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+# the flags docs/core.md was made with (core-results.json predates recording them)
+CORE_SETTINGS = {"work": "runs/core-v2", "sc_steps": 500, "sc_batch": 32, "minutes": 40.0}
+
+
+def test_core_page_is_rendered_from_core_results():
+    results = json.loads((DOCS / "core-results.json").read_text())
+    page = core_report.markdown({**results, "settings": CORE_SETTINGS})
+    doc = (DOCS / "core.md").read_text()
+    assert doc.startswith(page)  # the page's hand-written notes come after what is rendered
+    assert "| demo (embedded Shakespeare, char) | 500 | 2,048,000 | 4.0 | 8,768 | 1.665 | 2.402 |" in page
+
+
+def test_core_report_only_rewrites_the_page_from_the_results(tmp_path, capsys):
+    doc = tmp_path / "core.md"
+    results = json.loads((DOCS / "core-results.json").read_text())
+    results["runs"]["demo (embedded Shakespeare, char)"]["val_bpb"] = 1.23456  # numbers come from the file
+    (tmp_path / "core-results.json").write_text(json.dumps(results))
+    argv = ["experiment", "core", "--report-only", "--doc", str(doc), "--work", "runs/core-v2", "--sc-steps", "500",
+            "--sc-batch", "32", "--minutes", "40"]
+    assert main(argv) == 0
+    page = doc.read_text()
+    assert "| 1.665 | 1.235 |" in page and page.startswith("# The core, measured\n\nRegenerate: `lmlab experiment "
+                                                            "core --work runs/core-v2 --sc-steps 500 --sc-batch 32 "
+                                                            "--minutes 40`")
+    assert not (tmp_path / "img").exists()  # that file has no curves: the committed PNG is kept as it is
+    assert json.loads(capsys.readouterr().out)["shakespeare-char (tinyshakespeare)"]["steps"] == 500
+
+
+def test_frozen_glyph_page_tables_are_rendered_from_its_results():
+    results = json.loads((DOCS / "experiments" / "frozen-glyph-results.json").read_text())
+    doc = (DOCS / "experiments" / "frozen-glyph.md").read_text()
+    rows = [line for line in frozen_glyph_report.markdown(results).splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 8 and all(row in doc for row in rows)
+    assert "| english | glyph | 3 | 2.1864 ± 0.0237 | 0.339 ± 0.047 | 0.332 ± 0.038 |" in rows[3]
+    differences = frozen_glyph_report.seed_differences(results)
+    assert differences in doc and "| multilingual | binary − glyph | +0.1064 | +0.1068 | +0.1136 |" in differences
+    samples = frozen_glyph_report.samples(results)
+    assert samples in doc
+    assert sum(line.split(" | ")[0] in ("| trainable", "| glyph", "| binary", "| gaussian")
+               for line in samples.splitlines()) == 8
+
+
+def test_frozen_glyph_render_only(tmp_path):
+    shutil.copy(DOCS / "experiments" / "frozen-glyph-results.json", tmp_path / "results.json")
+    assert main(["experiment", "frozen-glyph", "--render-only", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("| corpus | embedding | seeds |") and "Differences per seed" in report
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
