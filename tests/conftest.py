@@ -2,7 +2,7 @@ import os
 from pathlib import Path
 
 # Read once when torch loads: idle OpenMP threads sleep instead of spinning, so a test process
-# sharing two cores with others does not stall (docs/performance.md measured up to 30x).
+# sharing two cores with others does not stall (docs/performance.md, A shared CPU).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402

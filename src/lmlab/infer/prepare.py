@@ -53,9 +53,8 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
 
 def fuse_projections(model) -> None:
     """q, k and v in one linear layer per attention (attention.fuse_qkv: the same numbers, fewer
-    calls per token), where for_inference re-lays the weights anyway or compiles (per token, in
-    benchmarks/decode_levers.py: packed bf16 1.04-1.12x, compiled bf16 1.09-1.25x; int8 1.005x ad hoc);
-    plain eager models keep the three."""
+    calls per token), where for_inference re-lays the weights anyway or compiles (measured by
+    benchmarks/decode_levers.py); plain eager models keep the three."""
     from ..model.attention import CausalSelfAttention
 
     for module in model.modules():
@@ -81,7 +80,7 @@ def compiled_for_decoding(model, device: torch.device):
         # Only one-token steps at cache positions >= 2 run compiled. Prompts and re-encoded windows
         # (several tokens) and the first two steps after a one-token prompt (an empty cache takes
         # other code paths, and dynamo specialises position 1) run eager, once per prompt:
-        # compiling them too would add a second compile (37 s instead of ~25 s, measured).
+        # compiling them too would add a second compile (docs/performance.md, compiled decoder).
         if idx.shape[-1] > 1 or cache is None or cache.pos < 2 or targets is not None:
             return model(idx, targets, cache)
         return step(idx, cache=cache)
@@ -91,12 +90,13 @@ def compiled_for_decoding(model, device: torch.device):
 
 
 def inductor_settings(device: torch.device) -> dict:
-    """Inductor's settings for the compiled decoder, each measured on CPU at batch 1 (docs/performance.md):
+    """Inductor's settings for the compiled decoder, each measured on CPU at batch 1 (docs/performance.md,
+    compiled decoder; benchmarks/decode_levers.py):
     - freezing: the weights become constants of the compiled graph, so inductor can prepack them
-      for oneDNN (bf16, 1 thread: 2.5 ms per token frozen vs ~5 not);
-    - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which cost
-      ~0.4 ms per token of interpreter time here (1.08-1.20x per token, benchmarks/decode_levers.py;
-      about the same compile time). CPU only: on a GPU it was neither measured nor tried."""
+      for oneDNN;
+    - cpp_wrapper: the compiled graph is called from C++ instead of generated Python, which saves
+      interpreter time per token at about the same compile time. CPU only: on a GPU it was neither
+      measured nor tried."""
     return {"freezing": True, "cpp_wrapper": device.type == "cpu"}
 
 

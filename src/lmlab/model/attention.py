@@ -45,8 +45,8 @@ def attend(q, k, v, mask, is_causal: bool, p: float):
 
 def cache_dtype(t: torch.Tensor) -> torch.dtype:
     """The KV cache's dtype: fp32 on CPU for half-precision models. PyTorch's CPU attention for one
-    query over a bf16 cache measured 6x slower than over an fp32 one (166 vs 27 us at 256 keys, 6
-    heads of 64), more than the small extra memory costs; on GPUs the cache keeps the model's dtype."""
+    query over a bf16 cache is much slower than over an fp32 one (docs/performance.md, Generation),
+    which outweighs the small extra memory; on GPUs the cache keeps the model's dtype."""
     if t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16):
         return torch.float32
     return t.dtype

@@ -1,9 +1,9 @@
 """Dropout with a cheap keep-mask on CPU.
 
 torch's CPU dropout draws one Bernoulli sample per element from the Mersenne twister; at the
-shakespeare-char shape that was 27% of a training step (measured, docs/performance.md). Here one
-64-bit draw gives four 16-bit uniform lanes, so a mask costs about a quarter of the generator calls
-and no float conversion (~8x cheaper measured on 25M elements). The drop probability is rounded to
+shakespeare-char shape that was a large share of a training step (docs/performance.md, Training).
+Here one 64-bit draw gives four 16-bit uniform lanes, so a mask costs about a quarter of the
+generator calls and no float conversion. The drop probability is rounded to
 the nearest multiple of 1/65536 and kept activations are scaled by 1 / (1 - that rounded p), so the
 expected output still equals the input exactly. Other devices use torch's own dropout (CUDA's
 Philox is already fast). Masks come from torch's default generator, so seeding and checkpointed RNG

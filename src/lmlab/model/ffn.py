@@ -26,7 +26,7 @@ class MLP(nn.Module):
         super().__init__()
         if cfg.activation not in GELU_APPROXIMATION:
             raise ValueError(f"unknown model.activation {cfg.activation!r}; valid: {', '.join(GELU_APPROXIMATION)}")
-        # exact GELU is ~3x cheaper than the tanh form on CPU in bf16 (measured, docs/performance.md)
+        # exact GELU is cheaper than the tanh form on CPU in bf16 (docs/performance.md, Training)
         self.approximate = GELU_APPROXIMATION[cfg.activation]
         d_ff = default_d_ff(cfg, gated=False)
         self.up = nn.Linear(cfg.d_model, d_ff, bias=cfg.bias)

@@ -3,7 +3,7 @@
 Why: decoding at batch 1 reads every weight once per token, and on CPU the bf16 matrix-vector
 product runs far below the matmul peak (docs/performance.md). PyTorch's int8 weight-only kernel
 (`torch._weight_int8pack_mm`, the one gpt-fast and torchao use on CPU) reads a quarter of fp32's
-bytes and measured 4.2x faster than bf16 dense over the shakespeare-char model's matrices. Weights
+bytes, and is faster than bf16 dense (docs/performance.md, Generation). Weights
 are rounded to int8 per output row, W ~= q * s with s = max|W_row| / 127, so every weight is off by
 at most s/2; activations stay in the model's float dtype.
 """
@@ -17,7 +17,7 @@ from .swap import replace_linears
 
 # the CPU kernel's limits, found by measurement: K must be a multiple of 16 (other K gave wrong
 # results or crashed), beyond ~16 rows a dequantised dense matmul is faster (prefill, big batches),
-# and with fp32 activations it was 13x slower than with bf16. Off the CPU (no such kernel in this
+# and fp32 activations are far slower than bf16 (docs/performance.md). Off the CPU (no such kernel in this
 # torch build) the dequantised matmul is used: correct, not faster.
 _KERNEL_K_MULTIPLE = 16
 _KERNEL_MAX_ROWS = 16

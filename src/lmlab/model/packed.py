@@ -1,10 +1,10 @@
 """bf16 linear layers with their weights prepacked for oneDNN, for sampling on a CPU.
 
 Why: at batch 1 the decoder is a chain of matrix-vector products, and PyTorch's default bf16 path
-for them ran at ~18 GB/s here against ~50 GB/s for fp32 (measured). Given the weight once in its
-own blocked layout (`torch.ops.mkldnn._reorder_linear_weight`, what torch.compile's CPU freezing
-pass uses), oneDNN computes the same products to the bit (tested) ~2x faster per matrix at one row
-(docs/performance.md). fp32 weights gained nothing this way, so only bf16 is packed.
+for them streams weights far slower than the fp32 path does. Given the weight once in its own
+blocked layout (`torch.ops.mkldnn._reorder_linear_weight`, what torch.compile's CPU freezing pass
+uses), oneDNN computes the same products to the bit (tested) and faster per matrix at one row
+(figures: docs/performance.md, Generation). fp32 weights gained nothing this way, so only bf16 is packed.
 """
 from __future__ import annotations
 
