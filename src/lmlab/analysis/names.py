@@ -75,3 +75,29 @@ def resolve(model, patterns, points: dict | None = None) -> dict[str, HookPoint]
             raise unknown(model, p, points)
         chosen.update(found)
     return {n: chosen[n] for n in points if n in chosen}
+
+
+# lmlab name (after 'blocks.{i}.') -> TransformerLens name (after 'blocks.{i}.'); docs/analysis.md
+TRANSFORMER_LENS = {
+    "resid_pre": "hook_resid_pre", "resid_mid": "hook_resid_mid", "resid_post": "hook_resid_post",
+    "attn.norm.scale": "ln1.hook_scale", "attn.in": "ln1.hook_out",
+    "attn.q": "attn.hook_q", "attn.k": "attn.hook_k", "attn.v": "attn.hook_v",
+    "attn.q_rot": "attn.hook_rot_q", "attn.k_rot": "attn.hook_rot_k",
+    "attn.scores": "attn.hook_attn_scores", "attn.pattern": "attn.hook_pattern", "attn.z": "attn.hook_z",
+    "attn.head_out": "attn.hook_result", "attn.out": "hook_attn_out",
+    "ffn.norm.scale": "ln2.hook_scale", "ffn.in": "ln2.hook_out",
+    "ffn.pre": "mlp.hook_pre", "ffn.pre_linear": "mlp.hook_pre_linear", "ffn.post": "mlp.hook_post",
+    "ffn.out": "hook_mlp_out",
+}
+TRANSFORMER_LENS_TOP = {"embed": "hook_embed", "pos_embed": "hook_pos_embed",
+                        "final_norm.scale": "ln_final.hook_scale", "final": "ln_final.hook_out"}
+
+
+def transformer_lens_name(name: str) -> str | None:
+    """The TransformerLens hook name for an lmlab one, where an equivalent exists."""
+    if name in TRANSFORMER_LENS_TOP:
+        return TRANSFORMER_LENS_TOP[name]
+    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
+    if m and m[2] in TRANSFORMER_LENS:
+        return f"blocks.{m[1]}.{TRANSFORMER_LENS[m[2]]}"
+    return None
