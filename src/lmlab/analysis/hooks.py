@@ -14,6 +14,7 @@ import difflib
 from contextlib import contextmanager
 from functools import partial
 
+import numpy as np
 import torch
 
 from ..errors import LmlabError
@@ -42,7 +43,7 @@ class ActivationCache(dict):
 
 def as_ids(model, ids) -> torch.Tensor:
     """Token ids as a LongTensor [B, T] on the model's device (a list or 1-D tensor is one row)."""
-    t = torch.as_tensor(ids, dtype=torch.long)
+    t = ids.long() if isinstance(ids, torch.Tensor) else torch.as_tensor(np.asarray(ids), dtype=torch.long)
     if t.dim() == 1:
         t = t[None]
     if t.dim() != 2 or t.shape[1] == 0:
