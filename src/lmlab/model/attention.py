@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dropout import keep_mask, keep_scale
+from .hooks import HookPoint
 from .positions import apply_rope
 
 
@@ -43,6 +44,11 @@ def attend(q, k, v, mask, is_causal: bool, p: float):
     return sdpa(q, k, v, mask, is_causal, p)
 
 
+def per_head(hook: HookPoint, x: torch.Tensor) -> torch.Tensor:
+    """x [B, H, T, head_dim] through `hook` in TransformerLens's layout [B, T, H, head_dim]."""
+    return hook(x.transpose(1, 2)).transpose(1, 2) if hook.active else x
+
+
 def cache_dtype(t: torch.Tensor) -> torch.dtype:
     """The KV cache's dtype: fp32 on CPU for half-precision models. PyTorch's CPU attention for one
     query over a bf16 cache is much slower than over an fp32 one (docs/performance.md, Generation),
@@ -70,6 +76,14 @@ class CausalSelfAttention(nn.Module):
         self.o_proj.residual_out = True  # scaled init (GPT-2): it writes to the residual stream
         self.qkv_proj = None  # inference only: q, k and v in one projection (fuse_qkv)
         self.dropout = cfg.dropout
+        # analysis hooks, per head [B, T, heads, head_dim]; q_rot/k_rot after RoPE
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
+        if self.use_rope:
+            self.hook_q_rot, self.hook_k_rot = HookPoint(), HookPoint()
+        # [B, H, T, keys]; a hook on either makes attention take the explicit path (SDPA otherwise)
+        self.hook_scores, self.hook_pattern = HookPoint(), HookPoint()
+        self.hook_z = HookPoint()         # each head's mix of values [B, T, H, head_dim]
+        self.hook_head_out = HookPoint()  # each head's write to the residual [B, T, H, d], bias not included
 
     def qkv_sizes(self) -> tuple[int, int, int]:
         return self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim
@@ -98,13 +112,14 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         B, T, _ = x.shape
         q, k, v = self.project(x)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = self.hook_q(q.view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)
+        k = self.hook_k(k.view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)
+        v = self.hook_v(v.view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)
         if self.use_rope:
             cos, sin = rope
             cos, sin = cos[start_pos:start_pos + T], sin[start_pos:start_pos + T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k = per_head(self.hook_q_rot, q), per_head(self.hook_k_rot, k)
         if cache is not None:
             if "k" not in cache:
                 shape = (B, self.n_kv_heads, cache["max_len"], self.head_dim)
@@ -123,9 +138,38 @@ class CausalSelfAttention(nn.Module):
                 i = torch.arange(T, device=x.device)[:, None]
                 j = torch.arange(start_pos + T, device=x.device)[None, :]
                 mask = j <= start_pos + i
-        # a plain bool: compiled with dynamic shapes, `T > 1` is symbolic, and SDPA refusing it
-        # split the compiled decoder into per-layer graphs (test_compiled_decoding)
-        is_causal = True if causal and T > 1 else False
-        y = attend(q, k, v, mask, is_causal, self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim).to(out_dtype)
-        return self.o_proj(y)
+        p = self.dropout if self.training else 0.0
+        if self.hook_scores.active or self.hook_pattern.active:
+            causal_mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() if causal and T > 1 else None
+            y = self.explicit_attention(q, k, v, mask if mask is not None else causal_mask, p)
+        else:
+            # a plain bool: compiled with dynamic shapes, `T > 1` is symbolic, and SDPA refusing it
+            # split the compiled decoder into per-layer graphs (test_compiled_decoding)
+            is_causal = True if causal and T > 1 else False
+            y = attend(q, k, v, mask, is_causal, p)
+        z = self.hook_z(y.transpose(1, 2))
+        out = self.o_proj(z.reshape(B, T, self.n_heads * self.head_dim).to(out_dtype))
+        return self.head_writes(z.to(out_dtype), out) if self.hook_head_out.active else out
+
+    def explicit_attention(self, q, k, v, allowed, p: float):
+        """Attention written out, for analysis: scores and pattern pass through their hooks, which
+        may replace them (patching, ablation). allowed: bool [T, keys] or [B, 1, T, keys], or None."""
+        if k.shape[1] != q.shape[1]:
+            rep = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        pattern = self.hook_pattern(torch.softmax(self.hook_scores(scores), dim=-1))
+        return F.dropout(pattern, p) @ v if p > 0.0 else pattern @ v
+
+    def head_writes(self, z, out):
+        """Per-head writes z_h W_O,h [B, T, H, d] through their hook. `out` stays o_proj's result
+        unless the hook changed them (returned other values or edited them in place)."""
+        w = self.o_proj.weight
+        heads = torch.einsum("bthe,dhe->bthd", z, w.view(w.shape[0], self.n_heads, self.head_dim))
+        version = heads._version
+        hooked = self.hook_head_out(heads)
+        if hooked is heads and heads._version == version:
+            return out
+        return hooked.sum(2) if self.o_proj.bias is None else hooked.sum(2) + self.o_proj.bias

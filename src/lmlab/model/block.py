@@ -61,10 +61,16 @@ class Block(nn.Module):
             while key in self.sublayers:
                 key, n = f"{name}{n}", n + 1
             self.sublayers[key] = Residual(cfg, make(cfg, layer))
+        # the residual between sublayers: resid_mid after the first, resid_mid2 after the second, ...
+        self.mid_hooks = [f"hook_resid_mid{n if n > 1 else ''}" for n in range(1, len(pattern))]
+        for name in self.mid_hooks:
+            setattr(self, name, HookPoint())
         self.hook_resid_post = HookPoint()
 
     def forward(self, x, caches=None, **kw):
         x = self.hook_resid_pre(x)
         for i, sub in enumerate(self.sublayers.values()):
             x = sub(x, cache=None if caches is None else caches[i], **kw)
+            if i < len(self.mid_hooks):
+                x = getattr(self, self.mid_hooks[i])(x)
         return self.hook_resid_post(x)

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import Registry
+from .hooks import HookPoint
 
 # kind -> constructor(cfg, layer_index) -> module taking (x, **kwargs)
 FFNS = Registry("model.ffn")
@@ -32,9 +33,10 @@ class MLP(nn.Module):
         self.up = nn.Linear(cfg.d_model, d_ff, bias=cfg.bias)
         self.down = nn.Linear(d_ff, cfg.d_model, bias=cfg.bias)
         self.down.residual_out = True
+        self.hook_pre, self.hook_post = HookPoint(), HookPoint()  # before and after the GELU [B, T, d_ff]
 
     def forward(self, x, **_):
-        return self.down(F.gelu(self.up(x), approximate=self.approximate))
+        return self.down(self.hook_post(F.gelu(self.hook_pre(self.up(x)), approximate=self.approximate)))
 
 
 class SwiGLU(nn.Module):
@@ -45,9 +47,11 @@ class SwiGLU(nn.Module):
         self.up = nn.Linear(cfg.d_model, d_ff, bias=cfg.bias)
         self.down = nn.Linear(d_ff, cfg.d_model, bias=cfg.bias)
         self.down.residual_out = True
+        # TransformerLens's gated-MLP names: pre = gate input, pre_linear = up, post = their product
+        self.hook_pre, self.hook_pre_linear, self.hook_post = HookPoint(), HookPoint(), HookPoint()
 
     def forward(self, x, **_):
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        return self.down(self.hook_post(F.silu(self.hook_pre(self.gate(x))) * self.hook_pre_linear(self.up(x))))
 
 
 FFNS.register("mlp", lambda cfg, layer: MLP(cfg))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ffn import FFNS, default_d_ff
+from .hooks import HookPoint
 
 
 class MoE(nn.Module):
@@ -39,14 +40,22 @@ class MoE(nn.Module):
         self.aux_loss = None
         self.register_buffer("load", torch.zeros(E, dtype=torch.long), persistent=False)
         self.dropped = 0.0
+        # routing, [B, T, experts]: router softmax (picks the top k), and the mixing weights
+        # (zero for experts not chosen); a replacement of either changes the routing
+        self.hook_router_probs, self.hook_expert_weights = HookPoint(), HookPoint()
 
     def forward(self, x, **_):
         shape = x.shape
         h = x.reshape(-1, shape[-1])
         N, E, k = h.shape[0], self.n_experts, self.top_k
         probs = F.softmax(self.router(h).float(), dim=-1)            # [N, E]
+        if self.hook_router_probs.active:
+            probs = self.hook_router_probs(probs.view(*shape[:-1], E)).reshape(N, E)
         top_p, top_e = probs.topk(k, dim=-1)                         # [N, k]
         gates = (top_p / top_p.sum(-1, keepdim=True)).to(h.dtype)
+        if self.hook_expert_weights.active:
+            dense = gates.new_zeros(N, E).scatter(1, top_e, gates)
+            gates = self.hook_expert_weights(dense.view(*shape[:-1], E)).reshape(N, E).gather(1, top_e)
         # assignments in priority order: all first choices, then all second choices, ...
         a_expert = top_e.t().reshape(-1)
         a_token = torch.arange(N, device=h.device).repeat(k)

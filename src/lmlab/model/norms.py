@@ -13,6 +13,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import Registry
+from .hooks import HookPoint
+
+
+def explicit_norm(x, scale_hook: HookPoint, eps: float, weight, bias, centre: bool):
+    """The norm written out for analysis: the divisor [..., 1] passes through `scale_hook`, which
+    may replace it (e.g. a clean run's scale, to make the norm linear for attribution)."""
+    if centre:
+        x = x - x.mean(-1, keepdim=True)
+    y = x / scale_hook((x.pow(2).mean(-1, keepdim=True) + eps).sqrt())
+    y = y if weight is None else y * weight
+    return y if bias is None else y + bias
+
 
 NORMS = Registry("model.norm")  # kind -> class(d, eps=, bias=, affine=)
 
@@ -24,8 +36,11 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d)) if affine else None
         self.bias = nn.Parameter(torch.zeros(d)) if bias and affine else None
         self.eps = eps
+        self.hook_scale = HookPoint()
 
     def forward(self, x):
+        if self.hook_scale.active:
+            return explicit_norm(x, self.hook_scale, self.eps, self.weight, self.bias, centre=True)
         return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
 
 
@@ -35,8 +50,11 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(d)) if affine else None
         self.eps = eps
+        self.hook_scale = HookPoint()
 
     def forward(self, x):
+        if self.hook_scale.active:
+            return explicit_norm(x, self.hook_scale, self.eps, self.weight, None, centre=False)
         return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
 
 
@@ -54,11 +72,14 @@ class CRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d)) if affine else None
         self.bias = nn.Parameter(torch.zeros(d)) if bias and affine else None
         self.eps = eps
+        self.hook_scale = HookPoint()
 
     def forward(self, x):
         if x.shape[-1] != self.d - 1:
             raise ValueError(f"CRMSNorm expects {self.d - 1} stored coordinates, got {x.shape[-1]}")
         full = torch.cat((x, -x.sum(-1, keepdim=True)), dim=-1)
+        if self.hook_scale.active:
+            return explicit_norm(full, self.hook_scale, self.eps, self.weight, self.bias, centre=False)
         y = F.rms_norm(full, (self.d,), self.weight, self.eps)
         return y if self.bias is None else y + self.bias
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ffn import FFNS, MLP, default_d_ff
+from .hooks import HookPoint
 from .training_hooks import set_progress  # noqa: F401  (re-exported)
 
 
@@ -254,9 +255,10 @@ class StructuredMLP(nn.Module):
             self.down = BlockShuffleLinear(f, d, cfg.ffn_blocks, resid_std, cfg.bias, g)
         else:
             raise ValueError(f"unknown structured FFN {kind!r}")
+        self.hook_pre, self.hook_post = HookPoint(), HookPoint()  # before and after the GELU
 
     def forward(self, x, **_):
-        return self.down(F.gelu(self.up(x), approximate="tanh"))
+        return self.down(self.hook_post(F.gelu(self.hook_pre(self.up(x)), approximate="tanh")))
 
     # `lmlab convert` protocol: fold a norm gain into what reads the input; centre what is written
     @torch.no_grad()

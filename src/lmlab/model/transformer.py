@@ -38,6 +38,8 @@ class Transformer(nn.Module):
         self.embed = make_embedding(cfg, embedding_matrix)
         self.hook_embed = HookPoint()
         self.pos_embed = nn.Embedding(cfg.context, cfg.d_model) if cfg.positions == "learned" else None
+        if self.pos_embed is not None:
+            self.hook_pos_embed = HookPoint()  # [B, T, d], as TransformerLens's hook_pos_embed
         if cfg.positions not in ("rope", "learned"):
             raise ValueError(f"unknown model.positions {cfg.positions!r}; valid: rope, learned")
         self.drop = Dropout(cfg.dropout)
@@ -45,6 +47,7 @@ class Transformer(nn.Module):
         self.meta = MetaTokens(cfg) if cfg.meta_tokens else None  # ids >= vocab_size are meta-tokens
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias, cfg.norm_affine)
         self.hook_final = HookPoint()
+        self.hook_logits = HookPoint()
         frozen_embed = getattr(self.embed, "frozen", False)  # protocol.ModuleProtocol.frozen
         self.tied = cfg.tie_embeddings and not frozen_embed
         self.lm_head = None if self.tied else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -101,7 +104,8 @@ class Transformer(nn.Module):
         if self.pos_embed is not None:
             if start + T > self.cfg.context:
                 raise ValueError(f"learned positions stop at model.context={self.cfg.context}")
-            x = x + self.pos_embed(torch.arange(start, start + T, device=idx.device))
+            pos = self.pos_embed(torch.arange(start, start + T, device=idx.device))
+            x = x + (self.hook_pos_embed(pos.expand(B, T, -1)) if self.hook_pos_embed.active else pos)
         x = self.drop(to_stream(x, self.d_stream))
         rope = self.rope(start + T)
         for i, block in enumerate(self.blocks):
@@ -117,7 +121,7 @@ class Transformer(nn.Module):
         if self.meta is not None and self.training and targets is not None and cache is None:
             idx, targets = self.meta.inject(idx, targets)  # pre-training: meta-tokens at random places
         h = self.hidden(idx, cache)
-        logits = F.linear(h, self.embed.weight) if self.tied else self.lm_head(h)
+        logits = self.hook_logits(F.linear(h, self.embed.weight) if self.tied else self.lm_head(h))
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hooks import HookPoint
+
 
 def legendre_system(order: int, theta: float):
     """Continuous (A, B) of the Legendre delay network, in float64."""
@@ -71,6 +73,9 @@ class LMUMixer(nn.Module):
         self.x_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.out_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.out_proj.residual_out = True
+        # memorised inputs u [B, T, channels] and the memory m_t [B, T, channels, order] (the
+        # LMU's state at every position; a replacement changes the output, not the cache)
+        self.hook_u, self.hook_memory = HookPoint(), HookPoint()
 
     def tables(self, T: int, device):
         key = (T, str(device))
@@ -96,7 +101,7 @@ class LMUMixer(nn.Module):
 
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         bsz, T, _ = x.shape
-        u = self.u_proj(x)
+        u = self.hook_u(self.u_proj(x))
         state = None if cache is None or start_pos == 0 else cache.get("m")
         if T == 1 and state is not None:
             last = self.step(u[:, 0], state)
@@ -105,5 +110,6 @@ class LMUMixer(nn.Module):
             m, last = self.memory(u, state)
         if cache is not None:
             cache["m"] = last.detach()
+        m = self.hook_memory(m)
         h = self.m_proj(m.to(x.dtype).reshape(bsz, T, self.c * self.q)) + self.x_proj(x)
         return self.out_proj(F.gelu(h, approximate="tanh"))

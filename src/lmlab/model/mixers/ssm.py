@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..hooks import HookPoint
+
 
 def ssd_scan(x, dt, A, B, C, state=None, chunk: int = 64):
     """Chunked parallel scan. x [b,T,h,p], dt [b,T,h], A [h], B/C [b,T,n], state [b,h,p,n].
@@ -99,6 +101,11 @@ class SelectiveSSM(nn.Module):
         self.out_proj = nn.Linear(d_inner, cfg.d_model, bias=cfg.bias)
         self.out_proj.residual_out = True
         self.eps = cfg.norm_eps
+        # scan inputs x [B, T, heads, head_dim], dt [B, T, heads], B and C [B, T, N]; its output y
+        # (with the D skip, before the gate) [B, T, heads, head_dim]; the state after the last
+        # position [B, heads, head_dim, N] (what a cache carries on; replacing it changes only that)
+        self.hook_x, self.hook_dt, self.hook_B, self.hook_C = HookPoint(), HookPoint(), HookPoint(), HookPoint()
+        self.hook_y, self.hook_state = HookPoint(), HookPoint()
 
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         bsz, T, _ = x.shape
@@ -109,8 +116,9 @@ class SelectiveSSM(nn.Module):
         xbc = F.silu(F.conv1d(padded.transpose(1, 2), self.conv.weight, self.conv.bias,
                               groups=self.conv.groups).transpose(1, 2))
         xs, B, C = xbc.split([self.d_inner, self.n, self.n], dim=-1)
-        xs = xs.reshape(bsz, T, self.h, self.p)
-        dt = F.softplus(dt.float() + self.dt_bias)
+        xs = self.hook_x(xs.reshape(bsz, T, self.h, self.p))
+        B, C = self.hook_B(B), self.hook_C(C)
+        dt = self.hook_dt(F.softplus(dt.float() + self.dt_bias))
         A = -self.A_log.exp()
         state = None if fresh else cache["ssm"]
         if T == 1 and state is not None:
@@ -118,9 +126,10 @@ class SelectiveSSM(nn.Module):
             y = y[:, None]
         else:
             y, state = ssd_scan(xs, dt, A, B, C, state, self.chunk)
+        state = self.hook_state(state)
         if cache is not None:
             cache["conv"] = padded[:, -(self.k - 1):].detach() if self.k > 1 else padded[:, :0].detach()
             cache["ssm"] = state.detach()
-        y = (y + self.D[:, None] * xs.float()).to(x.dtype).reshape(bsz, T, self.d_inner)
+        y = self.hook_y(y + self.D[:, None] * xs.float()).to(x.dtype).reshape(bsz, T, self.d_inner)
         y = F.rms_norm(y * F.silu(z), (self.d_inner,), self.out_norm, self.eps)
         return self.out_proj(y)
