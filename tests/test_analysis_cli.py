@@ -21,7 +21,7 @@ def run(tmp_path_factory):
     tok = ByteTokenizer()
     cfg.model.vocab_size = tok.vocab_size
     torch.manual_seed(0)
-    checkpoint.save(out, 0, Transformer(cfg.model, tok), None, tok, cfg, {})
+    checkpoint.save(out, 0, Transformer(cfg.model), None, tok, cfg, {})
     return out
 
 
@@ -94,6 +94,6 @@ def test_a_model_without_attention_is_refused_for_head_analyses(tmp_path, capsys
     cfg = config.load("tiny", ["model.pattern=MF", "tokenizer.kind=byte"])
     tok = ByteTokenizer()
     cfg.model.vocab_size = tok.vocab_size
-    checkpoint.save(tmp_path / "ssm", 0, Transformer(cfg.model, tok), None, tok, cfg, {})
+    checkpoint.save(tmp_path / "ssm", 0, Transformer(cfg.model), None, tok, cfg, {})
     err = bad(capsys, tmp_path, str(tmp_path / "ssm"), "--what", "heads")
     assert err == "error: --what heads needs attention, and the model's pattern 'MF' has no 'A'\n"

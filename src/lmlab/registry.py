@@ -36,6 +36,9 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def items(self) -> list[tuple[str, Any]]:
+        return [(name, self._entries[name]) for name in self.names()]
+
     __getitem__ = get
 
     def __contains__(self, name: object) -> bool:
