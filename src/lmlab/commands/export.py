@@ -1,21 +1,21 @@
 """`lmlab export RUN_OR_CKPT --to hf DIR` and `lmlab import-hf DIR -o OUT` (Llama and GPT-2 families)."""
 from __future__ import annotations
 
-from .common import load_model_arg, print_json
+from .common import add_run_args, existing, load_model_arg, output_dir, print_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="write a checkpoint as a Hugging Face model directory (Llama or GPT-2)")
-    p.add_argument("run", metavar="RUN_OR_CKPT")
+    add_run_args(p, device=False)
     p.add_argument("--to", required=True, choices=["hf"], help="target format")
-    p.add_argument("dir", metavar="DIR", help="output directory (config.json, model.safetensors, tokenizer files)")
+    p.add_argument("dir", metavar="DIR", type=output_dir, help="output directory (config.json, model.safetensors, tokenizer files)")
     p.add_argument("--no-check", action="store_true",
                    help="skip loading the result with transformers (done when it is installed) to compare logits")
     p.set_defaults(func=run_export)
 
     q = sub.add_parser("import-hf", help="read a Hugging Face Llama or GPT-2 directory into an lmlab run directory")
-    q.add_argument("dir", metavar="DIR", help="HF model directory (config.json + *.safetensors)")
-    q.add_argument("-o", "--out", required=True, help="new run directory")
+    q.add_argument("dir", metavar="DIR", type=existing("HF model directory", directory=True), help="HF model directory (config.json + *.safetensors)")
+    q.add_argument("-o", "--out", required=True, type=output_dir, help="new run directory")
     q.add_argument("--tokenizer", default="",
                    help="lmlab tokenizer directory, or 'byte' (default: DIR/lmlab_tokenizer, written by lmlab export)")
     q.set_defaults(func=run_import)

@@ -13,6 +13,7 @@ import platform
 import time
 from pathlib import Path
 
+from .. import jsonio
 from .. import config as config_mod
 from ..errors import LmlabError
 
@@ -149,7 +150,7 @@ def run(args) -> int:
         t0 = time.perf_counter()
         res = run_variant(name, overrides, args)
         res["wall_s"] = time.perf_counter() - t0
-        cached.write_text(json.dumps(res))
+        cached.write_text(jsonio.dumps(res))
         results.append(res)
         print(f"{name}: val_bpb {res['val_bpb']:.4f}  params {res['params']:,}  train {res['train_tok_per_s']:.0f} tok/s"
               f"  gen {res['gen_tok_per_s']:.1f} tok/s  ({res['wall_s']:.0f} s)", flush=True)

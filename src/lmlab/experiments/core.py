@@ -6,11 +6,12 @@ loss / bits per byte, throughput and a loss-curve PNG. Runs that exist are resum
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 from pathlib import Path
+
+from .. import jsonio
 
 NAME = "core"
 HELP = "train the demo and shakespeare-char presets on this machine and write docs/core.md"
@@ -88,9 +89,9 @@ def run(args) -> int:
     sums = {k: _summary(v) for k, v in runs.items()}
     machine = {"cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                "platform": platform.platform(), "torch": torch.__version__, "loadavg_at_end": os.getloadavg()[0]}
-    (doc.parent / "core-results.json").write_text(json.dumps({"runs": sums, "machine": machine}, indent=1))
+    (doc.parent / "core-results.json").write_text(jsonio.dumps({"runs": sums, "machine": machine}, indent=1))
     doc.write_text(_report(sums, machine, args, png.relative_to(doc.parent)))
-    print(json.dumps(sums, indent=1))
+    print(jsonio.dumps(sums, indent=1))
     return 0
 
 

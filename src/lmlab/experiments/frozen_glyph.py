@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from .. import jsonio
 from ..errors import LmlabError
 
 NAME = "frozen-glyph"
@@ -218,7 +219,7 @@ def summarise(per_seed: list[dict]) -> dict:
 
 
 def write_results(results: dict, out: Path) -> None:
-    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    (out / "results.json").write_text(jsonio.dumps(results, indent=1, ensure_ascii=False))
     plot_curves(results, out / "curves.png")
     (out / "report.md").write_text(markdown(results), encoding="utf-8")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import jsonio
 from .. import config as config_mod
 from ..errors import LmlabError
 
@@ -305,7 +306,7 @@ def run(args) -> int:
             torch.manual_seed(0)
             results[part] = MEASURE[part](model, tokenizer, cfg, out, args)
             results[part]["wall_s"] = time.perf_counter() - t0
-            results_path.write_text(json.dumps(results, indent=1))
+            results_path.write_text(jsonio.dumps(results, indent=1))
     from .inference_report import write_report
 
     path = write_report(results, Path(args.docs))

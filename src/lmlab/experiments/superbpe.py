@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import jsonio
 from ..errors import LmlabError
 
 NAME = "superbpe"
@@ -458,10 +459,10 @@ def run(args) -> int:
         results["lm"], results["lm_machine"] = [], results["machine"]
         for corpus in args.lm_corpus or [args.corpus]:
             results["lm"].extend(compare_lms(args, corpus, rows, out))
-            (out / "results.json").write_text(json.dumps(results, indent=1))  # keep what is done
+            (out / "results.json").write_text(jsonio.dumps(results, indent=1))  # keep what is done
     if args.skip_sweep and previous.get("machine"):
         results["machine"] = previous["machine"]
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.json").write_text(jsonio.dumps(results, indent=1))
     if args.doc:
         doc = Path(args.doc)
         doc.parent.mkdir(parents=True, exist_ok=True)
