@@ -243,6 +243,20 @@ def test_json_output_is_strict(place, tmp_path, capsys):
     assert summary["step"] == 2 and summary["loss"] is None
 
 
+def test_resume_with_a_config_compares_it_with_the_run(place, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(place / "run", run)
+    same = ["--set", "train.max_steps=2", "--set", "train.eval_every=0", "--set", "train.ckpt_every=2"]
+    assert main(["train", "-c", "tiny", "-o", str(run), "--resume", *same, "--set", "generate.top_k=5"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 2
+    assert main(["train", "-c", "tiny", "-o", str(run), "--resume", *same, "--set", "train.batch_size=4"]) == 2
+    assert "train.batch_size cannot change on resume (the run has 8, asked 4)" in capsys.readouterr().err
+    with pytest.raises(LmlabError, match="is a file, not a run directory"):  # the library refuses it too
+        train(config.load("tiny"), place / "file.txt", **QUIET)
+
+
 def test_only_rank_zero_takes_the_lock(tmp_path, monkeypatch):
     out = tmp_path / "r"
     with checkpoint.run_lock(out):

@@ -232,7 +232,16 @@ def check_resume(run: Config, new: Config) -> None:
             if was == now or name in RESUMABLE or (name == "model.vocab_size" and now == 0):  # 0 = the tokenizer's
                 continue
             raise LmlabError(f"{name} cannot change on resume (the run has {was!r}, asked {now!r}); a resume may "
-                             f"change only {', '.join(RESUMABLE)}; train into another -o for a new run")
+                             f"change only {_grouped(RESUMABLE)}; train into another -o for a new run")
+
+
+def _grouped(names) -> str:
+    """'train.a', 'train.b', 'data.c' -> 'train.{a, b}, data.c'."""
+    by_section: dict[str, list[str]] = {}
+    for name in names:
+        section, key = name.split(".")
+        by_section.setdefault(section, []).append(key)
+    return ", ".join(f"{s}.{{{', '.join(k)}}}" if len(k) > 1 else f"{s}.{k[0]}" for s, k in by_section.items())
 
 
 def _fields(obj) -> dict[str, dataclasses.Field]:
