@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import LmlabError
-from .common import COUNT, add_run_args, field_type, existing, load_model_arg
+from .common import COUNT, add_run_args, existing, field_type, load_model_arg
 from .inference_options import add_generate_options, run_generate_options
 
 
