@@ -93,7 +93,7 @@ def test_degeneracy_classifier_learns_repetition(tmp_path):
         degeneracy.DegeneracyClassifier().fit(*degeneracy.training_set(good))
 
 
-def test_cli_beam_one_is_greedy_and_icn(tiny_run, capsys):
+def test_cli_beam_one_is_greedy_and_icn(tiny_run, capsys, tmp_path):
     from lmlab.cli import main
     args = ["generate", str(tiny_run), "--prompt", "ROMEO:", "--max-new-tokens", "30"]
     assert main(args + ["--temperature", "0"]) == 0
@@ -103,5 +103,6 @@ def test_cli_beam_one_is_greedy_and_icn(tiny_run, capsys):
     assert main(args + ["--icn", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line[:3] for line in lines] == ["1. ", "2. ", "3. "]
-    assert main(args + ["--degeneracy", "x.json"]) == 2
+    (tmp_path / "x.json").write_text("{}")  # there (a missing file is refused before this check)
+    assert main(args + ["--degeneracy", str(tmp_path / "x.json")]) == 2
     assert "--beam" in capsys.readouterr().err

@@ -78,9 +78,9 @@ def test_train_resume_load_generate(tmp_path, overrides):
 def test_hook_names_and_bad_configs():
     names = hook_points(make_model("AMF LF"))
     assert {"blocks.0.attn.in", "blocks.0.ssm.out", "blocks.1.lmu.in", "blocks.1.ffn.out"} <= set(names)
-    for bad in (["model.pattern=AXF"], ["model.pattern=MF", "model.ssm_head_dim=7"], ["model.pattern=LF", "model.lmu_order=0"],
-                ["model.meta_tokens=-1"], ["model.meta_tokens=2", "model.meta_rate=1.0"]):
-        cfg = config.load("tiny", bad)
+    for bad in ({"pattern": "AXF"}, {"pattern": "MF", "ssm_head_dim": 7}, {"pattern": "LF", "lmu_order": 0},
+                {"meta_tokens": -1}, {"meta_tokens": 2, "meta_rate": 1.0}):
+        cfg = config.from_dict({"model": bad}, config.load("tiny"))  # unvalidated: the model's own checks
         cfg.model.vocab_size = VOCAB
         with pytest.raises(ValueError):
             Transformer(cfg.model)

@@ -1,10 +1,12 @@
 """Checkpoints: model.safetensors + optim.pt (tensors only, loaded with weights_only=True) +
 state.json + tokenizer/. A checkpoint directory is complete or absent: it is written to a
 temporary directory, fsynced and renamed; `latest` names the newest one and is replaced atomically.
-Loading never unpickles code.
+Loading never unpickles code. A process that writes a run directory holds its lock (`run_lock`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -17,11 +19,70 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import config as config_mod
+from . import jsonio
 from . import tokenizers
 from .errors import LmlabError
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
+LOCK = ".lock"
+
+
+def _open_locked(path: Path) -> int:
+    """A descriptor of `path` holding its exclusive flock, or LmlabError naming the holder's pid."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise LmlabError(f"{path.parent} is being written by another lmlab process (pid {holder}); "
+                             "wait for it to finish or choose another directory") from None
+        try:  # the previous holder may have removed the file between our open and our flock
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def run_lock(out_dir):
+    """Hold OUT/.lock exclusively (fcntl.flock, released by the kernel even on SIGKILL) with this
+    process's pid in it. A second writer is refused at once; readers never take it. The file is
+    removed on release, and so is OUT if this call created it and nothing else was written."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LmlabError(f"{out} is a file, not a run directory; choose a directory for -o")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise LmlabError(f"cannot create the run directory {out}: a part of that path is a file") from None
+    except OSError as e:
+        raise LmlabError(f"cannot create the run directory {out}: {e.strerror}") from None
+    path = out / LOCK
+    try:
+        fd = _open_locked(path)
+    except BaseException:
+        if created:
+            _remove_if_empty(out)
+        raise
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield out
+    finally:
+        path.unlink(missing_ok=True)  # while still holding it: a waiter re-checks the inode
+        os.close(fd)
+        if created:
+            _remove_if_empty(out)
+
+
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def step_name(step: int) -> str:
@@ -69,7 +130,7 @@ def save(out_dir, step: int, model, optimizer, tokenizer, cfg, state: dict, keep
         tokenizer.save(tmp / "tokenizer")
         full_state = {"step": step, "config": config_mod.to_dict(cfg),
                       "model_sha256": sha256_file(tmp / "model.safetensors"), **state}
-        (tmp / "state.json").write_text(json.dumps(full_state, indent=1))
+        (tmp / "state.json").write_text(jsonio.dumps(full_state, indent=1))
         _fsync_tree(tmp)
         final = root / step_name(step)
         if final.exists():

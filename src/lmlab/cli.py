@@ -11,10 +11,18 @@ from . import __version__
 from .errors import LmlabError
 
 
+class Parser(argparse.ArgumentParser):
+    """Argument mistakes become one `error:` line (an LmlabError), not argparse's usage block;
+    subcommand parsers inherit the class."""
+
+    def error(self, message):
+        raise LmlabError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import commands
 
-    parser = argparse.ArgumentParser(prog="lmlab", description="A workbench for small Transformer language models.")
+    parser = Parser(prog="lmlab", description="A workbench for small Transformer language models.")
     parser.add_argument("--version", action="version", version=f"lmlab {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
@@ -29,11 +37,11 @@ def main(argv=None) -> int:
 
     runtime.configure()  # before any large allocation (see lmlab/runtime.py)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
+        args = parser.parse_args(argv)  # option types check their ranges here, before any work
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except LmlabError as e:
         print(f"error: {e}", file=sys.stderr)

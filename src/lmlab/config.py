@@ -1,11 +1,13 @@
 """Configuration: one dataclass per section, TOML presets, `section.key=value` overrides.
 
-Every mistake (unknown section or key, wrong type) is an LmlabError that names what is valid.
+Every mistake (unknown section or key, wrong type, a value out of its range in RANGES/CHOICES) is
+an LmlabError that names what is valid.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -133,6 +135,115 @@ class Config:
 SECTIONS = tuple(f.name for f in dataclasses.fields(Config))
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a number: low and/or high bound, each inclusive unless marked open."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+    def check(self, name: str, value) -> None:
+        if value not in self:
+            raise LmlabError(f"{name} must be {self}, got {value!r}")
+
+
+COUNT = Range(1)                  # sizes, steps, counts: at least one
+NONNEG = Range(0)                 # 0 usually means "off" or "the default"
+POSITIVE = Range(0, low_open=True)
+FRACTION = Range(0, 1, high_open=True)
+UNIT = Range(0, 1, low_open=True)  # (0, 1]
+
+# Every int and float field's allowed values (tests/test_config.py checks that none is missing).
+RANGES: dict[str, Range] = {
+    **{f"model.{k}": COUNT for k in ("n_layers", "d_model", "n_heads", "context", "glyph_size", "ssm_state",
+                                     "ssm_expand", "ssm_head_dim", "ssm_conv", "lmu_order", "ffn_blocks",
+                                     "moe_experts", "moe_top_k")},
+    **{f"model.{k}": NONNEG for k in ("n_kv_heads", "vocab_size", "d_ff", "glyph_augment", "meta_tokens",
+                                      "lmu_theta", "lmu_channels", "moe_capacity", "moe_aux_weight",
+                                      "moe_expert_ff")},
+    **{f"model.{k}": POSITIVE for k in ("rope_base", "norm_eps", "init_std")},
+    **{f"model.{k}": FRACTION for k in ("dropout", "meta_rate", "self_guided")},
+    "model.ffn_rank": UNIT,
+    "tokenizer.vocab_size": NONNEG, "tokenizer.transition": NONNEG,
+    "data.val_fraction": FRACTION,
+    **{f"train.{k}": COUNT for k in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_every")},
+    **{f"train.{k}": NONNEG for k in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "seed", "eval_every",
+                                      "ckpt_every", "keep_last", "threads", "max_minutes")},
+    "train.lr": POSITIVE, "train.beta1": FRACTION, "train.beta2": FRACTION,
+    "generate.max_new_tokens": COUNT, "generate.temperature": NONNEG, "generate.top_k": NONNEG,
+    "generate.top_p": UNIT, "generate.repetition_penalty": POSITIVE, "generate.seed": NONNEG,
+}
+
+# String fields with a closed set of values known here (model kinds are checked by the model).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"),
+    "train.parallel": ("ddp", "fsdp"),
+    "generate.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8"),
+}
+
+
+def check_field(name: str, value) -> None:
+    """Refuse a value outside the field's range or choices (also used for CLI options that set it)."""
+    if name in RANGES:
+        RANGES[name].check(name, value)
+    elif name in CHOICES and value not in CHOICES[name]:
+        raise LmlabError(f"{name} must be one of {', '.join(CHOICES[name])}, got {value!r}")
+
+
+def validate(cfg: Config) -> Config:
+    for name in (*RANGES, *CHOICES):
+        section, key = name.split(".")
+        check_field(name, getattr(getattr(cfg, section), key))
+    return cfg
+
+
+# What a resumed run may change: how long and how it runs, what it logs and keeps, the lr schedule
+# (max_steps already reshapes it; the optimizer state stays valid), where caches go, and the
+# generation defaults. Everything else defines the model, its tokens or the optimisation problem
+# (batch, data order, optimizer moments) that the checkpoint belongs to.
+RESUMABLE = ("train.max_steps", "train.max_minutes", "train.eval_every", "train.eval_batches", "train.ckpt_every",
+             "train.keep_last", "train.log_every", "train.progress", "train.tensorboard", "train.threads",
+             "train.device", "train.dtype", "train.compile", "train.parallel", "train.lr", "train.min_lr",
+             "train.warmup_steps", "data.cache_dir", "generate.*")
+
+
+def check_resume(run: Config, new: Config) -> None:
+    """Refuse a resume whose config changes a field outside RESUMABLE, naming the first one."""
+    for section in SECTIONS:
+        if f"{section}.*" in RESUMABLE:
+            continue
+        for key in _fields(getattr(run, section)):
+            name, was, now = f"{section}.{key}", getattr(getattr(run, section), key), getattr(getattr(new, section), key)
+            if was == now or name in RESUMABLE or (name == "model.vocab_size" and now == 0):  # 0 = the tokenizer's
+                continue
+            raise LmlabError(f"{name} cannot change on resume (the run has {was!r}, asked {now!r}); a resume may "
+                             f"change only {_grouped(RESUMABLE)}; train into another -o for a new run")
+
+
+def _grouped(names) -> str:
+    """'train.a', 'train.b', 'data.c' -> 'train.{a, b}, data.c'."""
+    by_section: dict[str, list[str]] = {}
+    for name in names:
+        section, key = name.split(".")
+        by_section.setdefault(section, []).append(key)
+    return ", ".join(f"{s}.{{{', '.join(k)}}}" if len(k) > 1 else f"{s}.{k[0]}" for s, k in by_section.items())
+
+
 def _fields(obj) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(obj)}
 
@@ -199,7 +310,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
             raise LmlabError(f"override {item!r} must name a section: section.key=value; sections: {', '.join(SECTIONS)}")
         section, key = path.strip().split(".", 1)
         _set(cfg, section, key, value.strip(), from_string=True)
-    return cfg
+    return validate(cfg)
 
 
 PRESET_DIR = Path(__file__).resolve().parent / "configs"  # package data; ./configs in a checkout links here
@@ -213,6 +324,8 @@ def resolve_config_path(name: str) -> Path:
     for candidate in (PRESET_DIR / name, PRESET_DIR / f"{name}.toml"):
         if candidate.is_file():
             return candidate
+    if p.is_dir():
+        raise LmlabError(f"config {name} is a directory; give a TOML file or a preset name")
     presets = sorted(q.stem for q in PRESET_DIR.glob("*.toml")) if PRESET_DIR.is_dir() else []
     raise LmlabError(f"config {name!r} not found; presets: {', '.join(presets) or 'none'}")
 
@@ -221,10 +334,15 @@ def load(path: str | None = None, overrides: list[str] | None = None) -> Config:
     cfg = Config()
     if path:
         p = resolve_config_path(path)
+        raw = p.read_bytes()
+        if not raw.strip():
+            raise LmlabError(f"config file {p} is empty")
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise LmlabError(f"config file {p} is not valid UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start}") from None
         except tomllib.TOMLDecodeError as e:
-            raise LmlabError(f"{p}: invalid TOML: {e}") from None
+            raise LmlabError(f"config file {p}: invalid TOML: {e}") from None
         from_dict(data, cfg)
     return apply_overrides(cfg, overrides or [])
 

@@ -1,7 +1,7 @@
 """`lmlab bench peak | train -c CONFIG | generate RUN_OR_CKPT`: throughput as JSON."""
 from __future__ import annotations
 
-from .common import add_config_args, load_model_arg, print_json
+from .common import COUNT, NONNEG_INT, add_config_args, add_run_args, load_model_arg, print_json
 
 
 def register(sub) -> None:
@@ -10,30 +10,28 @@ def register(sub) -> None:
     verbs.required = True
 
     pk = verbs.add_parser("peak", help="fp32 and bf16 matmul GFLOP/s of this machine")
-    pk.add_argument("--n", type=int, default=2048, help="matrix size (default 2048)")
-    pk.add_argument("--reps", type=int, default=10)
+    pk.add_argument("--n", type=COUNT, default=2048, help="matrix size (default 2048)")
+    pk.add_argument("--reps", type=COUNT, default=10)
     pk.add_argument("--device", default="auto")
-    pk.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    pk.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0 = default)")
     pk.set_defaults(func=run_peak)
 
     tr = verbs.add_parser("train", help="tokens/s, step time, MFU and peak memory of the training loop")
     add_config_args(tr)
-    tr.add_argument("--steps", type=int, default=20, help="training steps to run, warm-up included")
-    tr.add_argument("--warmup", type=int, default=3, help="first steps not timed (default 3)")
-    tr.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    tr.add_argument("--steps", type=COUNT, default=20, help="training steps to run, warm-up included")
+    tr.add_argument("--warmup", type=NONNEG_INT, default=3, help="first steps not timed (default 3)")
+    tr.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0 = default)")
     tr.set_defaults(func=run_train)
 
     ge = verbs.add_parser("generate", help="decode tokens/s at batch 1 and 16, time to first token, memory")
-    ge.add_argument("run", metavar="RUN_OR_CKPT", nargs="?",
-                    help="a trained model; or give -c CONFIG for randomly initialised weights (same speed)")
+    add_run_args(ge, dtype="sampling precision as in `lmlab generate --dtype` (default: generate.dtype, auto)",
+                 nargs="?", help="a trained model; or give -c CONFIG for randomly initialised weights (same speed)")
     add_config_args(ge)
-    ge.add_argument("--new", type=int, default=64, help="new tokens per timing (default 64)")
-    ge.add_argument("--prompt", type=int, default=1000, help="prompt length for time to first token (default 1000)")
+    ge.add_argument("--new", type=COUNT, default=64, help="new tokens per timing (default 64)")
+    ge.add_argument("--prompt", type=COUNT, default=1000, help="prompt length for time to first token (default 1000)")
     ge.add_argument("--batch", default="1,16", help="comma-separated batch sizes (default 1,16)")
-    ge.add_argument("--reps", type=int, default=3)
-    ge.add_argument("--device", default="auto")
-    ge.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    ge.add_argument("--dtype", help="sampling precision as in `lmlab generate --dtype` (default: generate.dtype, auto)")
+    ge.add_argument("--reps", type=COUNT, default=3)
+    ge.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0 = default)")
     ge.add_argument("--compile", action="store_true", help="torch.compile the decoder (generate.compile); "
                     "the compile time is reported as warmup_s, outside the timings")
     ge.set_defaults(func=run_generate)
@@ -50,8 +48,6 @@ def run_peak(args) -> int:
     from .. import bench
     from ..device import pick_device
 
-    _positive("--n", args.n)
-    _positive("--reps", args.reps)
     bench.set_threads(args.threads)
     print_json(bench.peak(args.n, args.reps, pick_device(args.device)))
     return 0
@@ -64,10 +60,9 @@ def run_train(args) -> int:
 
     if not args.config:
         raise LmlabError("bench train needs -c CONFIG (a TOML file or a preset: tiny, demo, shakespeare-char)")
-    _positive("--steps", args.steps)
     bench.set_threads(args.threads)
     cfg = config_mod.load(args.config, args.overrides)
-    print_json({"config": args.config, "overrides": args.overrides, **bench.train(cfg, args.steps, max(args.warmup, 0))})
+    print_json({"config": args.config, "overrides": args.overrides, **bench.train(cfg, args.steps, args.warmup)})
     return 0
 
 
@@ -81,9 +76,6 @@ def run_generate(args) -> int:
         raise LmlabError(f"--batch must be comma-separated integers, got {args.batch!r}") from None
     for b in batches:
         _positive("--batch", b)
-    _positive("--new", args.new)
-    _positive("--prompt", args.prompt)
-    _positive("--reps", args.reps)
     bench.set_threads(args.threads)
     if bool(args.run) == bool(args.config):
         raise LmlabError("bench generate needs either RUN_OR_CKPT or -c CONFIG (random weights), not both")

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import sys
 
-from .common import print_json
+from .common import NONNEG_INT, output_dir, print_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="train a small model on the embedded corpus, evaluate it, generate samples")
-    p.add_argument("-o", "--out", default="runs/demo")
+    p.add_argument("-o", "--out", default="runs/demo", type=output_dir)
     p.add_argument("-c", "--config", default="demo")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--eval-tokens", type=int, default=100_000, help="validation tokens to score (0 = all)")
+    p.add_argument("--eval-tokens", type=NONNEG_INT, default=100_000, help="validation tokens to score (0 = all)")
     p.set_defaults(func=run)
 
 

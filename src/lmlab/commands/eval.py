@@ -1,19 +1,17 @@
 """`lmlab eval RUN_OR_CKPT [--data PATH]`: one JSON object with loss, ppl, bpb, tokens."""
 from __future__ import annotations
 
-from .common import load_model_arg, print_json
+from .common import COUNT, NONNEG_INT, add_run_args, load_model_arg, print_json
 from .inference_options import add_eval_options, run_eval_options
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="loss, perplexity and bits per byte on a text or the validation split")
-    p.add_argument("run", metavar="RUN_OR_CKPT")
+    add_run_args(p, dtype="weights/compute for the plain evaluation: float32 (default), bfloat16, int8 (what "
+                          "`lmlab generate --dtype` samples with), auto", dtype_default="float32")
     p.add_argument("--data", help="a UTF-8 text file, or a corpus spec (default: the run's validation split)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-tokens", type=int, default=0, help="evaluate at most this many tokens (0 = all)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", help="weights/compute for the plain evaluation: float32 (default), "
-                   "bfloat16, int8 (what `lmlab generate --dtype` samples with), auto")
+    p.add_argument("--batch-size", type=COUNT, default=8)
+    p.add_argument("--max-tokens", type=NONNEG_INT, default=0, help="evaluate at most this many tokens (0 = all)")
     add_eval_options(p)
     p.set_defaults(func=run)
 

@@ -1,14 +1,14 @@
 """`lmlab export RUN_OR_CKPT --to hf DIR`: a Hugging Face model directory (Llama, GPT-2 or GPT-NeoX shape)."""
 from __future__ import annotations
 
-from .common import load_model_arg, print_json
+from .common import add_run_args, load_model_arg, output_dir, print_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="write a checkpoint as a Hugging Face model directory (Llama, GPT-2 or GPT-NeoX)")
-    p.add_argument("run", metavar="RUN_OR_CKPT")
+    add_run_args(p, device=False)
     p.add_argument("--to", required=True, choices=["hf"], help="target format")
-    p.add_argument("dir", metavar="DIR", help="output directory (config.json, model.safetensors, tokenizer files)")
+    p.add_argument("dir", metavar="DIR", type=output_dir, help="output directory (config.json, model.safetensors, tokenizer files)")
     p.add_argument("--no-check", action="store_true",
                    help="skip loading the result with transformers (done when it is installed) to compare logits")
     p.set_defaults(func=run_export)

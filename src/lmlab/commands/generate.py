@@ -4,27 +4,26 @@ from __future__ import annotations
 import sys
 
 from ..errors import LmlabError
-from .common import load_model_arg
+from .common import COUNT, add_run_args, existing, field_type, load_model_arg
 from .inference_options import add_generate_options, run_generate_options
 
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="generate text from a trained model")
-    p.add_argument("run", metavar="RUN_OR_CKPT")
+    add_run_args(p, dtype="sampling precision: auto (bf16 where the CPU/GPU runs it natively), float32, "
+                          "bfloat16, or int8 (int8 weights, bf16 activations). Default: the config's "
+                          "generate.dtype; --beam/--knn/... run in float32")
     p.add_argument("--prompt", help="prompt text (default: the config's first generate.prompts entry)")
-    p.add_argument("--prompt-file", help="read the prompt from a UTF-8 file ('-' for stdin)")
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--temperature", type=float, help="0 = greedy")
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--repetition-penalty", type=float)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--prompt-file", type=existing("prompt file", stdin=True),
+                   help="read the prompt from a UTF-8 file ('-' for stdin)")
+    p.add_argument("--max-new-tokens", type=field_type("generate.max_new_tokens"))
+    p.add_argument("--temperature", type=field_type("generate.temperature"), help="0 = greedy")
+    p.add_argument("--top-k", type=field_type("generate.top_k"), help="0 = off")
+    p.add_argument("--top-p", type=field_type("generate.top_p"))
+    p.add_argument("--repetition-penalty", type=field_type("generate.repetition_penalty"))
+    p.add_argument("--seed", type=field_type("generate.seed"))
     p.add_argument("--stop", action="append", help="stop at this string (repeatable)")
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", help="sampling precision: auto (bf16 where the CPU/GPU runs it natively), float32, "
-                                   "bfloat16, or int8 (int8 weights, bf16 activations). Default: the config's "
-                                   "generate.dtype; --beam/--knn/... run in float32")
+    p.add_argument("--num-samples", type=COUNT, default=1)
     p.add_argument("--compile", action="store_true", help="torch.compile the decoder (generate.compile; plain "
                    "sampling only): faster per token after 15-50 s of compiling")
     add_generate_options(p)
@@ -42,7 +41,7 @@ def prompt_text(args, gcfg) -> str:
     from .common import read_stdin_text, read_text_file
 
     if args.prompt_file:
-        return read_stdin_text() if args.prompt_file == "-" else read_text_file(args.prompt_file)
+        return read_stdin_text() if args.prompt_file == "-" else read_text_file(args.prompt_file, "prompt file")
     if args.prompt is not None:
         return args.prompt
     return gcfg.prompts[0] if gcfg.prompts else ""

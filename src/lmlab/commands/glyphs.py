@@ -7,19 +7,19 @@ built from a config's corpus.
 from __future__ import annotations
 
 from ..errors import LmlabError
-from .common import add_config_args, print_json
+from .common import COUNT, NONNEG_INT, add_config_args, output_file, print_json, run_path
 
 
 def register(sub) -> None:
     p = sub.add_parser("glyphs", help="PNG sheet of glyph-rendered tokens and their nearest neighbours")
     add_config_args(p)
-    p.add_argument("--run", help="take tokenizer and model settings from this run or checkpoint")
-    p.add_argument("-o", "--out", default="glyphs.png", help="PNG to write (default glyphs.png)")
+    p.add_argument("--run", type=run_path, help="take tokenizer and model settings from this run or checkpoint")
+    p.add_argument("-o", "--out", default="glyphs.png", type=output_file, help="PNG to write (default glyphs.png)")
     p.add_argument("--query", action="append", default=[], metavar="TOKEN",
                    help="token text whose neighbours to show (repeatable; default a few common ones)")
-    p.add_argument("--k", type=int, default=8, help="neighbours per query (default 8)")
-    p.add_argument("--count", type=int, default=128, help="tokens on the sheet (default 128)")
-    p.add_argument("--start", type=int, default=0, help="first token id on the sheet (default: first text token)")
+    p.add_argument("--k", type=COUNT, default=8, help="neighbours per query (default 8)")
+    p.add_argument("--count", type=NONNEG_INT, default=128, help="tokens on the sheet (default 128)")
+    p.add_argument("--start", type=NONNEG_INT, default=0, help="first token id on the sheet (default: first text token)")
     p.set_defaults(func=run)
 
 

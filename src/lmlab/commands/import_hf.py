@@ -1,13 +1,14 @@
 """`lmlab import-hf DIR -o OUT`: a Hugging Face Llama, GPT-2 or GPT-NeoX directory as an lmlab run."""
 from __future__ import annotations
 
-from .common import print_json
+from .common import existing, output_dir, print_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("import-hf", help="read a Hugging Face Llama, GPT-2 or GPT-NeoX directory into an lmlab run directory")
-    p.add_argument("dir", metavar="DIR", help="HF model directory (config.json + *.safetensors)")
-    p.add_argument("-o", "--out", required=True, help="new run directory")
+    p.add_argument("dir", metavar="DIR", type=existing("HF model directory", directory=True),
+                   help="HF model directory (config.json + *.safetensors)")
+    p.add_argument("-o", "--out", required=True, type=output_dir, help="new run directory")
     p.add_argument("--tokenizer", default="",
                    help="lmlab tokenizer directory, or 'byte' (default: DIR/lmlab_tokenizer, written by lmlab export)")
     p.set_defaults(func=run_import)
@@ -57,9 +58,12 @@ def run_import(args) -> int:
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise LmlabError(f"import-hf: weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    out.mkdir(parents=True, exist_ok=True)
-    config_mod.save(cfg, out / "config.toml")
-    ckpt = checkpoint.save(out, 0, model, None, tok, cfg, {"tokens_seen": 0, "imported_from": str(Path(args.dir).resolve())})
+    with checkpoint.run_lock(out):  # one writer per run directory
+        if (out / checkpoint.CKPT_DIR).exists():
+            raise LmlabError(f"{out} already holds checkpoints; choose another -o")
+        config_mod.save(cfg, out / "config.toml")
+        ckpt = checkpoint.save(out, 0, model, None, tok, cfg,
+                               {"tokens_seen": 0, "imported_from": str(Path(args.dir).resolve())})
     print_json({"checkpoint": str(ckpt), "family": hf.read_hf_config(args.dir)["model_type"],
                 "params": model.num_params(), "tokenizer": tok.kind})
     return 0

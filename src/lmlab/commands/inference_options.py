@@ -6,42 +6,45 @@ default path; a run function returns None when none of these options was given.
 """
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 
+from ..config import Range
 from ..errors import LmlabError
+from ..jsonio import dumps
+from .common import COUNT, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, existing, ranged
 
 
 def _add_lminfinite(p) -> None:
-    p.add_argument("--n-global", type=int, default=10, help="LM-Infinite: starting tokens every query sees")
-    p.add_argument("--n-local", type=int, default=0, help="LM-Infinite: recent tokens every query sees (0 = context)")
+    p.add_argument("--n-global", type=NONNEG_INT, default=10, help="LM-Infinite: starting tokens every query sees")
+    p.add_argument("--n-local", type=NONNEG_INT, default=0, help="LM-Infinite: recent tokens every query sees (0 = context)")
 
 
-def _add_knn(p, temperature_flags) -> None:
-    p.add_argument("--knn", metavar="STORE", help="interpolate with a kNN-LM datastore (`lmlab knn build`)")
-    p.add_argument("--lmbda", type=float, default=0.25, help="kNN-LM interpolation weight")
-    p.add_argument("--k", type=int, default=1024, help="kNN-LM neighbours")
-    p.add_argument(*temperature_flags, dest="knn_temperature", type=float, default=1.0,
-                   help="kNN-LM softmax temperature on -distance")
+def _add_knn(p) -> None:
+    p.add_argument("--knn", metavar="STORE", type=existing("kNN datastore", directory=True),
+                   help="interpolate with a kNN-LM datastore (`lmlab knn build`)")
+    p.add_argument("--lmbda", type=ranged(float, Range(0, 1)), default=0.25, help="kNN-LM interpolation weight")
+    p.add_argument("--k", type=COUNT, default=1024, help="kNN-LM neighbours")
+    p.add_argument("--knn-temperature", type=POSITIVE_FLOAT, default=1.0, help="kNN-LM softmax temperature on -distance")
 
 
 def _add_voids(p) -> None:
-    p.add_argument("--voids", type=float, metavar="ALPHA", help="layer voids (L2 adaptive computation) with this alpha")
+    p.add_argument("--voids", type=NONNEG_FLOAT, metavar="ALPHA", help="layer voids (L2 adaptive computation) with this alpha")
     p.add_argument("--void-mode", default="last", choices=["detect", "last", "skip"],
                    help="detect only, answer from the last non-void layer, or drop void layers' updates")
 
 
 def add_generate_options(p) -> None:
     g = p.add_argument_group("inference methods")
-    g.add_argument("--beam", type=int, help="beam search with this many beams (prints the best beam)")
-    g.add_argument("--length-penalty", type=float, default=0.0, help="beam: divide log-prob by length**this")
-    g.add_argument("--degeneracy", metavar="CLASSIFIER.json",
+    g.add_argument("--beam", type=COUNT, help="beam search with this many beams (prints the best beam)")
+    g.add_argument("--length-penalty", type=NONNEG_FLOAT, default=0.0, help="beam: divide log-prob by length**this")
+    g.add_argument("--degeneracy", metavar="CLASSIFIER.json", type=existing("classifier file"),
                    help="conditional beam search: add log P(not degenerate | prefix) from this classifier")
-    g.add_argument("--attribute-weight", type=float, default=1.0, help="conditional beam: weight of the classifier")
-    g.add_argument("--icn", type=int, metavar="N", help="in-context navigation: N different answers")
+    g.add_argument("--attribute-weight", type=NONNEG_FLOAT, default=1.0, help="conditional beam: weight of the classifier")
+    g.add_argument("--icn", type=COUNT, metavar="N", help="in-context navigation: N different answers")
     g.add_argument("--lm-infinite", action="store_true", help="LM-Infinite attention (prompts and text of any length)")
     _add_lminfinite(g)
-    _add_knn(g, ["--knn-temperature"])
+    _add_knn(g)
     _add_voids(g)
 
 
@@ -95,7 +98,7 @@ def run_generate_options(args, model, tokenizer, prompt: str, kw: dict) -> int |
 
         with LayerVoids(model, args.voids, args.void_mode) as lv:
             out(prompt + generate(model, tokenizer, prompt, **kw) + "\n")
-        print(json.dumps({"active_rate": lv.rates()}), file=sys.stderr)
+        print(dumps({"active_rate": lv.rates()}), file=sys.stderr)
     return 0
 
 
@@ -108,14 +111,15 @@ def add_eval_options(p) -> None:
     g.add_argument("--long", action="store_true", help="bits per byte in windows at 1x,2x,4x,8x the context, "
                    "vanilla and LM-Infinite")
     g.add_argument("--multipliers", default="1,2,4,8", help="--long: window lengths as multiples of the context")
-    g.add_argument("--n-windows", type=int, default=4, help="--long: windows per length")
+    g.add_argument("--n-windows", type=COUNT, default=4, help="--long: windows per length")
     g.add_argument("--task", choices=["passkey"], help="a task instead of perplexity")
     g.add_argument("--lengths", default="", help="--task passkey: prompt lengths in tokens (default 1x,2x,4x,8x context)")
-    g.add_argument("--examples", type=int, default=5, help="--task passkey: examples per length and depth")
+    g.add_argument("--examples", type=COUNT, default=5, help="--task passkey: examples per length and depth")
     g.add_argument("--method", default="both", choices=["vanilla", "lminfinite", "both"],
                    help="--long / --task passkey: which attention to run")
     _add_lminfinite(g)
-    _add_knn(g, ["--temperature", "--knn-temperature"])
+    _add_knn(g)
+    g.add_argument("--temperature", dest="knn_temperature", type=POSITIVE_FLOAT, help=argparse.SUPPRESS)  # old name
     _add_voids(g)
 
 

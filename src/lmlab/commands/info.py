@@ -1,12 +1,12 @@
 """`lmlab info RUN_OR_CKPT`: parameters, FLOPs per token, config."""
 from __future__ import annotations
 
-from .common import load_model_arg, print_json
+from .common import add_run_args, load_model_arg, print_json
 
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="parameters, FLOPs per token and config of a run or checkpoint")
-    p.add_argument("run", metavar="RUN_OR_CKPT")
+    add_run_args(p, device=False)  # counts and config only: read on the CPU
     p.set_defaults(func=run)
 
 
@@ -14,7 +14,7 @@ def run(args) -> int:
     from .. import config
     from ..checkpoint import read_state, resolve
 
-    model, tokenizer, cfg = load_model_arg(args.run)
+    model, tokenizer, cfg = load_model_arg(args.run, "cpu")
     state = read_state(resolve(args.run))
     print_json({
         "checkpoint": str(resolve(args.run)),

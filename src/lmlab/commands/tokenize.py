@@ -5,11 +5,12 @@ import sys
 from pathlib import Path
 
 from ..errors import LmlabError
+from .common import add_run_args
 
 
 def register(sub) -> None:
     p = sub.add_parser("tokenize", help="text on stdin to token ids on stdout, or back with --decode")
-    p.add_argument("source", metavar="RUN_OR_TOKENIZER", help="a run, a checkpoint or a tokenizer directory")
+    add_run_args(p, device=False, metavar="RUN_OR_TOKENIZER", help="a run, a checkpoint or a tokenizer directory")
     p.add_argument("--decode", action="store_true", help="read ids, write text")
     p.set_defaults(func=run)
 
@@ -27,7 +28,7 @@ def find_tokenizer(source: str):
 def run(args) -> int:
     from .common import read_stdin_text
 
-    tok = find_tokenizer(args.source)
+    tok = find_tokenizer(args.run)
     if args.decode:
         try:
             ids = [int(x) for x in sys.stdin.read().split()]

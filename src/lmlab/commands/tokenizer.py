@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import LmlabError
+from .common import NONNEG_INT, existing, output_dir, run_path
 
 
 def register(sub) -> None:
@@ -15,17 +16,17 @@ def register(sub) -> None:
     t.add_argument("corpora", nargs="+", metavar="CORPUS",
                    help="files, directories, .jsonl files or corpus names (shakespeare, english-prose, ...)")
     t.add_argument("--kind", default="bpe", help="tokenizer kind: bpe, superbpe, unicode, char, byte, ...")
-    t.add_argument("--vocab", type=int, default=0, help="vocabulary size (0 = the kind's default)")
-    t.add_argument("--transition", type=int, default=0,
+    t.add_argument("--vocab", type=NONNEG_INT, default=0, help="vocabulary size (0 = the kind's default)")
+    t.add_argument("--transition", type=NONNEG_INT, default=0,
                    help="superbpe: vocabulary size where stage 2 (superwords) starts (0 = half of --vocab)")
     t.add_argument("--text-field", default="text", help="JSONL field holding the text")
-    t.add_argument("-o", "--out", required=True, metavar="DIR", help="directory to write the tokenizer to")
+    t.add_argument("-o", "--out", required=True, metavar="DIR", type=output_dir, help="directory to write the tokenizer to")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=run_train)
 
     s = verbs.add_parser("stats", help="bytes per token, tokens per word, vocabulary use, encode speed")
-    s.add_argument("tokenizer", metavar="DIR", help="a tokenizer directory, a run or a checkpoint")
-    s.add_argument("files", nargs="+", metavar="FILE")
+    s.add_argument("tokenizer", metavar="DIR", type=run_path, help="a tokenizer directory, a run or a checkpoint")
+    s.add_argument("files", nargs="+", metavar="FILE", type=existing("text file"))
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.set_defaults(func=run_stats)
 

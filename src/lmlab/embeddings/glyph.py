@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import jsonio
 from ..errors import LmlabError
 from . import EMBEDDINGS
 from .frozen import FrozenEmbedding, l2_normalise
@@ -112,7 +113,7 @@ def build_glyph_matrix(texts: list[str], d_model: int, size: int = 32, fonts: li
         with os.fdopen(fd, "wb") as f:
             np.save(f, matrix.numpy())
         os.replace(tmp, path)
-        meta.write_text(json.dumps(report, ensure_ascii=False))
+        meta.write_text(jsonio.dumps(report, ensure_ascii=False))
     return matrix, report
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .. import jsonio
 from ..errors import LmlabError
 from ..eval import diversity
 
@@ -66,7 +67,7 @@ class DegeneracyClassifier:
         return {"train_accuracy": acc, "examples": len(y), "ok_fraction": float(pos)}
 
     def save(self, path) -> None:
-        Path(path).write_text(json.dumps({"features": FEATURES, "weight": self.weight.tolist()}, indent=1))
+        Path(path).write_text(jsonio.dumps({"features": FEATURES, "weight": self.weight.tolist()}, indent=1))
 
     @classmethod
     def load(cls, path) -> "DegeneracyClassifier":

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import jsonio
 from ..analysis.hooks import capture
 from ..errors import LmlabError
 from ..model.hooks import hook_points
@@ -130,7 +131,7 @@ def build(model, ids, out_dir, index: str = "auto", batch_size: int = 8, meta: d
         vals.flush()
         if kind == "ivfpq":  # a Flat index is rebuilt from the keys on load: no second copy on disk
             faiss.write_index(_make_index(keys, kind), str(tmp / "index.faiss"))
-        (tmp / "meta.json").write_text(json.dumps({
+        (tmp / "meta.json").write_text(jsonio.dumps({
             "format": 1, "entries": n, "dim": d, "index": kind, "hook": key_hook(model),
             "vocab_size": model.cfg.vocab_size, **(meta or {})}, indent=1))
         del keys, vals

@@ -4,6 +4,7 @@ Knows nothing of a specific architecture: it builds the model from the config an
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import statistics
@@ -82,11 +83,17 @@ def prepare(cfg, resume_ckpt: Path | None):
 
 
 def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo=print) -> dict:
-    """Under torchrun (see parallel.py) each rank runs this with DDP; rank 0 writes the run dir."""
+    """Under torchrun (see parallel.py) each rank runs this with DDP; rank 0 writes the run dir
+    and holds its lock (a second writer is refused before any work)."""
+    with checkpoint.run_lock(out_dir) if par.is_main() else contextlib.nullcontext():
+        return _train_group(cfg, Path(out_dir), resume, progress, echo)
+
+
+def _train_group(cfg, out: Path, resume: bool, progress: bool | None, echo) -> dict:
     device = pick_device(cfg.train.device)
     device, owns_group = par.init(device)
     try:
-        result = _train(cfg, Path(out_dir), resume, progress, echo, device)
+        result = _train(cfg, out, resume, progress, echo, device)
         if owns_group:
             # leave together: a rank that tore its gloo group down while rank 0 was still writing
             # the last checkpoint sometimes aborted at exit ("terminate called without an active
@@ -102,6 +109,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
     resume_ckpt = None
     if resume and (out / checkpoint.CKPT_DIR / checkpoint.LATEST).is_file():
         resume_ckpt = checkpoint.resolve(out)
+        config_mod.check_resume(config_mod.from_dict(checkpoint.read_state(resume_ckpt)["config"]), cfg)
     elif not resume and any((out / checkpoint.CKPT_DIR).glob("step_*")):
         raise LmlabError(f"{out} already holds a run; pass --resume to continue it, or choose another -o")
     tc = cfg.train
@@ -170,7 +178,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     show = (tc.progress if progress is None else progress) and main
     bar = _progress_bar(tc.max_steps, start_step, show)
-    step_times, last_eval, last_loss = [], {}, float("nan")
+    step_times, last_eval, last_loss = [], {}, None  # None: no step trained in this call
     t0 = time.perf_counter()
     step = start_step
     model.train()

@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+from .. import jsonio
+
 
 class MetricsLog:
     def __init__(self, path: Path, resume_step: int | None):
@@ -21,7 +23,7 @@ class MetricsLog:
         self.file = open(self.path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
+        self.file.write(jsonio.dumps(record) + "\n")
         self.file.flush()
 
     def close(self) -> None:
