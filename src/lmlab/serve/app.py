@@ -1,0 +1,356 @@
+"""The HTTP layer of `lmlab serve` (Starlette, run by uvicorn): OpenAI-compatible routes, API-key
+checks, body limits, server-sent events. The event loop never runs the model: requests go to the
+engine's worker thread, and results come back through an asyncio queue per request."""
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import chat, protocol
+from .engine import Chunk, Done, Engine, Failed, Prompt, QueueFull, ShuttingDown
+from .protocol import CompletionLogprobs, RequestError, TokenLabels
+
+PAGE = Path(__file__).with_name("page") / "index.html"
+
+
+def starlette_modules():
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        from ..errors import LmlabError
+
+        raise LmlabError("lmlab serve needs starlette and uvicorn: pip install -e '.[serve]'") from None
+
+
+@dataclass
+class Settings:
+    served_name: str
+    limits: protocol.Limits
+    api_key: str | None = None
+    max_body: int = 1 << 20
+    retry_after_s: int = 1
+
+
+class Pending:
+    """One request's sequences, and the asyncio queue their events arrive on from the worker."""
+
+    def __init__(self, engine: Engine, job: protocol.Job, loop):
+        self.engine, self.loop = engine, loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.seqs = []
+        n = len(job.samplings[0])
+        for p, (ids, samplings) in enumerate(zip(job.prompts, job.samplings)):
+            for j, s in enumerate(samplings):
+                self.seqs.append(engine.new_sequence(ids, s, functools.partial(self._deliver, p * n + j)))
+        self.open = len(self.seqs)
+
+    def _deliver(self, index, event) -> None:  # on the worker thread
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (index, event))
+        except RuntimeError:  # the event loop has closed
+            pass
+
+    async def next(self):
+        index, event = await self.queue.get()
+        if isinstance(event, (Done, Failed)):
+            self.open -= 1
+        return index, event
+
+    def cancel(self) -> None:
+        if self.open:
+            self.engine.cancel(self.seqs)
+
+
+class EngineResponse:
+    """An ASGI response fed by a Pending request. A disconnect is watched for the whole time, so
+    a client that goes away (streaming or not, waiting or running) frees its slots at once."""
+
+    def __init__(self, pending: Pending, produce, stream: bool):
+        self.pending, self.produce, self.stream = pending, produce, stream
+
+    async def __call__(self, scope, receive, send):
+        async def disconnected():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        watcher = asyncio.ensure_future(disconnected())
+        started = False
+        try:
+            gen = self.produce()
+            while True:
+                step = asyncio.ensure_future(gen.__anext__())
+                await asyncio.wait({step, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():  # the client left
+                    step.cancel()
+                    return
+                try:
+                    status, headers, body = step.result()
+                except StopAsyncIteration:
+                    break
+                if not started:
+                    await send({"type": "http.response.start", "status": status, "headers": headers})
+                    started = True
+                await send({"type": "http.response.body", "body": body, "more_body": self.stream})
+                if not self.stream:
+                    return
+            if started:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the socket went away under a send
+            pass
+        finally:
+            watcher.cancel()
+            self.pending.cancel()
+
+
+def _json_bytes(obj) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+JSON_HEADERS = [(b"content-type", b"application/json")]
+
+
+def _sse(obj) -> tuple:
+    return 200, SSE_HEADERS, b"data: " + (obj if isinstance(obj, bytes) else _json_bytes(obj)) + b"\n\n"
+
+
+class Choice:
+    """What one choice has produced so far."""
+
+    def __init__(self, labels: TokenLabels):
+        self.text, self.tokens, self.finish, self.completion_tokens = "", [], None, 0
+        self.logprobs = CompletionLogprobs(labels)
+        self.lp_block = None
+
+
+def create_app(engine: Engine, tokenizer, settings: Settings):
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+
+    labels = TokenLabels(tokenizer)
+    started = int(time.time())
+
+    def error(message: str, status: int = 400, type: str = "invalid_request_error", headers=None):
+        return JSONResponse(protocol.error_body(message, type), status_code=status, headers=headers)
+
+    def authorized(request: Request) -> bool:
+        if settings.api_key is None:
+            return True
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), settings.api_key.encode())
+
+    def guarded(handler):
+        """API key check, and RequestError -> its JSON answer."""
+        @functools.wraps(handler)
+        async def wrapped(request: Request):
+            if not authorized(request):
+                return error("missing or wrong API key: send 'Authorization: Bearer KEY'", 401, "authentication_error",
+                             {"WWW-Authenticate": "Bearer"})
+            try:
+                return await handler(request)
+            except RequestError as e:
+                return error(str(e), e.status, e.type)
+        return wrapped
+
+    async def read_json(request: Request) -> dict:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > 4 * settings.max_body:
+            raise RequestError(f"the body is {declared} bytes, over the limit of {settings.max_body}")
+        data, size = bytearray(), 0
+        async for piece in request.stream():  # read on past the limit (up to 4x) so the client can hear the answer
+            size += len(piece)
+            if size <= settings.max_body:
+                data += piece
+            elif size > 4 * settings.max_body:
+                break
+        if size > settings.max_body:
+            raise RequestError(f"the body is over the limit of {settings.max_body} bytes")
+        try:
+            body = json.loads(bytes(data))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RequestError(f"the body is not valid JSON ({e})") from None
+        if not isinstance(body, dict):
+            raise RequestError("the body must be a JSON object")
+        return body
+
+    async def health(request):
+        return JSONResponse({"status": "ok", "model": settings.served_name, **engine.load()})
+
+    async def page(request):
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @guarded
+    async def models(request):
+        return JSONResponse({"object": "list", "data": [model_card()]})
+
+    def model_card() -> dict:
+        return {"id": settings.served_name, "object": "model", "created": started,
+                "owned_by": "lmlab", "max_model_len": settings.limits.context}
+
+    @guarded
+    async def tokenize(request):
+        body = await read_json(request)
+        protocol._unknown(body, {"prompt", "messages", "add_special_tokens", "model", "add_generation_prompt"})
+        if "messages" in body:
+            text = chat.render(protocol._messages(body["messages"]))
+        else:
+            text = protocol._string("prompt", body.get("prompt"))
+        ids = tokenizer.encode(text)
+        return JSONResponse({"tokens": ids, "count": len(ids), "max_model_len": settings.limits.context})
+
+    @guarded
+    async def detokenize(request):
+        body = await read_json(request)
+        protocol._unknown(body, {"tokens", "model"})
+        ids = body.get("tokens")
+        if not isinstance(ids, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in ids):
+            raise RequestError("'tokens' must be an array of token ids (integers)")
+        if ids and (min(ids) < 0 or max(ids) >= settings.limits.vocab_size):
+            raise RequestError(f"'tokens' holds an id outside [0, {settings.limits.vocab_size - 1}]")
+        return JSONResponse({"prompt": tokenizer.decode(ids)})
+
+    @guarded
+    async def tokenizer_info(request):
+        return JSONResponse({"tokenizer_class": tokenizer.kind, "eos_token": tokenizer.token_text(tokenizer.eot_id),
+                             "eos_token_id": tokenizer.eot_id, "model_max_length": settings.limits.context,
+                             "chat_template": chat.JINJA})
+
+    def submit(body: dict, is_chat: bool):
+        job = protocol.parse(body, is_chat, tokenizer, settings.limits, settings.served_name)
+        pending = Pending(engine, job, asyncio.get_running_loop())
+        try:
+            engine.submit(pending.seqs)
+        except ShuttingDown as e:
+            return job, None, error(str(e), 503, "server_error")
+        except QueueFull as e:
+            return job, None, error(f"the server is busy ({e}); retry later", 429, "rate_limit_error",
+                                    {"Retry-After": str(settings.retry_after_s)})
+        return job, pending, None
+
+    @guarded
+    async def completions(request):
+        job, pending, busy = submit(await read_json(request), is_chat=False)
+        if busy:
+            return busy
+        return EngineResponse(pending, lambda: answer(job, pending, "cmpl"), job.stream)
+
+    @guarded
+    async def chat_completions(request):
+        job, pending, busy = submit(await read_json(request), is_chat=True)
+        if busy:
+            return busy
+        return EngineResponse(pending, lambda: answer(job, pending, "chatcmpl"), job.stream)
+
+    async def answer(job: protocol.Job, pending: Pending, prefix: str):
+        """Yield (status, headers, body) pieces: SSE chunks when streaming, else one JSON body."""
+        head = {"id": f"{prefix}-{uuid.uuid4().hex[:24]}",
+                "object": ("chat.completion" if job.chat else "text_completion") + (".chunk" if job.chat and job.stream else ""),
+                "created": int(time.time()), "model": settings.served_name}
+        choices = [Choice(labels) for _ in range(len(pending.seqs))]
+        n = len(job.samplings[0])
+        want_lp = job.samplings[0][0].logprobs is not None
+        extra = {"usage": None} if job.include_usage else {}
+
+        def chunk(index, text=None, tokens=None, finish=None, role=False):
+            if job.chat:
+                delta = {} if finish else {"content": text}
+                if role:
+                    delta = {"role": "assistant", "content": ""}
+                lp = {"content": protocol.chat_logprobs(tokens, labels)} if want_lp and tokens else None
+                c = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
+            else:
+                lp = choices[index].logprobs.block(tokens) if want_lp and tokens is not None else None
+                c = {"index": index, "text": text or "", "logprobs": lp, "finish_reason": finish}
+            return _sse({**head, "choices": [c], **extra})
+
+        if job.stream:
+            for i in range(len(choices)):
+                if job.chat:
+                    yield chunk(i, role=True)
+                elif job.echo and not want_lp:
+                    yield chunk(i, job.prompt_texts[i // n])
+        failed = None
+        while pending.open:
+            i, ev = await pending.next()
+            ch = choices[i]
+            if isinstance(ev, Prompt):  # echo with logprobs: the prompt's own tokens come first
+                ev_text = "".join(t.text for t in ev.tokens)
+                if job.stream:
+                    yield chunk(i, ev_text, ev.tokens)
+                else:
+                    ch.text += ev_text
+                    ch.lp_block = CompletionLogprobs.join(ch.lp_block, ch.logprobs.block(ev.tokens))
+            elif isinstance(ev, Chunk):
+                if job.stream:
+                    yield chunk(i, ev.text, ev.tokens)
+                else:
+                    ch.text += ev.text
+                    ch.tokens += ev.tokens
+                    if want_lp and not job.chat:
+                        ch.lp_block = CompletionLogprobs.join(ch.lp_block, ch.logprobs.block(ev.tokens))
+            elif isinstance(ev, Done):
+                ch.finish, ch.completion_tokens = ev.finish_reason, ev.completion_tokens
+                if job.stream:
+                    yield chunk(i, "", None, finish=ev.finish_reason)
+            elif isinstance(ev, Failed):
+                failed = ev.message
+                pending.cancel()
+                break
+        prompt_tokens = sum(len(p) for p in job.prompts)
+        total = protocol.usage(prompt_tokens, sum(c.completion_tokens for c in choices))
+        if failed is not None:
+            body = protocol.error_body(f"generation failed: {failed}", "server_error")
+            yield _sse(body) if job.stream else (500, JSON_HEADERS, _json_bytes(body))
+            if job.stream:
+                yield _sse(b"[DONE]")
+            return
+        if job.stream:
+            if job.include_usage:
+                yield _sse({**head, "choices": [], "usage": total})
+            yield _sse(b"[DONE]")
+            return
+        out = []
+        for i, c in enumerate(choices):
+            text = (job.prompt_texts[i // n] if job.echo and not want_lp else "") + c.text
+            if job.chat:
+                lp = {"content": protocol.chat_logprobs(c.tokens, labels)} if want_lp else None
+                out.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": lp,
+                            "finish_reason": c.finish})
+            else:
+                out.append({"index": i, "text": text, "logprobs": c.lp_block if want_lp else None,
+                            "finish_reason": c.finish})
+        yield 200, JSON_HEADERS, _json_bytes({**head, "choices": out, "usage": total})
+
+    async def not_found(request, exc):
+        if exc.status_code == 405:
+            return error(f"{request.method} is not allowed on {request.url.path}", 405)
+        return error(f"no route {request.url.path}", exc.status_code, "not_found_error")
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    routes = [Route("/", page), Route("/health", health), Route("/v1/models", models),
+              Route("/v1/completions", completions, methods=["POST"]),
+              Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+              Route("/tokenize", tokenize, methods=["POST"]), Route("/detokenize", detokenize, methods=["POST"]),
+              Route("/tokenizer_info", tokenizer_info)]
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
