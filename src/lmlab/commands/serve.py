@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -83,5 +84,9 @@ def run(args) -> int:
     print(f"serving {name} on http://{url_host}:{port} (playground at /, API at /v1; {args.max_batch} slots"
           f"{', LM-Infinite' if lm_inf else ''}); Ctrl-C or SIGTERM stops after running requests finish",
           file=sys.stderr, flush=True)
+    # uvicorn re-raises the signal that stopped it once it has drained; a stop asked for is a clean exit
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     uvicorn_server(engine, tokenizer, settings).run(sockets=[sock])
+    print(f"stopped; {engine.generated_tokens} tokens generated", file=sys.stderr)
     return 0

@@ -128,7 +128,7 @@ class Choice:
     def __init__(self, labels: TokenLabels):
         self.text, self.tokens, self.finish, self.completion_tokens = "", [], None, 0
         self.logprobs = CompletionLogprobs(labels)
-        self.lp_block = None
+        self.lp_block = self.logprobs.block([])
 
 
 def create_app(engine: Engine, tokenizer, settings: Settings):

@@ -99,6 +99,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self.generated_tokens = 0     # over the server's life, for /health and the tests
         self.steps = 0
+        self.peak_running = 0         # most sequences decoded together so far
 
     # ---- called from other threads ----
     def new_sequence(self, prompt_ids, sampling: Sampling, deliver) -> Sequence:
@@ -125,7 +126,7 @@ class Engine:
     def load(self) -> dict:
         with self._cond:
             return {"running": len(self._active), "waiting": len(self._waiting), "slots": self.slots.n,
-                    "generated_tokens": self.generated_tokens}
+                    "generated_tokens": self.generated_tokens, "peak_running": self.peak_running}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lmlab-serve-engine", daemon=True)
@@ -158,6 +159,7 @@ class Engine:
                     if seq.cancelled:
                         self._release(slot)
                 if self._active:
+                    self.peak_running = max(self.peak_running, len(self._active))
                     self._guarded(list(self._active.values()), self._step)
         with self._cond:
             left = list(self._waiting) + list(self._active.values())

@@ -289,8 +289,8 @@ class CompletionLogprobs:
         return out
 
     @staticmethod
-    def join(a: dict | None, b: dict) -> dict:
-        return b if a is None else {k: a[k] + b[k] for k in a}
+    def join(a: dict, b: dict) -> dict:
+        return {k: a[k] + b[k] for k in a}
 
 
 def chat_logprobs(tokens: list[Token], labels: TokenLabels) -> list[dict]:
