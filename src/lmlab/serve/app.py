@@ -7,6 +7,7 @@ import asyncio
 import functools
 import hmac
 import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -38,24 +39,45 @@ class Settings:
     retry_after_s: int = 1
 
 
+class Outbox:
+    """Events from the worker thread to the event loop. One wake-up of the loop carries every event
+    queued since the last one (a wake-up per event cost a self-pipe write and a loop turn for each
+    streamed token of each request)."""
+
+    def __init__(self, loop):
+        self.loop, self.items, self.lock, self.scheduled = loop, [], threading.Lock(), False
+
+    def put(self, queue: asyncio.Queue, item) -> None:  # on the worker thread
+        with self.lock:
+            self.items.append((queue, item))
+            if self.scheduled:
+                return
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the event loop has closed
+            pass
+
+    def _drain(self) -> None:
+        with self.lock:
+            items, self.items, self.scheduled = self.items, [], False
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
 class Pending:
     """One request's sequences, and the asyncio queue their events arrive on from the worker."""
 
-    def __init__(self, engine: Engine, job: protocol.Job, loop):
-        self.engine, self.loop = engine, loop
+    def __init__(self, engine: Engine, job: protocol.Job, outbox: Outbox):
+        self.engine = engine
         self.queue: asyncio.Queue = asyncio.Queue()
         self.seqs = []
         n = len(job.samplings[0])
         for p, (ids, samplings) in enumerate(zip(job.prompts, job.samplings)):
             for j, s in enumerate(samplings):
-                self.seqs.append(engine.new_sequence(ids, s, functools.partial(self._deliver, p * n + j)))
+                deliver = functools.partial(lambda i, event: outbox.put(self.queue, (i, event)), p * n + j)
+                self.seqs.append(engine.new_sequence(ids, s, deliver))
         self.open = len(self.seqs)
-
-    def _deliver(self, index, event) -> None:  # on the worker thread
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (index, event))
-        except RuntimeError:  # the event loop has closed
-            pass
 
     async def next(self):
         index, event = await self.queue.get()
@@ -76,24 +98,19 @@ class EngineResponse:
         self.pending, self.produce, self.stream = pending, produce, stream
 
     async def __call__(self, scope, receive, send):
-        async def disconnected():
+        me, gone = asyncio.current_task(), False
+
+        async def watch():
+            nonlocal gone
             while (await receive())["type"] != "http.disconnect":
                 pass
+            gone = True
+            me.cancel()  # wherever the response is waiting: for a slot, a token or the socket
 
-        watcher = asyncio.ensure_future(disconnected())
+        watcher = asyncio.ensure_future(watch())
         started = False
         try:
-            gen = self.produce()
-            while True:
-                step = asyncio.ensure_future(gen.__anext__())
-                await asyncio.wait({step, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():  # the client left
-                    step.cancel()
-                    return
-                try:
-                    status, headers, body = step.result()
-                except StopAsyncIteration:
-                    break
+            async for status, headers, body in self.produce():
                 if not started:
                     await send({"type": "http.response.start", "status": status, "headers": headers})
                     started = True
@@ -102,6 +119,11 @@ class EngineResponse:
                     return
             if started:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            if hasattr(me, "uncancel"):  # Python 3.11+: this cancellation is handled
+                me.uncancel()
         except OSError:  # the socket went away under a send
             pass
         finally:
@@ -140,6 +162,7 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
 
     labels = TokenLabels(tokenizer)
     started = int(time.time())
+    outbox = None
 
     def error(message: str, status: int = 400, type: str = "invalid_request_error", headers=None):
         return JSONResponse(protocol.error_body(message, type), status_code=status, headers=headers)
@@ -229,7 +252,10 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
 
     def submit(body: dict, is_chat: bool):
         job = protocol.parse(body, is_chat, tokenizer, settings.limits, settings.served_name)
-        pending = Pending(engine, job, asyncio.get_running_loop())
+        nonlocal outbox
+        if outbox is None or outbox.loop is not asyncio.get_running_loop():
+            outbox = Outbox(asyncio.get_running_loop())
+        pending = Pending(engine, job, outbox)
         try:
             engine.submit(pending.seqs)
         except ShuttingDown as e:
