@@ -227,6 +227,12 @@ def test_more_bad_requests(server, client):
     assert r.status_code == 400 and "role" in r.json()["error"]["message"]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="tiny", messages=[], max_tokens=3)
+    r = post(server, "/v1/completions", {"prompt": ["x"] * 40, "n": 2, "max_tokens": 1})
+    assert r.status_code == 400 and "queues at most 64" in r.json()["error"]["message"]
+    odd = post(server, "/v1/completions", '{"prompt": "a\\ud800b", "max_tokens": 2, "echo": true, "seed": %d, '
+               '"n": 2}' % ((1 << 63) - 1))  # a lone surrogate, and a seed whose second choice wraps around
+    assert odd.status_code == 200 and odd.json()["choices"][0]["text"].startswith("a\ud800b")
+    assert post(server, "/detokenize", {"tokens": [0xED, 0xA0, 0x80]}).json()["prompt"] == "\ud800"
     assert httpx.get(server.url + "/nowhere").status_code == 404
     assert httpx.get(server.url + "/v1/completions").status_code == 405
     assert greedy(client, "still fine", 3).choices[0].finish_reason == "length"

@@ -132,7 +132,8 @@ class EngineResponse:
 
 
 def _json_bytes(obj) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    # ASCII with \u escapes: valid for any Python string, lone surrogates (which a prompt can hold) included
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
@@ -157,15 +158,18 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.responses import HTMLResponse, Response
     from starlette.routing import Route
 
     labels = TokenLabels(tokenizer)
     started = int(time.time())
     outbox = None
 
+    def json_response(obj, status_code: int = 200, headers=None):
+        return Response(_json_bytes(obj), status_code, headers, media_type="application/json")
+
     def error(message: str, status: int = 400, type: str = "invalid_request_error", headers=None):
-        return JSONResponse(protocol.error_body(message, type), status_code=status, headers=headers)
+        return json_response(protocol.error_body(message, type), status, headers)
 
     def authorized(request: Request) -> bool:
         if settings.api_key is None:
@@ -209,14 +213,14 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
         return body
 
     async def health(request):
-        return JSONResponse({"status": "ok", "model": settings.served_name, **engine.load()})
+        return json_response({"status": "ok", "model": settings.served_name, **engine.load()})
 
     async def page(request):
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
     @guarded
     async def models(request):
-        return JSONResponse({"object": "list", "data": [model_card()]})
+        return json_response({"object": "list", "data": [model_card()]})
 
     def model_card() -> dict:
         return {"id": settings.served_name, "object": "model", "created": started,
@@ -231,7 +235,7 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
         else:
             text = protocol._string("prompt", body.get("prompt"))
         ids = tokenizer.encode(text)
-        return JSONResponse({"tokens": ids, "count": len(ids), "max_model_len": settings.limits.context})
+        return json_response({"tokens": ids, "count": len(ids), "max_model_len": settings.limits.context})
 
     @guarded
     async def detokenize(request):
@@ -242,16 +246,19 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
             raise RequestError("'tokens' must be an array of token ids (integers)")
         if ids and (min(ids) < 0 or max(ids) >= settings.limits.vocab_size):
             raise RequestError(f"'tokens' holds an id outside [0, {settings.limits.vocab_size - 1}]")
-        return JSONResponse({"prompt": tokenizer.decode(ids)})
+        return json_response({"prompt": tokenizer.decode(ids)})
 
     @guarded
     async def tokenizer_info(request):
-        return JSONResponse({"tokenizer_class": tokenizer.kind, "eos_token": tokenizer.token_text(tokenizer.eot_id),
+        return json_response({"tokenizer_class": tokenizer.kind, "eos_token": tokenizer.token_text(tokenizer.eot_id),
                              "eos_token_id": tokenizer.eot_id, "model_max_length": settings.limits.context,
                              "chat_template": chat.JINJA})
 
     def submit(body: dict, is_chat: bool):
         job = protocol.parse(body, is_chat, tokenizer, settings.limits, settings.served_name)
+        if job.sequences > engine.max_queue:
+            raise RequestError(f"the request asks for {job.sequences} sequences (prompts x n); this server "
+                               f"queues at most {engine.max_queue}")
         nonlocal outbox
         if outbox is None or outbox.loop is not asyncio.get_running_loop():
             outbox = Outbox(asyncio.get_running_loop())

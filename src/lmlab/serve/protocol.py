@@ -115,7 +115,7 @@ def _unknown(body: dict, known, prefix="") -> None:
         raise RequestError(f"unknown field '{prefix}{extra[0]}'; valid fields: {', '.join(sorted(known))}")
 
 
-SEED = _integer(-(1 << 63), (1 << 64) - 1)   # what torch.Generator.manual_seed takes
+SEED = _integer(-(1 << 63), (1 << 63) - 1)
 COMMON = {
     "model": _string, "temperature": _number(0.0, 2.0), "top_p": _number(0.0, 1.0, open_lo=True),
     "top_k": _integer(-1, None), "n": _integer(1, MAX_N), "stop": _stop, "seed": SEED, "stream": _boolean,
@@ -217,11 +217,16 @@ def parse(body: dict, is_chat: bool, tokenizer, limits: Limits, served_name: str
     for ids in prompts:
         m = _max_tokens(max_tokens, len(ids), limits, default=16 if not is_chat else None)
         # choice j of a seeded request uses seed + j: reproducible, yet the choices differ
-        samplings.append([replace(base, max_tokens=m, seed=None if base.seed is None else base.seed + j)
+        samplings.append([replace(base, max_tokens=m, seed=None if base.seed is None else choice_seed(base.seed, j))
                           for j in range(n)])
     if f.get("stream_options") is not None and not f.get("stream"):
         raise RequestError("'stream_options' needs 'stream': true")
     return Job(is_chat, prompts, samplings, f.get("stream", False), f.get("stream_options", False), echo, texts)
+
+
+def choice_seed(seed: int, j: int) -> int:
+    """seed + j, wrapped into the signed 64-bit range torch.Generator takes."""
+    return (seed + j + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 def chat_stop(stop) -> tuple[str, ...]:
