@@ -6,8 +6,9 @@ time (--max-batch 1), with 1, 4 and 16 concurrent streaming clients, in one run.
 
 Without RUN, a demo-shaped run (configs/demo.toml: 4 layers, d_model 256, context 256) is trained
 for a few steps into a temporary directory: throughput does not depend on how well it is trained.
-Each server is a real `lmlab serve` process on a free loopback port; the clients are threads of
-this process (on a small machine they share its cores with the server: the load is printed).
+Both servers are real `lmlab serve` processes on free loopback ports, taking turns at each level
+(an idle one costs nothing); the clients are threads of this process (on a small machine they
+share its cores with the server: the load average before and after is printed).
 Per concurrency level a fixed number of requests (prompts of 6-40 characters, temperature 0.8,
 top_k 40, seeded) is sent, never more than `--concurrency` at once, and no new one after
 `--max-seconds`, so the run always stops by itself. Reported per level: requests/s, generated
@@ -138,14 +139,20 @@ def main():
                   "dtype": args.dtype, "max_tokens": args.max_tokens, "requests_per_level": args.requests,
                   "cpus": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                   "load_avg_1min_before": round(load_before[0], 2), "servers": {}}
-        for label, batch in (("one_at_a_time", 1), ("batched", args.batch)):
-            proc, host, port = start_server(run, batch, args.dtype)
-            try:
+        servers = {"one_at_a_time": 1, "batched": args.batch}
+        procs = {label: start_server(run, batch, args.dtype) for label, batch in servers.items()}
+        try:
+            rows = {label: [] for label in servers}
+            for label, (_, host, port) in procs.items():
                 one_request(host, port, {"prompt": "warm", "max_tokens": 4, "stream": True})  # first-call costs
-                rows = [load_level(host, port, c, args.requests, args.max_tokens, args.max_seconds) for c in levels]
-                report["servers"][label] = {"max_batch": batch, "peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
-                                            "levels": rows}
-            finally:
+            for c in levels:  # the two servers take turns at each level, so load drift hits both alike
+                for label, (_, host, port) in procs.items():
+                    rows[label].append(load_level(host, port, c, args.requests, args.max_tokens, args.max_seconds))
+            for label, (proc, _, _) in procs.items():
+                report["servers"][label] = {"max_batch": servers[label], "peak_rss_mb": round(peak_rss_mb(proc.pid), 1),
+                                            "levels": rows[label]}
+        finally:
+            for proc, _, _ in procs.values():
                 proc.terminate()
                 proc.wait(60)
         report["load_avg_1min_after"] = round(os.getloadavg()[0], 2)

@@ -162,6 +162,31 @@ def test_batched_greedy_equals_alone(server, client):
     assert server.load()["generated_tokens"] - before == 3 * 7 * 40
 
 
+def test_a_bounded_load_of_mixed_requests_completes_and_leaves_the_server_idle(server, client):
+    """48 requests from 16 threads (streams, plain ones, streams dropped after a few chunks), a fixed
+    count under a timeout: every one is answered, the usage counts add up to what the engine made."""
+    before = server.load()["generated_tokens"]
+
+    def one(i):
+        kw = dict(model="tiny", prompt=["ROMEO:", "To be", "K"][i % 3], max_tokens=20, temperature=1.0, seed=i)
+        if i % 4 == 3:  # a client that leaves mid-stream
+            stream = client.completions.create(stream=True, **kw)
+            next(iter(stream))
+            stream.close()
+            return None
+        if i % 2:
+            chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+            return chunks[-1].usage.completion_tokens
+        return client.completions.create(**kw).usage.completion_tokens
+
+    with ThreadPoolExecutor(16) as pool:
+        counted = [f.result(timeout=120) for f in [pool.submit(one, i) for i in range(48)]]
+    wait_until(lambda: server.load()["running"] == 0 and server.load()["waiting"] == 0, what="an idle server")
+    made = server.load()["generated_tokens"] - before
+    answered = sum(c for c in counted if c is not None)
+    assert answered <= made <= answered + 12 * 20  # the dropped streams made some tokens too, at most all theirs
+
+
 def test_prompt_scoring_as_lm_eval_does_it(server):
     """lm-eval's local-completions: token ids, echo, max_tokens 1, logprobs 1; the log-likelihood of the
     continuation is sum(token_logprobs[ctxlen:-1]). It must equal the in-process one."""
