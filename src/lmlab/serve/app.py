@@ -254,37 +254,28 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
                              "eos_token_id": tokenizer.eot_id, "model_max_length": settings.limits.context,
                              "chat_template": chat.JINJA})
 
-    def submit(body: dict, is_chat: bool):
-        job = protocol.parse(body, is_chat, tokenizer, settings.limits, settings.served_name)
-        if job.sequences > engine.max_queue:
-            raise RequestError(f"the request asks for {job.sequences} sequences (prompts x n); this server "
-                               f"queues at most {engine.max_queue}")
-        nonlocal outbox
-        if outbox is None or outbox.loop is not asyncio.get_running_loop():
-            outbox = Outbox(asyncio.get_running_loop())
-        pending = Pending(engine, job, outbox)
-        try:
-            engine.submit(pending.seqs)
-        except ShuttingDown as e:
-            return job, None, error(str(e), 503, "server_error")
-        except QueueFull as e:
-            return job, None, error(f"the server is busy ({e}); retry later", 429, "rate_limit_error",
-                                    {"Retry-After": str(settings.retry_after_s)})
-        return job, pending, None
-
-    @guarded
-    async def completions(request):
-        job, pending, busy = submit(await read_json(request), is_chat=False)
-        if busy:
-            return busy
-        return EngineResponse(pending, lambda: answer(job, pending, "cmpl"), job.stream)
-
-    @guarded
-    async def chat_completions(request):
-        job, pending, busy = submit(await read_json(request), is_chat=True)
-        if busy:
-            return busy
-        return EngineResponse(pending, lambda: answer(job, pending, "chatcmpl"), job.stream)
+    def generation_route(is_chat: bool):
+        """The handler of /v1/completions or /v1/chat/completions: check, queue, answer."""
+        @guarded
+        async def handler(request):
+            nonlocal outbox
+            job = protocol.parse(await read_json(request), is_chat, tokenizer, settings.limits, settings.served_name)
+            if job.sequences > engine.max_queue:
+                raise RequestError(f"the request asks for {job.sequences} sequences (prompts x n); this server "
+                                   f"queues at most {engine.max_queue}")
+            if outbox is None or outbox.loop is not asyncio.get_running_loop():
+                outbox = Outbox(asyncio.get_running_loop())
+            pending = Pending(engine, job, outbox)
+            try:
+                engine.submit(pending.seqs)
+            except ShuttingDown as e:
+                return error(str(e), 503, "server_error")
+            except QueueFull as e:
+                return error(f"the server is busy ({e}); retry later", 429, "rate_limit_error",
+                             {"Retry-After": str(settings.retry_after_s)})
+            prefix = "chatcmpl" if is_chat else "cmpl"
+            return EngineResponse(pending, lambda: answer(job, pending, prefix), job.stream)
+        return handler
 
     async def answer(job: protocol.Job, pending: Pending, prefix: str):
         """Yield (status, headers, body) pieces: SSE chunks when streaming, else one JSON body."""
@@ -382,8 +373,8 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
             engine.stop()
 
     routes = [Route("/", page), Route("/health", health), Route("/v1/models", models),
-              Route("/v1/completions", completions, methods=["POST"]),
-              Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+              Route("/v1/completions", generation_route(is_chat=False), methods=["POST"]),
+              Route("/v1/chat/completions", generation_route(is_chat=True), methods=["POST"]),
               Route("/tokenize", tokenize, methods=["POST"]), Route("/detokenize", detokenize, methods=["POST"]),
               Route("/tokenizer_info", tokenizer_info)]
     return Starlette(routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
