@@ -5,9 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import torch
@@ -85,6 +83,9 @@ def test_chat_non_streaming_and_streaming(server, client):
     assert prompt == "SYSTEM:\nHi.\n\nUSER:\nWho?\n\nASSISTANT:\n"
     assert r.usage.prompt_tokens == len(server.tokenizer.encode(prompt))
     assert post(server, "/tokenize", {"messages": messages}).json()["count"] == r.usage.prompt_tokens
+    parts = [{**m, "content": [{"type": "text", "text": m["content"][:2]}, {"type": "text", "text": m["content"][2:]}]}
+             for m in messages]  # content given as text parts reads the same
+    assert post(server, "/tokenize", {"messages": parts}).json()["tokens"] == server.tokenizer.encode(prompt)
     assert chat.END_OF_TURN not in c.message.content
     assert (c.finish_reason == "length") == (r.usage.completion_tokens == 20)
     chunks = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, temperature=0,

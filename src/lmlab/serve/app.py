@@ -9,13 +9,13 @@ import hmac
 import json
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import chat, protocol
-from .engine import Chunk, Done, Engine, Failed, Prompt, QueueFull, ShuttingDown
-from .protocol import CompletionLogprobs, RequestError, TokenLabels
+from .answer import answer, json_bytes
+from .engine import Done, Engine, Failed, QueueFull, ShuttingDown
+from .protocol import RequestError, TokenLabels
 
 PAGE = Path(__file__).with_name("page") / "index.html"
 
@@ -131,29 +131,6 @@ class EngineResponse:
             self.pending.cancel()
 
 
-def _json_bytes(obj) -> bytes:
-    # ASCII with \u escapes: valid for any Python string, lone surrogates (which a prompt can hold) included
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
-               (b"x-accel-buffering", b"no")]
-JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def _sse(obj) -> tuple:
-    return 200, SSE_HEADERS, b"data: " + (obj if isinstance(obj, bytes) else _json_bytes(obj)) + b"\n\n"
-
-
-class Choice:
-    """What one choice has produced so far."""
-
-    def __init__(self, labels: TokenLabels):
-        self.text, self.tokens, self.finish, self.completion_tokens = "", [], None, 0
-        self.logprobs = CompletionLogprobs(labels)
-        self.lp_block = self.logprobs.block([])
-
-
 def create_app(engine: Engine, tokenizer, settings: Settings):
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -166,7 +143,7 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
     outbox = None
 
     def json_response(obj, status_code: int = 200, headers=None):
-        return Response(_json_bytes(obj), status_code, headers, media_type="application/json")
+        return Response(json_bytes(obj), status_code, headers, media_type="application/json")
 
     def error(message: str, status: int = 400, type: str = "invalid_request_error", headers=None):
         return json_response(protocol.error_body(message, type), status, headers)
@@ -274,88 +251,9 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
                 return error(f"the server is busy ({e}); retry later", 429, "rate_limit_error",
                              {"Retry-After": str(settings.retry_after_s)})
             prefix = "chatcmpl" if is_chat else "cmpl"
-            return EngineResponse(pending, lambda: answer(job, pending, prefix), job.stream)
+            produce = lambda: answer(job, pending, prefix, settings.served_name, labels)  # noqa: E731
+            return EngineResponse(pending, produce, job.stream)
         return handler
-
-    async def answer(job: protocol.Job, pending: Pending, prefix: str):
-        """Yield (status, headers, body) pieces: SSE chunks when streaming, else one JSON body."""
-        head = {"id": f"{prefix}-{uuid.uuid4().hex[:24]}",
-                "object": ("chat.completion" if job.chat else "text_completion") + (".chunk" if job.chat and job.stream else ""),
-                "created": int(time.time()), "model": settings.served_name}
-        choices = [Choice(labels) for _ in range(len(pending.seqs))]
-        n = len(job.samplings[0])
-        want_lp = job.samplings[0][0].logprobs is not None
-        extra = {"usage": None} if job.include_usage else {}
-
-        def chunk(index, text=None, tokens=None, finish=None, role=False):
-            if job.chat:
-                delta = {} if finish else {"content": text}
-                if role:
-                    delta = {"role": "assistant", "content": ""}
-                lp = {"content": protocol.chat_logprobs(tokens, labels)} if want_lp and tokens else None
-                c = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}
-            else:
-                lp = choices[index].logprobs.block(tokens) if want_lp and tokens is not None else None
-                c = {"index": index, "text": text or "", "logprobs": lp, "finish_reason": finish}
-            return _sse({**head, "choices": [c], **extra})
-
-        if job.stream:
-            for i in range(len(choices)):
-                if job.chat:
-                    yield chunk(i, role=True)
-                elif job.echo and not want_lp:
-                    yield chunk(i, job.prompt_texts[i // n])
-        failed = None
-        while pending.open:
-            i, ev = await pending.next()
-            ch = choices[i]
-            if isinstance(ev, Prompt):  # echo with logprobs: the prompt's own tokens come first
-                ev_text = "".join(t.text for t in ev.tokens)
-                if job.stream:
-                    yield chunk(i, ev_text, ev.tokens)
-                else:
-                    ch.text += ev_text
-                    ch.lp_block = CompletionLogprobs.join(ch.lp_block, ch.logprobs.block(ev.tokens))
-            elif isinstance(ev, Chunk):
-                if job.stream:
-                    yield chunk(i, ev.text, ev.tokens)
-                else:
-                    ch.text += ev.text
-                    ch.tokens += ev.tokens
-                    if want_lp and not job.chat:
-                        ch.lp_block = CompletionLogprobs.join(ch.lp_block, ch.logprobs.block(ev.tokens))
-            elif isinstance(ev, Done):
-                ch.finish, ch.completion_tokens = ev.finish_reason, ev.completion_tokens
-                if job.stream:
-                    yield chunk(i, "", None, finish=ev.finish_reason)
-            elif isinstance(ev, Failed):
-                failed = ev.message
-                pending.cancel()
-                break
-        prompt_tokens = sum(len(p) for p in job.prompts)
-        total = protocol.usage(prompt_tokens, sum(c.completion_tokens for c in choices))
-        if failed is not None:
-            body = protocol.error_body(f"generation failed: {failed}", "server_error")
-            yield _sse(body) if job.stream else (500, JSON_HEADERS, _json_bytes(body))
-            if job.stream:
-                yield _sse(b"[DONE]")
-            return
-        if job.stream:
-            if job.include_usage:
-                yield _sse({**head, "choices": [], "usage": total})
-            yield _sse(b"[DONE]")
-            return
-        out = []
-        for i, c in enumerate(choices):
-            text = (job.prompt_texts[i // n] if job.echo and not want_lp else "") + c.text
-            if job.chat:
-                lp = {"content": protocol.chat_logprobs(c.tokens, labels)} if want_lp else None
-                out.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": lp,
-                            "finish_reason": c.finish})
-            else:
-                out.append({"index": i, "text": text, "logprobs": c.lp_block if want_lp else None,
-                            "finish_reason": c.finish})
-        yield 200, JSON_HEADERS, _json_bytes({**head, "choices": out, "usage": total})
 
     async def not_found(request, exc):
         if exc.status_code == 405:

@@ -178,7 +178,8 @@ def _messages(v) -> list[dict]:
             parts = []
             for j, p in enumerate(content):
                 if not (isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)):
-                    raise RequestError(f"'{name}.content[{j}]' must be a text part {{\"type\": \"text\", \"text\": ...}}")
+                    raise RequestError(f"'{name}.content[{j}]' must be a text part "
+                                       '{"type": "text", "text": ...}')
                 parts.append(p["text"])
             content = "".join(parts)
         if not isinstance(content, str):
