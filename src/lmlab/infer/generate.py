@@ -7,6 +7,7 @@ import torch
 
 from ..errors import LmlabError
 from .sampling import apply_repetition_penalty, choose
+from .textstream import TextStream
 
 
 def check_prompt(prompt_ids, context: int) -> None:
@@ -53,17 +54,6 @@ def sample_ids(model, prompt_ids: list[int], max_new_tokens: int, **kw) -> Itera
         yield int(nxt[0])
 
 
-def _stop_prefix_len(text: str, stop) -> int:
-    """Length of the longest tail of `text` that is a proper prefix of some stop string."""
-    best = 0
-    for s in stop:
-        for k in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:k]):
-                best = k
-                break
-    return best
-
-
 def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
              top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0, stop=(),
              stream: Callable[[str], None] | None = None) -> str:
@@ -71,28 +61,16 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperatu
     if not prompt:
         raise LmlabError("the prompt is empty; give at least one character")
     ids = tokenizer.encode(prompt)
-    new: list[int] = []
-    emitted = ""
+    text = TextStream(tokenizer, stop)
+    emit = stream or (lambda piece: None)
     for token in sample_ids(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                             repetition_penalty=repetition_penalty, seed=seed):
         if token == tokenizer.eot_id:
             break
-        new.append(token)
-        text = tokenizer.decode(new)
-        hit = min((text.find(s) for s in stop if s and s in text), default=-1)
-        if hit >= 0:
-            text = text[:hit]
-        # Hold back a trailing partial character (byte fallback), and any tail that may be the
-        # start of a stop string, until it is decided.
-        ready = text if hit >= 0 else text.rstrip("\ufffd")
-        if hit < 0:
-            ready = ready[: len(ready) - _stop_prefix_len(ready, stop)]
-        if stream is not None and len(ready) > len(emitted):
-            stream(ready[len(emitted):])
-        emitted = ready
-        if hit >= 0:
-            return text
-    text = tokenizer.decode(new)
-    if stream is not None and len(text) > len(emitted):
-        stream(text[len(emitted):])
-    return text
+        if piece := text.push(token):
+            emit(piece)
+        if text.stopped:
+            return text.text
+    if piece := text.finish():
+        emit(piece)
+    return text.text

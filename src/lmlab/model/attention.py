@@ -7,7 +7,7 @@ from torch import nn
 
 from .dropout import keep_mask, keep_scale
 from .hooks import HookPoint
-from .positions import apply_rope
+from .positions import apply_rope, token_positions
 
 
 def causal_attention_with_dropout(q, k, v, p: float):
@@ -115,6 +115,8 @@ class CausalSelfAttention(nn.Module):
         q = self.hook_q(q.view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)
         k = self.hook_k(k.view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)
         v = self.hook_v(v.view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)
+        if isinstance(start_pos, torch.Tensor):  # per-row positions [B]: rows of different lengths
+            return self.o_proj(self.rows_attention(q, k, v, rope, cache, start_pos))
         if self.use_rope:
             cos, sin = rope
             cos, sin = cos[start_pos:start_pos + T], sin[start_pos:start_pos + T]
@@ -173,3 +175,32 @@ class CausalSelfAttention(nn.Module):
         if hooked is heads and heads._version == version:
             return out
         return hooked.sum(2) if self.o_proj.bias is None else hooked.sum(2) + self.o_proj.bias
+
+    def rows_attention(self, q, k, v, rope, cache: dict, start: torch.Tensor):
+        """Attention for a cache whose rows hold sequences of different lengths: row b's T new
+        tokens sit at positions start[b]..; each query sees its own row's keys up to itself (a key
+        mask over the whole cache). Written out as matmuls rather than SDPA: CPU SDPA splits the
+        work across threads by row index, so a row's result changed with its place in the batch,
+        and a serving batch must give every request the numbers it would get alone.
+        q, k, v: [B, heads, T, head_dim]; returns [B, T, heads * head_dim]."""
+        B, H, T, D = q.shape
+        at = token_positions(start, T)  # [B, T]
+        if self.use_rope:
+            cos, sin = rope
+            cos, sin = cos[at][:, None], sin[at][:, None]  # [B, 1, T, head_dim / 2]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if "k" not in cache:
+            shape = (B, self.n_kv_heads, cache["max_len"], D)
+            cache["k"] = torch.zeros(shape, dtype=cache_dtype(k), device=k.device)
+            cache["v"] = torch.zeros(shape, dtype=cache_dtype(v), device=v.device)
+        keys, values = cache["k"], cache["v"]
+        rows = torch.arange(B, device=k.device)[:, None]
+        keys[rows, :, at] = k.transpose(1, 2).to(keys.dtype)  # [B, T, kv_heads, head_dim] at each row's positions
+        values[rows, :, at] = v.transpose(1, 2).to(values.dtype)
+        rep = H // self.n_kv_heads  # grouped-query: query head h reads kv head h // rep
+        qg = q.to(keys.dtype).reshape(B, self.n_kv_heads, rep * T, D) * D ** -0.5
+        visible = torch.arange(keys.shape[2], device=k.device)[None, None, :] <= at[:, :, None]  # [B, T, L]
+        scores = (qg @ keys.transpose(-2, -1)).view(B, self.n_kv_heads, rep, T, -1)
+        scores = scores.masked_fill(~visible[:, None, None], float("-inf"))
+        y = (scores.softmax(-1).view(B, self.n_kv_heads, rep * T, -1) @ values).view(B, H, T, D)
+        return y.transpose(1, 2).reshape(B, T, H * D).to(q.dtype)

@@ -18,3 +18,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x1, x2 = x[..., :d], x[..., d:]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+def token_positions(start, T: int, device=None) -> torch.Tensor:
+    """Positions of T new tokens after `start`: [T] for an int, [B, T] for per-row starts [B]
+    (a batch whose rows hold sequences of different lengths)."""
+    if isinstance(start, torch.Tensor):
+        return start[:, None] + torch.arange(T, device=start.device)
+    return torch.arange(start, start + T, device=device)

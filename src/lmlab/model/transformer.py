@@ -13,11 +13,14 @@ from .dropout import Dropout
 from .hooks import HookPoint
 from .meta_tokens import MetaTokens
 from .norms import make_norm, narrow_writers, stream_width, to_stream
-from .positions import rope_tables
+from .positions import rope_tables, token_positions
 
 
 class InferenceCache:
-    """Per-sublayer state for incremental decoding (KV tensors, recurrent states) + position."""
+    """Per-sublayer state for incremental decoding (KV tensors, recurrent states) + position.
+
+    `pos` is an int, or a LongTensor [B] of per-row positions for a batch whose rows hold
+    sequences of different lengths (attention layers only; the serving engine uses it)."""
 
     def __init__(self, model: "Transformer", max_len: int):
         self.max_len = max_len
@@ -91,9 +94,10 @@ class Transformer(nn.Module):
     def hidden(self, idx: torch.Tensor, cache: InferenceCache | None = None) -> torch.Tensor:
         """Final normed hidden states [B, T, d] for ids [B, T] (continuing `cache` if given)."""
         B, T = idx.shape
-        start = cache.pos if cache is not None else 0
-        if cache is not None and start + T > cache.max_len:
-            raise ValueError(f"cache holds {cache.max_len} positions; {start + T} requested")
+        start = cache.pos if cache is not None else 0  # an int, or per-row positions [B] (InferenceCache)
+        end = int(start.max()) + T if isinstance(start, torch.Tensor) else start + T
+        if cache is not None and end > cache.max_len:
+            raise ValueError(f"cache holds {cache.max_len} positions; {end} requested")
         is_meta = None
         if self.meta is not None:
             x, is_meta = self.meta.embed(idx, self.embed)
@@ -102,12 +106,12 @@ class Transformer(nn.Module):
             x = self.embed(idx)
         x = self.hook_embed(x)
         if self.pos_embed is not None:
-            if start + T > self.cfg.context:
+            if end > self.cfg.context:
                 raise ValueError(f"learned positions stop at model.context={self.cfg.context}")
-            pos = self.pos_embed(torch.arange(start, start + T, device=idx.device))
+            pos = self.pos_embed(token_positions(start, T, idx.device))
             x = x + (self.hook_pos_embed(pos.expand(B, T, -1)) if self.hook_pos_embed.active else pos)
         x = self.drop(to_stream(x, self.d_stream))
-        rope = self.rope(start + T)
+        rope = self.rope(end)
         for i, block in enumerate(self.blocks):
             x = block(x, caches=None if cache is None else cache.layers[i], rope=rope, start_pos=start)
             if is_meta is not None:
