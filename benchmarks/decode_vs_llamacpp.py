@@ -5,16 +5,17 @@ each against the memory roofline of the bytes it reads per token.
         [--threads 1] [--new 128] [--reps 5] [--compile]
 
 A benchmark only: llama.cpp is no dependency of lmlab. VENV is a separate virtual environment
-holding llama-cpp-python and gguf, built for this CPU (`CMAKE_ARGS=-DGGML_NATIVE=ON pip install
-llama-cpp-python gguf`); its site-packages are appended to this process's path, so both run in one
-process. DIR is llama.cpp's source tree (vendor/llama.cpp of the llama-cpp-python sdist) for its
+holding llama-cpp-python, gguf and sentencepiece (which the converter imports), llama.cpp built for
+this CPU (`CMAKE_ARGS=-DGGML_NATIVE=ON pip install llama-cpp-python gguf sentencepiece`); its
+site-packages are appended to this process's path, so both run in one process. DIR is llama.cpp's source tree (vendor/llama.cpp of the llama-cpp-python sdist) for its
 convert_hf_to_gguf.py.
 
 The model: RUN (a Llama-shaped lmlab run: RoPE, RMSNorm, SwiGLU), or random weights of the demo
 shape (4 x 256) or of the 100M shape (the demo's architecture at 14 x 768, 12 heads: the size of
 docs/performance.md's 100M point), with the tinyshakespeare char tokenizer. It is exported with
 `lmlab export --to hf` and converted by llama.cpp's convert_hf_to_gguf.py to f32, bf16 and q8_0;
-where the converter refuses the model (a char or byte vocabulary), the GGUF is written here with
+where the converter refuses the model (e.g. a vocabulary it cannot read), or with --gguf-writer,
+the GGUF is written here with
 the `gguf` package from the same exported tensors, q/k rows permuted to llama.cpp's RoPE layout as
 the converter does. Checks that both compute the same thing, at f32: greedy continuations of the
 prompt agree token for token, and per-token log-probs of held-out text (the last tenth of
@@ -45,12 +46,11 @@ GGUF_TYPES = ("f32", "bf16", "q8_0")
 LMLAB_DTYPES = {"f32": "float32", "bf16": "bfloat16", "q8_0": "int8"}  # the like-for-like pairs
 
 
-def add_venv(venv: Path) -> None:
-    """Make llama_cpp and gguf importable from a separate venv (after this venv's own packages)."""
+def venv_site(venv: Path) -> str:
     found = sorted(venv.glob("lib/python*/site-packages"))
     if not found:
         sys.exit(f"error: {venv} has no lib/python*/site-packages (make the venv first, see the docstring)")
-    sys.path.append(str(found[0]))
+    return str(found[0])
 
 
 def random_run(shape: str, out: Path) -> Path:
@@ -74,10 +74,14 @@ def held_out_ids(tokenizer, n: int) -> list[int]:
 
 # --- GGUF ----------------------------------------------------------------------------------------
 
-def convert(llama_cpp: Path, hf_dir: Path, outtype: str, out: Path) -> str | None:
-    """Run llama.cpp's converter; None on success, else the last line of its complaint."""
-    p = subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(hf_dir), "--outtype", outtype,
-                        "--outfile", str(out)], capture_output=True, text=True)
+def convert(llama_cpp: Path, site: str, hf_dir: Path, outtype: str, out: Path) -> str | None:
+    """Run llama.cpp's converter (this interpreter's torch and transformers, then the llama venv's
+    packages: sentencepiece); None on success, else the last line of its complaint."""
+    script = llama_cpp / "convert_hf_to_gguf.py"
+    launch = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); sys.path.append(sys.argv[2]); "
+              "sys.argv = sys.argv[3:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    p = subprocess.run([sys.executable, "-c", launch, str(llama_cpp), site, str(script), str(hf_dir),
+                        "--outtype", outtype, "--outfile", str(out)], capture_output=True, text=True)
     if p.returncode == 0 and out.is_file():
         return None
     lines = [ln for ln in (p.stderr + p.stdout).splitlines() if ln.strip()]
@@ -240,9 +244,12 @@ def main():
     ap.add_argument("--eval-tokens", type=int, default=200, help="held-out tokens for the log-prob check")
     ap.add_argument("--logprob-tol", type=float, default=1e-3, help="max |log-prob difference| allowed at f32 (nats)")
     ap.add_argument("--compile", action="store_true", help="also time lmlab's compiled bf16 decoder")
+    ap.add_argument("--gguf-writer", action="store_true",
+                    help="write the GGUF files here with the gguf package instead of running the converter")
     ap.add_argument("--keep", type=Path, help="keep the exported and converted files here")
     args = ap.parse_args()
-    add_venv(args.llama_venv)
+    site = venv_site(args.llama_venv)
+    sys.path.append(site)  # llama_cpp and gguf, after this venv's own packages
     torch.set_num_threads(args.threads)
     import llama_cpp
 
@@ -272,10 +279,11 @@ def main():
     for t in GGUF_TYPES:
         path = work / f"model-{t}.gguf"
         if not path.exists():
-            refused = convert(args.llama_cpp, hf_dir, t, path)
-            if refused:
+            refused = None if args.gguf_writer else convert(args.llama_cpp, site, hf_dir, t, path)
+            if refused or args.gguf_writer:
                 write_gguf(hf_dir, tokenizer, t, path)
-            conversion[t] = "convert_hf_to_gguf.py" if not refused else f"gguf package (converter: {refused})"
+            conversion[t] = ("gguf package" + (f" (the converter refused: {refused})" if refused else "")
+                             if refused or args.gguf_writer else "convert_hf_to_gguf.py")
         ggufs[t] = path
 
     def llama(t, logits_all=False):
