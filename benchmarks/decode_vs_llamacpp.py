@@ -66,7 +66,7 @@ def random_run(shape: str, out: Path) -> Path:
 
 
 def held_out_ids(tokenizer, n: int) -> list[int]:
-    from lmlab.data import read_corpus
+    from lmlab.data.corpora import read_corpus
 
     text = "".join(d.text for d in read_corpus("tinyshakespeare"))
     return tokenizer.encode(text[int(len(text) * 0.9):][:n * 8])[:n]
