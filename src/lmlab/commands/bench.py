@@ -1,12 +1,12 @@
-"""`lmlab bench peak | train -c CONFIG | generate RUN_OR_CKPT`: throughput as JSON."""
+"""`lmlab bench peak | bandwidth | train -c CONFIG | generate RUN_OR_CKPT`: throughput as JSON."""
 from __future__ import annotations
 
 from .common import COUNT, NONNEG_INT, add_config_args, add_run_args, load_model_arg, print_json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="measure matmul peak, training or generation throughput (JSON)")
-    verbs = p.add_subparsers(dest="bench_verb", metavar="{peak,train,generate}")
+    p = sub.add_parser("bench", help="measure matmul peak, memory bandwidth, training or generation throughput (JSON)")
+    verbs = p.add_subparsers(dest="bench_verb", metavar="{peak,bandwidth,train,generate}")
     verbs.required = True
 
     pk = verbs.add_parser("peak", help="fp32 and bf16 matmul GFLOP/s of this machine")
@@ -15,6 +15,12 @@ def register(sub) -> None:
     pk.add_argument("--device", default="auto")
     pk.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0 = default)")
     pk.set_defaults(func=run_peak)
+
+    bw = verbs.add_parser("bandwidth", help="sustained memory read bandwidth (GB/s) at 1 and 2 threads")
+    bw.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
+    bw.add_argument("--mb", type=int, default=512, help="buffer MiB, far above the last-level cache (default 512)")
+    bw.add_argument("--reps", type=int, default=7, help="timed passes per measurement (default 7)")
+    bw.set_defaults(func=run_bandwidth)
 
     tr = verbs.add_parser("train", help="tokens/s, step time, MFU and peak memory of the training loop")
     add_config_args(tr)
@@ -32,6 +38,9 @@ def register(sub) -> None:
     ge.add_argument("--batch", default="1,16", help="comma-separated batch sizes (default 1,16)")
     ge.add_argument("--reps", type=COUNT, default=3)
     ge.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0 = default)")
+    ge.add_argument("--bandwidth", type=float, default=None, metavar="GBPS",
+                    help="memory read bandwidth for the batch-1 roofline (default: measured at these threads, "
+                    "as `lmlab bench bandwidth`)")
     ge.add_argument("--compile", action="store_true", help="torch.compile the decoder (generate.compile); "
                     "the compile time is reported as warmup_s, outside the timings")
     ge.set_defaults(func=run_generate)
@@ -42,6 +51,34 @@ def _positive(name: str, value: int) -> None:
 
     if value < 1:
         raise LmlabError(f"{name} must be at least 1, got {value}")
+
+
+def _int_list(name: str, text: str) -> list[int]:
+    from ..errors import LmlabError
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LmlabError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise LmlabError(f"{name} needs at least one value")
+    for v in values:
+        _positive(name, v)
+    return values
+
+
+def run_bandwidth(args) -> int:
+    from .. import bench
+    from ..errors import LmlabError
+
+    threads = _int_list("--threads", args.threads)
+    _positive("--mb", args.mb)
+    _positive("--reps", args.reps)
+    free_mb = bench.available_mb()
+    if free_mb is not None and 2 * args.mb > free_mb / 2:  # two buffers (the copy's target), half the free memory
+        raise LmlabError(f"--mb {args.mb} needs {2 * args.mb} MiB; at most half the available {free_mb:.0f} MiB may be used")
+    print_json(bench.bandwidth(threads, args.mb, args.reps))
+    return 0
 
 
 def run_peak(args) -> int:
@@ -70,12 +107,12 @@ def run_generate(args) -> int:
     from .. import bench
     from ..errors import LmlabError
 
-    try:
-        batches = [int(b) for b in args.batch.split(",") if b.strip()]
-    except ValueError:
-        raise LmlabError(f"--batch must be comma-separated integers, got {args.batch!r}") from None
-    for b in batches:
-        _positive("--batch", b)
+    batches = _int_list("--batch", args.batch)
+    if args.bandwidth is not None and not args.bandwidth > 0:
+        raise LmlabError(f"--bandwidth must be a positive GB/s figure, got {args.bandwidth}")
+    _positive("--new", args.new)
+    _positive("--prompt", args.prompt)
+    _positive("--reps", args.reps)
     bench.set_threads(args.threads)
     if bool(args.run) == bool(args.config):
         raise LmlabError("bench generate needs either RUN_OR_CKPT or -c CONFIG (random weights), not both")
@@ -101,5 +138,15 @@ def run_generate(args) -> int:
     if (args.dtype or cfg.generate.dtype) == "int8":
         dtype = f"int8 weights, {dtype} activations"
     source["dtype"] = dtype + (", packed for oneDNN" if any(isinstance(m, PackedLinear) for m in model.modules()) else "")
-    print_json({**source, **bench.generate(model, batches, args.new, args.prompt, args.reps, params=params)})
+    gbps, gbps_source = args.bandwidth, "--bandwidth"
+    if gbps is None and 1 in batches:  # the roofline is for batch 1
+        import torch
+
+        threads = torch.get_num_threads()
+        gbps = bench.bandwidth((threads,), reps=5)["by_threads"][str(threads)]["read_gbps"]
+        gbps_source = f"measured before decoding: read_gbps of `lmlab bench bandwidth --threads {threads} --reps 5`"
+    result = bench.generate(model, batches, args.new, args.prompt, args.reps, params=params, bandwidth_gbps=gbps)
+    if "batch1_roofline" in result:
+        result["batch1_roofline"]["bandwidth_source"] = gbps_source
+    print_json({**source, **result})
     return 0
