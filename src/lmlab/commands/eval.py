@@ -14,6 +14,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", help="weights/compute for the plain evaluation: float32 (default), "
                    "bfloat16, int8 (what `lmlab generate --dtype` samples with), auto")
+    p.add_argument("--calibration", action="store_true", help="add next-token expected calibration error (ECE)")
+    p.add_argument("--calibration-png", metavar="PNG", help="--calibration: also draw the reliability diagram here")
     add_eval_options(p)
     p.set_defaults(func=run)
 
@@ -46,5 +48,9 @@ def run(args) -> int:
 
     for_inference(model, args.dtype, next(model.parameters()).device)
     result = evaluate_ids(model, ids, tokenizer.token_nbytes(), args.batch_size)
+    if args.calibration:
+        from ..eval.calibration import evaluate
+
+        result["calibration"] = evaluate(model, ids, args.batch_size, png=args.calibration_png)
     print_json({"data": args.data or "validation split", **result, "dtype": args.dtype})
     return 0
