@@ -1,4 +1,10 @@
 """The arbitrary-facts corpus and its measures (lmlab/eval/facts.py)."""
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
 from lmlab.eval import facts
 
 
@@ -25,3 +31,32 @@ def test_evaluate_facts_on_a_model(tiny_run):
     assert r["bound"] == r["monofact_rate"]["of_facts"] - r["miscalibration_ece"]
     assert r["bound_holds"] == (r["hallucination_rate"] >= r["bound"])
     assert all(0 <= e["p"] <= 1 for e in r["examples"])
+
+
+class Scripted(torch.nn.Module):
+    """After `prompt`, predicts the bytes of `script` one by one, each with probability ~0.9."""
+
+    def __init__(self, prompt: str, script: str):
+        super().__init__()
+        self.cfg = SimpleNamespace(context=256)
+        self.start, self.script = len(prompt.encode()), list(script.encode())
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        logits = torch.zeros(1, x.shape[1], 300)
+        for t in range(x.shape[1]):
+            k = t + 1 - self.start
+            if 0 <= k < len(self.script):
+                logits[0, t, self.script[k]] = math.log(0.9 * 299 / 0.1)  # softmax gives it 0.9
+        return logits, None
+
+
+def test_answer_stops_at_the_city_and_scores_only_it():
+    from lmlab.tokenizers.byte import ByteTokenizer
+
+    prompt = "Kalo Venmar was born in"
+    said, p = facts.answer(Scripted(prompt, " Lisbon in 1901."), ByteTokenizer(), prompt)
+    assert said == "Lisbon" and p == pytest.approx(0.9 ** 7, rel=1e-4)  # " Lisbon": 7 bytes
+    said, _ = facts.answer(Scripted(prompt, " Oslo, a native"), ByteTokenizer(), prompt)
+    assert said == "Oslo"
+    assert facts.STOP.split("Lisbon in 1901.")[0] == "Lisbon" and facts.STOP.split("Oslo, a")[0] == "Oslo"

@@ -164,7 +164,7 @@ def edit(layers: dict[str, nn.Linear], factors: dict[str, Factors], rho: float, 
 
 
 def check_rho(rho: float) -> None:
-    if not (0 < rho <= 1) or np.isnan(rho):
+    if not 0 < rho <= 1:  # NaN fails this too
         raise LmlabError(f"--curvature-mass must be in (0, 1], got {rho}")
 
 

@@ -9,6 +9,7 @@ varied sentence templates, so the monofact rate is set by construction.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,23 +89,38 @@ def monofact_rates(facts: list[Fact]) -> dict:
     return {"of_facts": once / len(facts), "good_turing": once / sum(f.repeats for f in facts)}
 
 
+STOP = re.compile(r" in |[.,\n]")  # where a city ends in every template
+
+
 @torch.no_grad()
 def answer(model, tokenizer, prompt: str, max_new_tokens: int = 24) -> tuple[str, float]:
-    """The greedy continuation of `prompt` up to the city's end (' in', '.' or ','), and its probability."""
+    """The greedy continuation of `prompt` up to the city's end (" in", ".", ","), and the model's
+    probability of that answer (with its leading space) after the prompt."""
     device = next(model.parameters()).device
     ids = tokenizer.encode(prompt)
-    text, logp = "", 0.0
+    text = ""
     for _ in range(max_new_tokens):
         x = torch.tensor([ids[-model.cfg.context:]], device=device)
-        logprobs = torch.log_softmax(model(x)[0][0, -1].float(), -1)
-        nxt = int(logprobs.argmax())
-        piece = tokenizer.decode([nxt])
-        if any(stop in text + piece for stop in (" in ", ".", ",", "\n")) and text.strip():
-            break
-        text += piece
-        logp += float(logprobs[nxt])
+        nxt = int(model(x)[0][0, -1].argmax())
         ids.append(nxt)
-    return text.strip(), float(np.exp(logp))
+        text = tokenizer.decode(ids[len(tokenizer.encode(prompt)):])
+        if STOP.search(text.lstrip()):
+            break
+    said = STOP.split(text.lstrip(), maxsplit=1)[0].strip()
+    return said, answer_probability(model, tokenizer, prompt, " " + said)
+
+
+@torch.no_grad()
+def answer_probability(model, tokenizer, prompt: str, continuation: str) -> float:
+    """P(continuation | prompt) under the model, from one forward pass."""
+    head = tokenizer.encode(prompt)
+    ids = (head + tokenizer.encode(continuation))[-model.cfg.context - 1:]
+    n = min(len(ids) - len(head), len(ids) - 1)
+    if n <= 0:
+        return 1.0
+    device = next(model.parameters()).device
+    logprobs = torch.log_softmax(model(torch.tensor([ids[:-1]], device=device))[0][0, -n:].float(), -1)
+    return float(torch.exp(logprobs.gather(1, torch.tensor(ids[-n:], device=device)[:, None]).sum()))
 
 
 def evaluate_facts(model, tokenizer, facts: list[Fact], n_bins: int = 10) -> dict:
