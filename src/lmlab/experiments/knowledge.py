@@ -100,6 +100,12 @@ def planted_corpus(train_text: str, planted: list[str], repeats: int, rng: rando
 
 
 # --- training ---------------------------------------------------------------------------------
+def epochs(cfg, corpus: Path) -> float:
+    """How many times training read its corpus (byte tokens: one per UTF-8 byte)."""
+    t = cfg.train
+    return t.max_steps * t.batch_size * t.grad_accum * cfg.model.context / corpus.stat().st_size
+
+
 def base_config(args, corpus: Path, seed: int):
     from .. import config
 
@@ -164,12 +170,13 @@ def curvature_seed(args, work: Path, seed: int, echo) -> dict:
     planted, lookalikes = seqs[: args.planted], seqs[args.planted:]
     corpus = work / f"planted-{seed}.txt"
     common.write_text(corpus, planted_corpus(train_text, planted, args.planted_repeats, rng))
-    model, tok, _ = common.train_or_reuse(base_config(args, corpus, seed), work / f"planted-{seed}", echo)
+    cfg = base_config(args, corpus, seed)
+    model, tok, _ = common.train_or_reuse(cfg, work / f"planted-{seed}", echo)
     held_ids = np.asarray(tok.encode(held_out), dtype=np.int64)
     curv_ids = np.asarray(tok.encode(corpus.read_text(encoding="utf-8")), dtype=np.int64)
     out = {"before": measure_model(model, tok, planted, lookalikes, held_out),
            "calibration": calibration(model, held_ids), "edits": [],
-           "examples": planted[:2]}
+           "examples": planted[:2], "epochs": epochs(cfg, corpus)}
     for rho in common.numbers(args.rhos, float, "--rhos"):
         for control in (False, True):
             edited = copy.deepcopy(model)
@@ -190,8 +197,9 @@ def hallucination_seed(args, work: Path, seed: int, echo) -> dict:
     train_text, _ = prose(args.prose_chars)
     corpus = work / f"facts-{seed}.txt"
     common.write_text(corpus, facts.mixed_corpus(fs, train_text, seed, lines_per_fact=2))
-    model, tok, _ = common.train_or_reuse(base_config(args, corpus, seed), work / f"facts-{seed}", echo)
-    r = facts.evaluate_facts(model, tok, fs)
+    cfg = base_config(args, corpus, seed)
+    model, tok, _ = common.train_or_reuse(cfg, work / f"facts-{seed}", echo)
+    r = {**facts.evaluate_facts(model, tok, fs), "epochs": epochs(cfg, corpus)}
     echo(f"seed {seed} facts: hallucination {r['hallucination_rate']:.3f}, monofact {r['monofact_rate']['of_facts']:.3f}, "
          f"ECE {r['miscalibration_ece']:.3f}")
     return r

@@ -99,7 +99,8 @@ of memorised sequences far more than it harms general language modelling.
 **Setting.** A byte-level model ({s['n_layers']} layers, width {s['d_model']}, context {32 if s['quick'] else 128}, GELU MLP)
 trained {s['steps']} steps on {s['prose_chars']:,} characters of the English prose corpus, with
 {s['planted']} planted sequences of 10 random words (e.g. "{ex}") each inserted {s['planted_repeats']}
-times at random line breaks; {s['planted']} look-alikes from the same generator are never seen.
+times at random line breaks (training reads this corpus {mean_sd(r['epochs'] for r in part.values())} times);
+{s['planted']} look-alikes from the same generator are never seen.
 K-FAC factors of every FFN matrix are collected on {s['curvature_tokens']:,} tokens of the training
 corpus with labels sampled from the model (the true Fisher); `lmlab edit` keeps components by
 curvature until the fraction rho of the mass is reached. The random control keeps as many
@@ -169,7 +170,8 @@ is calibrated cannot avoid inventing answers for facts it saw only once.
 **Setting.** {4 * s['facts_per_repeat']} invented people (random syllable names), each with a
 birth city and year stated 1, 2, 5 or 20 times ({s['facts_per_repeat']} facts each) in 5 varied
 templates, every statement followed by two lines of English prose; the same model shape and
-steps as the curvature part. Each fact is asked as "NAME was born in"; the greedy answer up to
+steps as the curvature part (training reads this corpus {mean_sd(r['epochs'] for r in part.values())} times,
+so a fact stated once is seen that many times). Each fact is asked as "NAME was born in"; the greedy answer up to
 " in", "." or "," is a hallucination when it is not the true city (every query gets an answer).
 Miscalibration: ECE (10 bins) of the answer's probability against its correctness. Monofact rate:
 the share of facts seen exactly once (0.25 here; the Good-Turing share of statements is
