@@ -26,6 +26,7 @@ NAME = "knowledge"
 HELP = "memorisation vs curvature, calibration, hallucination of rare facts, linear probes"
 PARTS = ("curvature", "calibration", "hallucination", "probes")
 PROBE_LANGUAGES = ("de", "en", "es", "fr", "pl", "tr")  # one script: the bytes alone do not give it away
+DEFAULT_STEPS = 1500
 MODEL = dict(n_layers=4, d_model=128, n_heads=4, context=128, ffn="mlp")
 QUICK_MODEL = dict(n_layers=1, d_model=32, n_heads=2, context=32, ffn="mlp")
 
@@ -35,7 +36,7 @@ def add_arguments(p) -> None:
     p.add_argument("--doc", default="docs/experiments/knowledge.md")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
     p.add_argument("--seeds", default="0", help="training seeds (comma-separated)")
-    p.add_argument("--steps", type=int, default=1500, help="training steps of each model")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of each model")
     p.add_argument("--n-layers", type=int, default=MODEL["n_layers"])
     p.add_argument("--d-model", type=int, default=MODEL["d_model"])
     p.add_argument("--rhos", default="0.95,0.8,0.6", help="curvature masses to edit at")
