@@ -56,6 +56,8 @@ CASES = [
     ("missing", "eval {m}", "does not exist", None),
     ("missing", "eval {r} --data {m}", "not found", None),
     ("missing", "info {m}", "does not exist", None),
+    ("range", "edit {r} --curvature-mass 1.5 --data tinyshakespeare -o {p}/edited", "curvature", None),
+    ("type", "probe {r} --task nope", "invalid choice", None),
     ("missing", "serve {m}", "does not exist", None),
     ("range", "serve {r} --port 70000", "port", None),
     ("missing", "analyze {m} --what lens -o {p}/an", "does not exist", None),

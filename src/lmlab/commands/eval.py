@@ -12,6 +12,8 @@ def register(sub) -> None:
     p.add_argument("--data", help="a UTF-8 text file, or a corpus spec (default: the run's validation split)")
     p.add_argument("--batch-size", type=COUNT, default=8)
     p.add_argument("--max-tokens", type=NONNEG_INT, default=0, help="evaluate at most this many tokens (0 = all)")
+    p.add_argument("--calibration", action="store_true", help="add next-token expected calibration error (ECE)")
+    p.add_argument("--calibration-png", metavar="PNG", help="--calibration: also draw the reliability diagram here")
     add_eval_options(p)
     p.set_defaults(func=run)
 
@@ -44,5 +46,9 @@ def run(args) -> int:
 
     for_inference(model, args.dtype, next(model.parameters()).device)
     result = evaluate_ids(model, ids, tokenizer.token_nbytes(), args.batch_size)
+    if args.calibration:
+        from ..eval.calibration import evaluate
+
+        result["calibration"] = evaluate(model, ids, args.batch_size, png=args.calibration_png)
     print_json({"data": args.data or "validation split", **result, "dtype": args.dtype})
     return 0

@@ -1,0 +1,263 @@
+"""`lmlab experiment knowledge`: what a small model memorises, knows and forgets.
+
+Parts (any subset with --parts):
+- curvature: a byte-level model trained on English prose with planted random word sequences
+  repeated many times; K-FAC curvature edits of its FFN weights at several masses rho, against a
+  random mask keeping as many components; recitation of the planted sequences and held-out bits
+  per byte before and after (Merullo et al. 2025, memorisation in the flat directions of curvature).
+- calibration: next-token expected calibration error of that model on held-out prose.
+- hallucination: a model trained on invented people's birth facts, each seen 1, 2, 5 or 20 times,
+  mixed with real text; hallucination rate against the monofact rate minus miscalibration
+  (Kalai & Vempala 2024).
+- probes: linear probes per layer for the language of a line of text (the multilingual corpus).
+
+Results go to results.json beside the doc; the doc and its PNGs are drawn from it alone.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from . import common
+
+NAME = "knowledge"
+HELP = "memorisation vs curvature, calibration, hallucination of rare facts, linear probes"
+PARTS = ("curvature", "calibration", "hallucination", "probes")
+PROBE_LANGUAGES = ("de", "en", "es", "fr", "pl", "tr")  # one script: the bytes alone do not give it away
+DEFAULT_STEPS = 1500
+MODEL = dict(n_layers=4, d_model=128, n_heads=4, context=128, ffn="mlp")
+QUICK_MODEL = dict(n_layers=1, d_model=32, n_heads=2, context=32, ffn="mlp")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--work", default="runs/knowledge", help="where the runs and corpora go")
+    p.add_argument("--doc", default="docs/experiments/knowledge.md")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
+    p.add_argument("--seeds", default="0", help="training seeds (comma-separated)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of each model")
+    p.add_argument("--n-layers", type=int, default=MODEL["n_layers"])
+    p.add_argument("--d-model", type=int, default=MODEL["d_model"])
+    p.add_argument("--rhos", default="0.95,0.8,0.6", help="curvature masses to edit at")
+    p.add_argument("--planted", type=int, default=32, help="planted sequences (and as many held-out look-alikes)")
+    p.add_argument("--planted-repeats", type=int, default=40)
+    p.add_argument("--prose-chars", type=int, default=600_000, help="characters of real training prose")
+    p.add_argument("--facts-per-repeat", type=int, default=50)
+    p.add_argument("--curvature-tokens", type=int, default=32768)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--render-only", dest="render_only", action="store_true",
+                   help="rewrite the doc from the results JSON beside it (nothing is trained)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: tiny models, a few steps")
+
+
+QUICK_FLAGS = dict(steps=6, n_layers=QUICK_MODEL["n_layers"], d_model=QUICK_MODEL["d_model"], rhos="0.8", planted=4, planted_repeats=3, prose_chars=6000, facts_per_repeat=2,
+                   curvature_tokens=256, seeds="0")
+
+
+def results_path(doc: Path) -> Path:
+    return doc.parent / "knowledge-results.json"
+
+
+def settings(args) -> dict:
+    keys = ("work", "parts", "seeds", "steps", "n_layers", "d_model", "rhos", "planted", "planted_repeats", "prose_chars",
+            "facts_per_repeat", "curvature_tokens", "quick")
+    return {k: getattr(args, k) for k in keys}
+
+
+# --- corpora ----------------------------------------------------------------------------------
+def prose(chars: int) -> tuple[str, str]:
+    """(training prose, held-out prose): the English novels, the held-out part the end of each."""
+    from ..data.corpora import read_corpus
+
+    heads, tails = [], []
+    for doc in read_corpus("english-prose"):
+        head, tail = common.split_text(doc.text, 0.1, at="line")
+        heads.append(head)
+        tails.append(tail)
+    per = chars // len(heads)
+    return "".join(h[:per] for h in heads), "".join(t[: max(per // 8, 2000)] for t in tails)
+
+
+def word_sequences(text: str, n: int, length: int, rng: random.Random) -> list[str]:
+    """`n` sequences of `length` words drawn at random from the words of `text`: memorisable only by rote."""
+    words = sorted({w for w in text.lower().split() if w.isalpha() and 3 <= len(w) <= 8})
+    return [" ".join(rng.choice(words) for _ in range(length)) for _ in range(n)]
+
+
+def planted_corpus(train_text: str, planted: list[str], repeats: int, rng: random.Random) -> str:
+    """Training prose with each planted sequence inserted `repeats` times at random line breaks."""
+    lines = train_text.split("\n")
+    inserts = [s for s in planted for _ in range(repeats)]
+    at = sorted(rng.randrange(len(lines)) for _ in inserts)
+    rng.shuffle(inserts)
+    out, k = [], 0
+    for i, line in enumerate(lines):
+        while k < len(at) and at[k] == i:
+            out.append(inserts[k])
+            k += 1
+        out.append(line)
+    return "\n".join(out)
+
+
+# --- training ---------------------------------------------------------------------------------
+def epochs(cfg, corpus: Path) -> float:
+    """How many times training read its corpus (byte tokens: one per UTF-8 byte)."""
+    t = cfg.train
+    return t.max_steps * t.batch_size * t.grad_accum * cfg.model.context / corpus.stat().st_size
+
+
+def base_config(args, corpus: Path, seed: int):
+    from .. import config
+
+    return common.configured(
+        config.load("tiny"),
+        model={**(QUICK_MODEL if args.quick else MODEL), "n_layers": args.n_layers, "d_model": args.d_model},
+        tokenizer=dict(kind="byte"), data=dict(corpus=str(corpus), val_fraction=0.02),
+        train=dict(max_steps=args.steps, batch_size=4 if args.quick else 16, lr=3e-3, min_lr=3e-4,
+                   warmup_steps=min(50, args.steps // 4), eval_every=args.steps, eval_batches=1 if args.quick else 4,
+                   ckpt_every=args.steps, dtype="float32", seed=seed, device=args.device, progress=False,
+                   weight_decay=0.0))
+
+
+# --- measures ---------------------------------------------------------------------------------
+def recitation(model, tokenizer, sequences: list[str], prefix_words: int = 3) -> dict:
+    """Share of sequences whose greedy continuation of the first words reproduces the rest exactly,
+    and the per-byte share of the rest the model predicts right.
+
+    Both from one teacher-forced pass: greedy decoding reproduces the rest exactly if and only if
+    the argmax at every position of the rest, given the true bytes before it, is the true byte.
+    """
+    import torch
+
+    exact, chars = 0, []
+    with torch.no_grad():
+        for s in sequences:
+            words = s.split(" ")
+            prefix = tokenizer.encode(" ".join(words[:prefix_words]) + " ")
+            ids = (prefix + tokenizer.encode(" ".join(words[prefix_words:])))[-model.cfg.context - 1:]
+            n_rest = min(len(ids) - len(prefix), len(ids) - 1)
+            logits, _ = model(torch.tensor([ids[:-1]]))
+            hits = (logits[0, -n_rest:].argmax(-1) == torch.tensor(ids[-n_rest:])).tolist()
+            exact += all(hits)
+            chars.append(float(np.mean(hits)))
+    return {"exact": exact / len(sequences), "char_accuracy": float(np.mean(chars))}
+
+
+def bpb(model, tokenizer, text: str) -> float:
+    from ..eval.perplexity import evaluate_text
+
+    return evaluate_text(model, tokenizer, text)["bpb"]
+
+
+def measure_model(model, tokenizer, planted, lookalikes, held_out) -> dict:
+    return {"recitation": recitation(model, tokenizer, planted),
+            "lookalike_recitation": recitation(model, tokenizer, lookalikes)["exact"],
+            "heldout_bpb": bpb(model, tokenizer, held_out),
+            "planted_bpb": bpb(model, tokenizer, "\n".join(planted)),
+            "lookalike_bpb": bpb(model, tokenizer, "\n".join(lookalikes))}
+
+
+def curvature_seed(args, work: Path, seed: int, echo) -> dict:
+    """Train the planted-sequence model, then edit it at each rho (curvature and random control)."""
+    import copy
+
+    from ..analysis.curvature import edit_model
+    from ..eval.calibration import evaluate as calibration
+
+    rng = random.Random(seed)
+    train_text, held_out = prose(args.prose_chars)
+    seqs = word_sequences(train_text, 2 * args.planted, 10, rng)
+    planted, lookalikes = seqs[: args.planted], seqs[args.planted:]
+    corpus = work / f"planted-{seed}.txt"
+    common.write_text(corpus, planted_corpus(train_text, planted, args.planted_repeats, rng))
+    cfg = base_config(args, corpus, seed)
+    model, tok, _ = common.train_or_reuse(cfg, work / f"planted-{seed}", echo)
+    held_ids = np.asarray(tok.encode(held_out), dtype=np.int64)
+    curv_ids = np.asarray(tok.encode(corpus.read_text(encoding="utf-8")), dtype=np.int64)
+    out = {"before": measure_model(model, tok, planted, lookalikes, held_out),
+           "calibration": calibration(model, held_ids), "edits": [],
+           "examples": planted[:2], "epochs": epochs(cfg, corpus)}
+    for rho in common.numbers(args.rhos, float, "--rhos"):
+        for control in (False, True):
+            edited = copy.deepcopy(model)
+            summary = edit_model(edited, curv_ids, rho, ("ffn",), args.curvature_tokens, control=control, seed=seed)
+            kept = float(np.mean(list(summary["kept_fraction"].values())))
+            row = {"rho": rho, "mask": "random" if control else "curvature", "kept_fraction": kept,
+                   **measure_model(edited, tok, planted, lookalikes, held_out)}
+            echo(f"seed {seed} rho {rho} {row['mask']}: recite {row['recitation']['exact']:.2f}, "
+                 f"held-out bpb {row['heldout_bpb']:.3f}")
+            out["edits"].append(row)
+    return out
+
+
+def hallucination_seed(args, work: Path, seed: int, echo) -> dict:
+    from ..eval import facts
+
+    fs = facts.make_facts(args.facts_per_repeat, seed)
+    train_text, _ = prose(args.prose_chars)
+    corpus = work / f"facts-{seed}.txt"
+    common.write_text(corpus, facts.mixed_corpus(fs, train_text, seed, lines_per_fact=2))
+    cfg = base_config(args, corpus, seed)
+    model, tok, _ = common.train_or_reuse(cfg, work / f"facts-{seed}", echo)
+    r = {**facts.evaluate_facts(model, tok, fs), "epochs": epochs(cfg, corpus)}
+    echo(f"seed {seed} facts: hallucination {r['hallucination_rate']:.3f}, monofact {r['monofact_rate']['of_facts']:.3f}, "
+         f"ECE {r['miscalibration_ece']:.3f}")
+    return r
+
+
+def probes_seed(args, work: Path, seed: int, echo) -> dict:
+    from ..analysis.probes import language_task, pooled_states, probe_layers
+    from ..checkpoint import load_model
+    from ..data.corpora import shared_data_dir
+
+    run = work / f"planted-{seed}"
+    if not common.has_checkpoint(run):  # probes alone: train the same model first
+        curvature_seed(args, work, seed, echo)
+    model, tok, _ = load_model(run)
+    texts, labels, names = language_task(shared_data_dir() / "multilingual", PROBE_LANGUAGES,
+                                         10 if args.quick else 100, seed=seed)
+    r = probe_layers(pooled_states(model, tok, texts), labels, range(len(model.blocks) + 1), seed=seed)
+    echo(f"seed {seed} probes: {r['accuracy']}")
+    return {**r, "labels": names}
+
+
+MEASURES = {"curvature": curvature_seed, "hallucination": hallucination_seed, "probes": probes_seed}
+
+
+def measure(args, parts: list[str]) -> dict:
+    work = Path(args.work)
+    seeds = common.numbers(args.seeds, int, "--seeds")
+    results = {"settings": settings(args), "machine": common.machine(), "parts": {}}
+    need_curv = "curvature" in parts or "calibration" in parts
+    by_seed = {}
+    if need_curv:
+        by_seed["curvature"] = {str(s): curvature_seed(args, work, s, print) for s in seeds}
+    for part in ("hallucination", "probes"):
+        if part in parts:
+            by_seed[part] = {str(s): MEASURES[part](args, work, s, print) for s in seeds}
+    if "curvature" in parts:
+        results["parts"]["curvature"] = {s: {k: v for k, v in r.items() if k != "calibration"}
+                                         for s, r in by_seed["curvature"].items()}
+    if "calibration" in parts:
+        results["parts"]["calibration"] = {s: r["calibration"] for s, r in by_seed["curvature"].items()}
+    for part in ("hallucination", "probes"):
+        if part in by_seed:
+            results["parts"][part] = by_seed[part]
+    return results
+
+
+def run(args) -> int:
+    from .knowledge_report import write_report
+
+    common.use_quick(args, QUICK_FLAGS)
+    parts = common.names(args.parts, PARTS, "--parts", "part")
+    doc = Path(args.doc)
+    if args.render_only:
+        results = common.read_json(results_path(doc))
+    else:
+        results = measure(args, parts)
+        common.write_json(results_path(doc), results)
+    write_report(results, doc)
+    print(f"wrote {doc}")
+    return 0

@@ -1,0 +1,33 @@
+"""`lmlab experiment knowledge --quick` end to end, and its page redrawn from the results alone."""
+import json
+
+from lmlab.cli import main
+from lmlab.experiments import knowledge
+
+
+def test_knowledge_quick(tmp_path):
+    doc = tmp_path / "docs" / "knowledge.md"
+    argv = ["experiment", "knowledge", "--quick", "--work", str(tmp_path / "runs"), "--doc", str(doc)]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "docs" / "knowledge-results.json").read_text())
+    page = doc.read_text(encoding="utf-8")
+    doc.unlink()
+    assert main(argv + ["--render-only"]) == 0
+    assert doc.read_text(encoding="utf-8") == page
+    assert list(results["parts"]) == list(knowledge.PARTS)
+    curv = results["parts"]["curvature"]["0"]
+    assert [(e["rho"], e["mask"]) for e in curv["edits"]] == [(0.8, "curvature"), (0.8, "random")]
+    assert curv["edits"][0]["kept_fraction"] == curv["edits"][1]["kept_fraction"]  # the control's size
+    assert f"| 0.8 | random | {curv['edits'][1]['kept_fraction']:.3f} |" in page
+    facts = results["parts"]["hallucination"]["0"]
+    assert facts["facts"] == 8 and facts["monofact_rate"]["of_facts"] == 0.25
+    probes = results["parts"]["probes"]["0"]
+    assert probes["labels"] == list(knowledge.PROBE_LANGUAGES) and list(probes["accuracy"]) == ["0", "1"]
+    assert "smoke run" in page and "--quick" in page
+    for png in ("curvature", "reliability", "facts", "probes"):
+        assert (tmp_path / "docs" / "img" / f"knowledge-{png}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_knowledge_rejects_unknown_part(capsys):
+    assert main(["experiment", "knowledge", "--parts", "curvature,nope"]) == 2
+    assert "unknown part 'nope'" in capsys.readouterr().err
