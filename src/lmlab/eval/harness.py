@@ -41,6 +41,8 @@ except ImportError:
     raise LmlabError("the harness needs lm-evaluation-harness: pip install 'lmlab[eval]' "
                      "(or pip install lm-eval)") from None
 
+import torch  # noqa: E402
+
 from .likelihood import continuation_scores, greedy_tokens  # noqa: E402
 
 DEFAULT_MAX_GEN_TOKS = 256
@@ -51,7 +53,7 @@ class LmlabLM(TemplateLM):
     """An lmlab model for lm-eval. Give a run (or checkpoint) directory, or a loaded model and
     its tokenizer (model= and tokenizer=, e.g. a stub in tests)."""
 
-    def __init__(self, run: str | None = None, model=None, tokenizer=None, device: str = "cpu",
+    def __init__(self, run: str | None = None, model=None, tokenizer=None, device: str | None = "auto",
                  dtype: str = "float32", batch_size=16, max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, **unused):
         super().__init__()
         if model is None:
@@ -61,7 +63,9 @@ class LmlabLM(TemplateLM):
             from ..device import pick_device
             from ..infer.prepare import for_inference
 
-            model, tokenizer, _ = load_model(run, pick_device(device))
+            if str(device).startswith("cuda") and not torch.cuda.is_available():
+                device = "cpu"  # lm-eval's command line asks for cuda unless told otherwise
+            model, tokenizer, _ = load_model(run, pick_device(device or "auto"))
             for_inference(model, dtype, next(model.parameters()).device)
         elif tokenizer is None:
             raise LmlabError("LmlabLM(model=...) needs its tokenizer too")

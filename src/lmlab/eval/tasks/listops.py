@@ -87,6 +87,5 @@ GENERATOR = Generator(
     draw=draw,
     scoring="choice",
     choices=lambda s: [str(d) for d in range(10)],
-    length_of=lambda text: len(text.split()),
     check=check,
 )

@@ -11,7 +11,7 @@ from functools import partial
 from .classify import PARAMS
 from .files import Example
 from .generator import Generator
-from .sources import check, passage, regions
+from .sources import boundary, check, passage, regions
 from .spec import Param, Spec
 
 
@@ -27,7 +27,7 @@ def draw(rng, state: dict, split: str) -> Example:
     lo, hi = s["min_bytes"], s["max_bytes"]
     if same:
         data = region[a]
-        cut = rng.randint(lo, len(data) - lo)
+        cut = boundary(data, rng.randint(lo, len(data) - lo))
         first, second = passage(rng, data[:cut], lo, hi), passage(rng, data[cut:], lo, hi)
         if rng.random() < 0.5:
             first, second = second, first

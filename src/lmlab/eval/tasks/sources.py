@@ -32,8 +32,8 @@ def regions(s: dict, passages: int = 1) -> dict[str, dict[str, bytes]]:
     need = s["min_bytes"] * passages
     for label, text in sorted(labelled_texts(s["source"]).items()):
         data = text.encode("utf-8")
-        a = int(len(data) * s["train_fraction"])
-        b = int(len(data) * (s["train_fraction"] + s["validation_fraction"]))
+        a = boundary(data, int(len(data) * s["train_fraction"]))
+        b = boundary(data, int(len(data) * (s["train_fraction"] + s["validation_fraction"])))
         for split, part in (("train", data[:a]), ("validation", data[a:b]), ("test", data[b:])):
             if len(part) < need and s[f"n_{split}"]:
                 raise LmlabError(f"{s['source']} text {label!r}: its {split} region is {len(part)} bytes, "
@@ -42,7 +42,7 @@ def regions(s: dict, passages: int = 1) -> dict[str, dict[str, bytes]]:
     return out
 
 
-def _boundary(data: bytes, i: int) -> int:
+def boundary(data: bytes, i: int) -> int:
     """The first UTF-8 character boundary at or after byte i."""
     while i < len(data) and data[i] & 0xC0 == 0x80:
         i += 1
@@ -51,9 +51,9 @@ def _boundary(data: bytes, i: int) -> int:
 
 def passage(rng, data: bytes, min_bytes: int, max_bytes: int) -> str:
     """A random passage of about min..max bytes (cut to whole characters) of `data`."""
-    n = rng.randint(min_bytes, min(max_bytes, len(data)))
+    n = rng.randint(min(min_bytes, len(data)), min(max_bytes, len(data)))
     start = rng.randint(0, len(data) - n)
-    a, b = _boundary(data, start), _boundary(data, start + n)
+    a, b = boundary(data, start), boundary(data, start + n)
     return data[a:b].decode("utf-8")
 
 

@@ -91,9 +91,12 @@ class Spec:
                     valid = ", ".join(self.presets) or "none"
                     raise LmlabError(f"{task}: unknown preset {value!r}; valid: {valid}")
                 settings.update(self.presets[value])
-        for key, value in pairs:
-            if key != "preset":
-                settings[key] = known[key].parse(value)
-        for key, value in settings.items():
-            known[key].check(value)
+        try:
+            for key, value in pairs:
+                if key != "preset":
+                    settings[key] = known[key].parse(value)
+            for key, value in settings.items():
+                known[key].check(value)
+        except LmlabError as e:
+            raise LmlabError(f"{task}: {e}") from None
         return settings
