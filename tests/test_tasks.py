@@ -14,7 +14,7 @@ from lmlab.cli import main
 from lmlab.errors import LmlabError
 from lmlab.eval import tasks
 from lmlab.eval.tasks import score
-from lmlab.eval.tasks.files import Example, read_info, read_split
+from lmlab.data.task_files import Example, read_info, read_split
 from lmlab.tokenizers.byte import ByteTokenizer
 
 SMALL = ["n_train=40", "n_validation=10", "n_test=30"]

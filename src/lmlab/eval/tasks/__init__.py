@@ -24,7 +24,7 @@ def get(name: str) -> Generator:
 
 def make(name: str, overrides: list[str], out) -> dict:
     """Generate task `name` into directory `out`; returns task.json's content."""
-    from .files import write_task
+    from ...data.task_files import write_task
 
     gen = get(name)
     settings = gen.settings(overrides)

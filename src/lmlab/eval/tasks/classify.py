@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from .files import Example
+from ...data.task_files import Example
 from .generator import Generator
 from .sources import SOURCES, check, labelled_texts, passage, regions
 from .spec import Param, Spec

@@ -13,9 +13,9 @@ delimiter is "".
 from __future__ import annotations
 
 from ...data.corpora import Document, read_corpus
+from ...data.task_files import Example
 from ...errors import LmlabError
 from ..choice import MAX_EXTEND, items_from_documents
-from .files import Example
 from .generator import Generator
 from .spec import Param, Spec
 

@@ -11,8 +11,8 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
+from ...data.task_files import DELIMITER, Example, TaskInfo
 from ...errors import LmlabError
-from .files import DELIMITER, Example, TaskInfo
 from .spec import Spec
 
 DRAW_ORDER = ("test", "validation", "train")

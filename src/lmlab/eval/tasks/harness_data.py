@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...data.corpora import cache_root, read_corpus
+from ...data.corpora import cache_root
+from ...data.task_files import META, Example, line
 from ...errors import LmlabError
-from .files import META, line, Example
 
 TASKS_DIR = Path(__file__).resolve().parents[4] / "tasks"
 HELDOUT_TEXT = "heldout_text"

@@ -10,8 +10,8 @@ as a 10-way choice. The `lra` preset is LRA's: depth 10, 10 arguments, 500-2000 
 """
 from __future__ import annotations
 
+from ...data.task_files import Example
 from ...errors import LmlabError
-from .files import Example
 from .generator import Generator
 from .spec import Param, Spec
 

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from .. import passkey
-from .files import Example
+from ...data.task_files import Example
 from .generator import Generator
 from .spec import Param, Spec
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from functools import partial
 
+from ...data.task_files import Example
 from ...errors import LmlabError
-from .files import Example
 from .generator import Generator
 from .spec import Param, Spec
 from .symbols import symbols

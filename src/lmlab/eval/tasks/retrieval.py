@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 
 from .classify import PARAMS
-from .files import Example
+from ...data.task_files import Example
 from .generator import Generator
 from .sources import boundary, check, passage, regions
 from .spec import Param, Spec

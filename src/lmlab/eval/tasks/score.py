@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ...data.task_files import Example, TaskInfo, is_task_dir, read_info, read_split
 from ...errors import LmlabError
 from ..likelihood import continuation_scores, greedy_tokens
-from .files import Example, TaskInfo, is_task_dir, read_info, read_split
 
 Z95 = 1.959963984540054
 

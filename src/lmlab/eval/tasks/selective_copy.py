@@ -7,8 +7,8 @@ the target is the data symbols in order:
 """
 from __future__ import annotations
 
+from ...data.task_files import Example
 from ...errors import LmlabError
-from .files import Example
 from .generator import Generator
 from .spec import Param, Spec
 from .symbols import symbols

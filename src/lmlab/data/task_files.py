@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...errors import LmlabError
+from ..errors import LmlabError
 
 SPLITS = ("train", "validation", "test")
 DELIMITER = " "
