@@ -2,7 +2,6 @@
 equal `lmlab eval`, a multiple-choice score reproduced by hand, generation with stop sequences,
 and the three ways in (lmlab eval --harness, simple_evaluate, lm-eval's own command line)."""
 import json
-import math
 import os
 import subprocess
 import sys

@@ -4,7 +4,6 @@ frequency of its one answer), and the `lmlab task make` / `lmlab eval --task` co
 import json
 import re
 import statistics
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

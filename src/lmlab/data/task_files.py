@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LmlabError
+from .corpora import json_lines
 
 SPLITS = ("train", "validation", "test")
 DELIMITER = " "
@@ -68,18 +69,8 @@ def read_split(path) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise LmlabError(f"{path} not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise LmlabError(f"{path}: not valid UTF-8 (byte offset {e.start})") from None
     out = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise LmlabError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+    for n, record in json_lines(path):
         if not (isinstance(record, dict) and isinstance(record.get("input"), str)
                 and isinstance(record.get("target"), str)):
             raise LmlabError(f"{path}:{n}: expected an object with string fields \"input\" and \"target\"")

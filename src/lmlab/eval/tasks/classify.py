@@ -9,7 +9,7 @@ from functools import partial
 
 from ...data.task_files import Example
 from .generator import Generator
-from .sources import SOURCES, check, labelled_texts, passage, regions
+from .sources import SOURCES, byte_range, check, labelled_texts, passage, regions
 from .spec import Param, Spec
 
 PARAMS = (
@@ -34,10 +34,7 @@ def draw(rng, state: dict, split: str) -> Example:
 GENERATOR = Generator(
     name="classify",
     summary="which language or author a passage of text is from",
-    spec=Spec(params=PARAMS + (
-        Param("min_bytes", 1000, 1, 1_000_000, help="shortest passage in UTF-8 bytes"),
-        Param("max_bytes", 4000, 1, 1_000_000, help="longest passage in UTF-8 bytes"),
-    )),
+    spec=Spec(params=PARAMS + byte_range(1000, 4000)),
     draw=draw, scoring="choice", choices=lambda s: sorted(labelled_texts(s["source"])),
     check=partial(check, name="classify"), prepare=prepare,
 )

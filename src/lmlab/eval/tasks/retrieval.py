@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from functools import partial
 
-from .classify import PARAMS
 from ...data.task_files import Example
+from .classify import PARAMS
 from .generator import Generator
-from .sources import boundary, check, passage, regions
-from .spec import Param, Spec
+from .sources import boundary, byte_range, check, passage, regions
+from .spec import Spec
 
 
 def prepare(s: dict) -> dict:
@@ -40,10 +40,7 @@ def draw(rng, state: dict, split: str) -> Example:
 GENERATOR = Generator(
     name="retrieval",
     summary="whether two passages come from the same language or author",
-    spec=Spec(params=PARAMS + (
-        Param("min_bytes", 500, 1, 1_000_000, help="shortest passage in UTF-8 bytes"),
-        Param("max_bytes", 2000, 1, 1_000_000, help="longest passage in UTF-8 bytes"),
-    )),
+    spec=Spec(params=PARAMS + byte_range(500, 2000)),
     draw=draw, scoring="choice", choices=lambda s: ["no", "yes"],
     check=partial(check, name="retrieval"), prepare=prepare,
 )

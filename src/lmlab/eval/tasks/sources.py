@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ...data.corpora import read_corpus
 from ...errors import LmlabError
+from .spec import Param
 
 AUTHORS = {"frankenstein": "shelley", "jekyll_and_hyde": "stevenson", "tom_sawyer": "twain",
            "tinyshakespeare": "shakespeare"}
@@ -55,6 +56,12 @@ def passage(rng, data: bytes, min_bytes: int, max_bytes: int) -> str:
     start = rng.randint(0, len(data) - n)
     a, b = boundary(data, start), boundary(data, start + n)
     return data[a:b].decode("utf-8")
+
+
+def byte_range(shortest: int, longest: int) -> tuple:
+    """The passage-length settings, with a generator's defaults."""
+    return (Param("min_bytes", shortest, 1, 1_000_000, help="shortest passage in UTF-8 bytes"),
+            Param("max_bytes", longest, 1, 1_000_000, help="longest passage in UTF-8 bytes"))
 
 
 def check(s: dict, name: str) -> None:
