@@ -79,6 +79,7 @@ class DataConfig:
     text_field: str = "text"      # JSONL / HF field holding the text
     val_fraction: float = 0.1
     cache_dir: str = ""           # "" = $LMLAB_CACHE or ~/.cache/lmlab
+    task: str = ""                # a task directory (lmlab task make): train on it, the loss on answers only
 
 
 @dataclass

@@ -14,6 +14,10 @@ def register(sub) -> None:
     p.add_argument("--max-tokens", type=NONNEG_INT, default=0, help="evaluate at most this many tokens (0 = all)")
     p.add_argument("--calibration", action="store_true", help="add next-token expected calibration error (ECE)")
     p.add_argument("--calibration-png", metavar="PNG", help="--calibration: also draw the reliability diagram here")
+    p.add_argument("--harness", metavar="TASKS", help="lm-evaluation-harness tasks (names or task YAML paths, "
+                   "comma-separated); prints lm-eval's results")
+    p.add_argument("--num-fewshot", type=NONNEG_INT, help="--harness: few-shot examples per prompt")
+    p.add_argument("--limit", type=COUNT, help="--harness / --task: score at most this many examples per task")
     add_eval_options(p)
     p.set_defaults(func=run)
 
@@ -25,8 +29,9 @@ def eval_ids(args, tokenizer, cfg):
     from ..data.corpora import read_corpus
     from ..data.shards import encode_documents, token_splits
 
-    if args.data:
-        ids = encode_documents(read_corpus(args.data, cfg.data.text_field, cfg.data.cache_dir), tokenizer)
+    if args.data:  # a text starts after an end-of-text, so its first token is scored too (as lm-eval does)
+        ids = np.concatenate([[tokenizer.eot_id], encode_documents(
+            read_corpus(args.data, cfg.data.text_field, cfg.data.cache_dir), tokenizer)])
     else:
         _, ids = token_splits(cfg, tokenizer)
     ids = np.asarray(ids, dtype=np.int64)
@@ -36,6 +41,11 @@ def eval_ids(args, tokenizer, cfg):
 def run(args) -> int:
     from ..eval.perplexity import evaluate_ids
 
+    if args.harness:
+        from ..eval.harness import run_cli
+
+        print_json(run_cli(args))
+        return 0
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
     ids = eval_ids(args, tokenizer, cfg)
     special = run_eval_options(args, model, tokenizer, cfg, ids)  # --long, --task, --knn, --voids

@@ -112,7 +112,8 @@ def add_eval_options(p) -> None:
                    "vanilla and LM-Infinite")
     g.add_argument("--multipliers", default="1,2,4,8", help="--long: window lengths as multiples of the context")
     g.add_argument("--n-windows", type=COUNT, default=4, help="--long: windows per length")
-    g.add_argument("--task", choices=["passkey"], help="a task instead of perplexity")
+    g.add_argument("--task", help="a task instead of perplexity: passkey (by length and depth), a task directory "
+                   "(`lmlab task make`), or a task name (its default test split)")
     g.add_argument("--lengths", default="", help="--task passkey: prompt lengths in tokens (default 1x,2x,4x,8x context)")
     g.add_argument("--examples", type=COUNT, default=5, help="--task passkey: examples per length and depth")
     g.add_argument("--method", default="both", choices=["vanilla", "lminfinite", "both"],
@@ -156,6 +157,12 @@ def run_eval_options(args, model, tokenizer, cfg, ids) -> dict | None:
             rows += passkey.evaluate(model, tokenizer, lengths, args.examples, method=m, n_global=args.n_global,
                                      n_local=n_local)
         return {"task": "passkey", "rows": rows}
+    if args.task:
+        from ..eval.tasks import score
+
+        info, examples = score.load(args.task)
+        limit = getattr(args, "limit", None)
+        return score.evaluate(model, tokenizer, info, examples[:limit] if limit else examples, args.batch_size)
     if args.knn:
         from ..infer import knnlm
 

@@ -98,16 +98,21 @@ def read_directory(path: Path) -> list[Document]:
     return [Document(str(p.relative_to(path)), read_file(p)) for p in files]
 
 
-def read_jsonl(path: Path, text_field: str) -> list[Document]:
-    docs = []
+def json_lines(path: Path):
+    """(line number, parsed object) for each non-blank line of a JSONL file; errors name the line."""
     raw = decode_utf8(path.read_bytes(), str(path))
     for n, line in enumerate(io.StringIO(raw), 1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            yield n, json.loads(line)
         except json.JSONDecodeError as e:
             raise LmlabError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+
+
+def read_jsonl(path: Path, text_field: str) -> list[Document]:
+    docs = []
+    for n, record in json_lines(path):
         if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
             raise LmlabError(f"{path}:{n}: no string field {text_field!r} (set data.text_field)")
         docs.append(Document(f"{path.name}:{n}", record[text_field]))

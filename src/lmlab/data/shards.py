@@ -87,6 +87,10 @@ def split(ids: np.ndarray, val_fraction: float, min_len: int) -> tuple[np.ndarra
 def token_splits(cfg, tokenizer, docs: list[Document] | None = None):
     from .corpora import read_corpus
 
+    if cfg.data.task:  # a task directory: its train / validation examples, answers marked
+        from .task_tokens import task_splits
+
+        return task_splits(cfg, tokenizer)
     docs = docs if docs is not None else read_corpus(cfg.data.corpus, cfg.data.text_field, cfg.data.cache_dir)
     ids = cached_tokens(docs, tokenizer, cfg.data.cache_dir)
     return split(ids, cfg.data.val_fraction, cfg.model.context + 1)

@@ -19,9 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
 from ..errors import LmlabError
 
 MAX_EXTEND = 24  # characters a continuation may grow to finish its last word
@@ -96,41 +93,23 @@ def split_at_eot(ids, tokenizer) -> list[str]:
     return [tokenizer.decode(p[p != tokenizer.eot_id]) for p in pieces if len(p) > 1]
 
 
-@torch.no_grad()
 def loglikelihood(model, tokenizer, requests: list[tuple[str, str]], batch_size: int = 16) -> list[float]:
     """log p(continuation | context) in nats for each (context, continuation) pair.
 
     Context and continuation are encoded separately and joined (the continuation keeps its
     leading whitespace); the context is cut from the left to fit the model's window."""
-    model.eval()
-    device = next(model.parameters()).device
+    from .likelihood import continuation_scores
+
     window = model.cfg.context
-    encoded = []
+    pairs = []
     for ctx, cont in requests:
-        c, x = tokenizer.encode(ctx), tokenizer.encode(cont)
+        x = tokenizer.encode(cont)
         if not x:
             raise LmlabError("a choice is empty")
         if len(x) > window:
             raise LmlabError(f"a choice of {len(x)} tokens does not fit model.context={window}")
-        full = (c + x)[-(window + 1):]
-        encoded.append((full, len(x)))
-    out = [0.0] * len(requests)
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i][0]))
-    for b in range(0, len(order), batch_size):
-        idx = order[b:b + batch_size]
-        length = max(len(encoded[i][0]) for i in idx) - 1
-        x = torch.zeros(len(idx), length, dtype=torch.long)
-        y = torch.full((len(idx), length), -1, dtype=torch.long)
-        for row, i in enumerate(idx):
-            full, n_cont = encoded[i]
-            x[row, :len(full) - 1] = torch.tensor(full[:-1])
-            y[row, len(full) - 1 - n_cont:len(full) - 1] = torch.tensor(full[-n_cont:])
-        logits, _ = model(x.to(device))
-        logp = F.log_softmax(logits.float(), dim=-1).cpu()
-        picked = logp.gather(-1, y.clamp_min(0)[..., None])[..., 0] * (y >= 0)
-        for row, i in enumerate(idx):
-            out[i] = float(picked[row].sum())
-    return out
+        pairs.append((tokenizer.encode(ctx) or [tokenizer.eot_id], x))
+    return [ll for ll, _ in continuation_scores(model, pairs, batch_size)]
 
 
 def score_items(model, tokenizer, items: list[ChoiceItem], batch_size: int = 16) -> dict:

@@ -1,8 +1,10 @@
 """Loss, perplexity and bits per byte of a text under a model.
 
 Windows of `context` targets tile the text; each token is predicted once, seeing up to
-`context` earlier tokens of its window (the first window starts cold). Bits per byte divides
-the total log-loss by the UTF-8 bytes of the predicted tokens, so tokenizers compare fairly.
+`context` earlier tokens of its window (the first window starts cold; a last, shorter window
+sees the tokens before it, as lm-evaluation-harness's rolling windows do). Bits per byte
+divides the total log-loss by the UTF-8 bytes of the predicted tokens, so tokenizers compare
+fairly.
 """
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ def token_losses(model, ids: np.ndarray, batch_size: int = 8, context: int | Non
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none").view(len(same), -1)
         for row, s in enumerate(same):
             out[s:s + length] = losses[row].double().cpu().numpy()
-        for s in chunk[len(same):]:  # the last, shorter window
-            out[s:] = token_losses(model, ids[s:], 1, context)
+        for s in chunk[len(same):]:  # the last, shorter window, in a full-length window ending with it
+            lo = max(0, n_targets - context)
+            out[s:] = token_losses(model, ids[lo:], 1, context)[s - lo:]
     return out
 
 

@@ -75,10 +75,10 @@ def iter_entries(model, ids: np.ndarray, batch_size: int = 8) -> Iterator[tuple[
         keys, _ = keys_and_logits(model, x)
         yield (keys.float().reshape(-1, keys.shape[-1]).cpu().numpy(),
                np.concatenate([ids[s + 1:s + 1 + ctx] for s in chunk]))
-    if len(full) < len(starts):  # the last, shorter window
-        s = starts[-1]
-        keys, _ = keys_and_logits(model, torch.from_numpy(ids[s:n_targets][None]).to(device))
-        yield keys[0].float().cpu().numpy(), ids[s + 1:]
+    if len(full) < len(starts):  # the last, shorter window, in a full-length window ending with it (as in evaluation)
+        s, lo = starts[-1], max(0, n_targets - ctx)
+        keys, _ = keys_and_logits(model, torch.from_numpy(ids[lo:n_targets][None]).to(device))
+        yield keys[0, s - lo:].float().cpu().numpy(), ids[s + 1:]
 
 
 def _make_index(keys: np.ndarray, kind: str, seed: int = 0):
@@ -225,9 +225,10 @@ def target_neighbours(model, store: Datastore, ids, k: int = 1024) -> dict:
     base, dists, hits = [], [], []
     for s in range(0, len(ids) - 1, ctx):
         end = min(s + ctx, len(ids) - 1)
-        x = torch.from_numpy(ids[s:end][None]).to(device)
+        lo = max(0, end - ctx)  # a last, shorter window sees the tokens before it (as in evaluation)
+        x = torch.from_numpy(ids[lo:end][None]).to(device)
         y = torch.from_numpy(ids[s + 1:end + 1]).to(device)
-        keys, logits = keys_and_logits(model, x)
+        keys, logits = (t[:, s - lo:] for t in keys_and_logits(model, x))
         base.append(F.log_softmax(logits[0].float(), -1).gather(-1, y[:, None])[:, 0].double().cpu())
         d, v = store.search(keys[0], k)
         dists.append(d.cpu())

@@ -17,8 +17,8 @@ import torch
 from .. import config as config_mod
 from .. import tokenizers
 from ..data import loader
-from ..data.corpora import read_corpus
 from ..data.shards import token_splits
+from ..data.task_tokens import training_documents
 from ..errors import LmlabError
 from ..embeddings import frozen_matrix
 from ..model import Transformer
@@ -51,20 +51,21 @@ def evaluate_split(model, ids: np.ndarray, token_nbytes: np.ndarray, n_windows: 
         x, y = x.to(device), y.to(device)
         with autocast(device, dtype):
             logits, _ = model(x)
-        losses = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum")
+        losses = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum",
+                                                   ignore_index=-1)  # -1: not a target (task data)
         nats += losses.item()
-        count += y.numel()
-        nbytes += int(nb[y.cpu()].sum())
+        count += int((y >= 0).sum())
+        nbytes += int(nb[y[y >= 0].cpu()].sum())
     model.train(was_training)
     if parts > 1:
         nats, count, nbytes = par.sum_floats([nats, count, nbytes], device)
-    loss = nats / count
+    loss = nats / max(count, 1)
     return {"val_loss": loss, "val_ppl": math.exp(min(loss, 700)), "val_bpb": nats / math.log(2) / max(nbytes, 1)}
 
 
 def prepare(cfg, resume_ckpt: Path | None):
     """Tokenizer, token splits and model for a config (tokenizer from the checkpoint on resume)."""
-    docs = read_corpus(cfg.data.corpus, cfg.data.text_field, cfg.data.cache_dir)
+    docs = training_documents(cfg)  # the corpus, or a task's training examples
     if resume_ckpt is not None:
         tokenizer = tokenizers.load(resume_ckpt / "tokenizer")
     else:
