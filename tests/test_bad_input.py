@@ -56,6 +56,7 @@ CASES = [
     ("missing", "eval {m}", "does not exist", None),
     ("missing", "eval {r} --data {m}", "not found", None),
     ("missing", "info {m}", "does not exist", None),
+    ("type", "task make nope -o {p}/t", "unknown task", None),
     ("range", "edit {r} --curvature-mass 1.5 --data tinyshakespeare -o {p}/edited", "curvature", None),
     ("type", "probe {r} --task nope", "invalid choice", None),
     ("missing", "serve {m}", "does not exist", None),
