@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .hooks import as_ids, run_with_cache
-from .windows import windows
+from .windows import scored_windows
 
 
 def stream_names(model) -> list[str]:
@@ -53,8 +53,9 @@ def logit_lens(model, ids, token_nbytes, context: int | None = None) -> dict:
     n_states = len(model.blocks) + 1
     nats, kl, agree = torch.zeros(n_states, dtype=torch.float64), torch.zeros(n_states, dtype=torch.float64), torch.zeros(n_states)
     tokens = nbytes = 0
-    for x, y in windows(ids, context or model.cfg.context):
+    for x, y, first in scored_windows(ids, context or model.cfg.context):
         _, states = residual_states(model, as_ids(model, x))
+        states, y = states[:, :, first:], y[first:]  # targets an earlier window already scored are skipped
         target = torch.as_tensor(y, device=states.device)
         last = F.log_softmax(decode(model, states[-1, 0]).float(), -1)
         for k in range(n_states):

@@ -1,8 +1,9 @@
 """Texts longer than the context: the windows analyses run over, and the refusal for prompts.
 
-A text is tiled exactly as lmlab.eval.perplexity does: windows of up to `context` input tokens,
-each token predicted once, every window starting cold. So the last layer's logit-lens bits per
-byte equal `lmlab eval --data` on the same text. A prompt (one sequence analysed as a whole:
+A text is tiled as lmlab.eval.perplexity does (`scored_windows`): windows of `context` input
+tokens, each token predicted once, and a last, shorter window seeing the tokens before it. So the
+last layer's logit-lens bits per byte equal `lmlab eval --data` on the same text. `windows` keeps
+every window cold (attention statistics want each window to start at position 0). A prompt (one sequence analysed as a whole:
 attention patterns, trajectories) longer than the context is refused instead.
 """
 from __future__ import annotations
@@ -21,6 +22,20 @@ def windows(ids, context: int):
     for s in range(0, n, context):
         length = min(context, n - s)
         yield ids[s:s + length], ids[s + 1:s + 1 + length]
+
+
+def scored_windows(ids, context: int):
+    """(inputs, targets, first) triples: only targets[first:] are scored, so each of ids[1:] is
+    scored once; the last, shorter window is a full-length one ending with the text."""
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids) - 1
+    for x, y in windows(ids, context):
+        start = n - len(y) if len(y) < context and n > context else None
+        if start is None:
+            yield x, y, 0
+        else:
+            lo = n - context
+            yield ids[lo:lo + context], ids[lo + 1:lo + 1 + context], start - lo
 
 
 def prompt_ids(tokenizer, prompt: str, context: int) -> list[int]:
