@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import platform
 import shutil
@@ -130,15 +129,7 @@ def last_record(run, key: str) -> dict:
 
 
 # --- results JSON -----------------------------------------------------------------------------
-def finite(value):
-    """`value` with every NaN or infinity replaced by None (tuples become lists), for strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
+from ..jsonio import finite  # noqa: E402  (strict JSON: NaN -> null)
 
 
 def write_json(path, data) -> Path:
