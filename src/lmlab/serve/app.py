@@ -19,6 +19,10 @@ from .protocol import RequestError, TokenLabels
 
 PAGE = Path(__file__).with_name("page") / "index.html"
 
+# an oversized body is still read up to this multiple of the limit before answering 400: a client
+# blocked on sending would miss the answer if the server stopped reading at once
+DRAIN_FACTOR = 4
+
 
 def starlette_modules():
     try:
@@ -169,15 +173,16 @@ def create_app(engine: Engine, tokenizer, settings: Settings):
         return wrapped
 
     async def read_json(request: Request) -> dict:
+        drain = DRAIN_FACTOR * settings.max_body
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > 4 * settings.max_body:
+        if declared is not None and declared.isdigit() and int(declared) > drain:
             raise RequestError(f"the body is {declared} bytes, over the limit of {settings.max_body}")
         data, size = bytearray(), 0
-        async for piece in request.stream():  # read on past the limit (up to 4x) so the client can hear the answer
+        async for piece in request.stream():  # read on past the limit, so the client is still listening for the 400
             size += len(piece)
             if size <= settings.max_body:
                 data += piece
-            elif size > 4 * settings.max_body:
+            elif size > drain:
                 break
         if size > settings.max_body:
             raise RequestError(f"the body is over the limit of {settings.max_body} bytes")
