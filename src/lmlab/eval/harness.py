@@ -168,7 +168,7 @@ def task_specs(names: list[str], task_manager) -> list:
 def evaluate(lm, tasks, num_fewshot: int | None = None, limit: int | None = None, **kwargs) -> dict:
     """lm_eval.simple_evaluate over lmlab's shipped tasks (their data made on first use) and any
     task names or YAML paths; returns lm-eval's output unchanged. lm-eval's own task index
-    (about 30 s to build here) is read only when a name is neither lmlab's nor a file."""
+    (slow to build: docs/evaluation.md) is read only when a name is neither lmlab's nor a file."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
