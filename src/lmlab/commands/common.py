@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import sys
 from pathlib import Path
 
 from .. import config
 from ..errors import LmlabError
+from ..options import COUNT, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, field_type, ranged  # noqa: F401
 
 
 def add_config_args(p) -> None:
@@ -34,41 +34,6 @@ def add_run_args(p, device: bool = True, dtype: str | None = None, dtype_default
         p.add_argument("--dtype", type=field_type("generate.dtype"), default=dtype_default, help=dtype)
 
 
-def _typed(kind, check):
-    """An argparse type: parse with `kind` (its ValueError is argparse's "invalid int value"), then check."""
-    def parse(text: str):
-        value = kind(text)
-        try:
-            check(value)
-        except LmlabError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def field_type(field: str):
-    """The type of an option that sets config field `field`: refused exactly as `--set field=...` is."""
-    section, key = field.split(".")
-    declared = {f.name: f.type for f in dataclasses.fields(getattr(config.Config(), section))}[key]
-    kind = {"int": int, "float": float, "str": str}[declared if isinstance(declared, str) else declared.__name__]
-    return _typed(kind, lambda value: config.check_field(field, value))
-
-
-def ranged(kind, allowed: config.Range):
-    """The type of a numeric option that sets no config field."""
-    def check(value):
-        if value not in allowed:
-            raise LmlabError(f"must be {allowed}, got {value!r}")
-
-    return _typed(kind, check)
-
-
-COUNT = ranged(int, config.COUNT)          # an int >= 1
-NONNEG_INT = ranged(int, config.NONNEG)    # an int >= 0 (0 usually: all, or off)
-NONNEG_FLOAT = ranged(float, config.NONNEG)
-POSITIVE_FLOAT = ranged(float, config.POSITIVE)
 
 
 def existing(what: str, directory: bool = False, stdin: bool = False):

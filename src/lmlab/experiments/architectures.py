@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import LmlabError
 from . import common
+from ..options import COUNT
 
 NAME = "architectures"
 HELP = "dense baseline vs norm / FFN / MoE / SSM / LMU / hybrid / meta-token variants (bits per byte, speed)"
@@ -40,12 +41,12 @@ QUICK = {"model": {"d_model": 16, "context": 16}, "train": {"eval_batches": 1}}
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--steps", type=int, default=300, help="training steps per variant (default 300)")
+    p.add_argument("--steps", type=COUNT, default=300, help="training steps per variant (default 300)")
     p.add_argument("--variants", default="", help="comma-separated subset of: " + ", ".join(VARIANTS))
     p.add_argument("--out", default="runs/architectures", help="run directories (default runs/architectures)")
     p.add_argument("--docs", default="docs/experiments", help="where architectures.md and its PNGs go")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
-    p.add_argument("--gen-tokens", type=int, default=200, help="tokens generated to time generation")
+    p.add_argument("--threads", type=COUNT, default=1, help="torch threads (default 1: robust on a shared CPU)")
+    p.add_argument("--gen-tokens", type=COUNT, default=200, help="tokens generated to time generation")
     p.add_argument("--reuse", action="store_true", help="keep results of variants already finished in --out")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override the shared config for every variant (repeatable)")

@@ -11,6 +11,7 @@ import statistics
 from pathlib import Path
 
 from . import common
+from ..options import COUNT, POSITIVE_FLOAT
 
 NAME = "core"
 HELP = "train the demo and shakespeare-char presets on this machine and write docs/core.md"
@@ -25,9 +26,9 @@ QUICK = dict(model=dict(n_layers=1, d_model=32, n_heads=2, context=32),
 def add_arguments(p) -> None:
     p.add_argument("--work", default="runs/core", help="where the runs go")
     p.add_argument("--doc", default="docs/core.md")
-    p.add_argument("--minutes", type=float, default=30.0, help="wall-clock budget for shakespeare-char")
-    p.add_argument("--sc-steps", type=int, default=5000)
-    p.add_argument("--sc-batch", type=int, default=64)
+    p.add_argument("--minutes", type=POSITIVE_FLOAT, default=30.0, help="wall-clock budget for shakespeare-char")
+    p.add_argument("--sc-steps", type=COUNT, default=5000)
+    p.add_argument("--sc-batch", type=COUNT, default=64)
     p.add_argument("--device", default="auto")
     p.add_argument("--render-only", "--report-only", dest="render_only", action="store_true",
                    help="rewrite the doc from core-results.json beside it (nothing is trained)")

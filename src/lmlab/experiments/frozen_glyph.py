@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import LmlabError
 from . import common
+from ..options import COUNT, HELD_OUT, NONNEG_INT
 
 NAME = "frozen-glyph"
 HELP = "frozen glyph embeddings vs trainable vs frozen random codes, English and multilingual"
@@ -34,19 +35,19 @@ def add_arguments(p) -> None:
     p.add_argument("--work", default="", help="folder for corpora, tokenizers and runs (default: --out)")
     p.add_argument("--corpora", default="english,multilingual", help="comma list of: english, multilingual")
     p.add_argument("--embeddings", default=",".join(EMBEDDINGS), help="comma list of model.embedding kinds")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--context", type=int, default=128)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--vocab-english", type=int, default=2048)
-    p.add_argument("--vocab-multilingual", type=int, default=4096)
-    p.add_argument("--heldout", type=float, default=0.1, help="fraction of each document held out")
-    p.add_argument("--items", type=int, default=240, help="multiple-choice items per corpus")
+    p.add_argument("--steps", type=COUNT, default=600)
+    p.add_argument("--batch-size", type=COUNT, default=16)
+    p.add_argument("--context", type=COUNT, default=128)
+    p.add_argument("--layers", type=COUNT, default=4)
+    p.add_argument("--d-model", type=COUNT, default=128)
+    p.add_argument("--vocab-english", type=COUNT, default=2048)
+    p.add_argument("--vocab-multilingual", type=COUNT, default=4096)
+    p.add_argument("--heldout", type=HELD_OUT, default=0.1, help="fraction of each document held out")
+    p.add_argument("--items", type=COUNT, default=240, help="multiple-choice items per corpus")
     p.add_argument("--seeds", default="1337", help="comma list of train.seed values; tables give mean and sd")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0 = default)")
     p.add_argument("--device", default="auto", help="train.device: auto | cpu | cuda")
-    p.add_argument("--sheet-tokens", type=int, default=96, help="tokens drawn on each glyph sheet")
+    p.add_argument("--sheet-tokens", type=COUNT, default=96, help="tokens drawn on each glyph sheet")
     p.add_argument("--font", default="", help="model.glyph_font: font file(s) tried before Unifont/DejaVu")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))

@@ -18,6 +18,7 @@ import torch
 
 from .. import config
 from . import common
+from ..options import COUNT, NONNEG_INT
 
 NAME = "inference"
 HELP = "LM-Infinite, kNN-LM, layer voids, beam / conditional beam / in-context navigation, measured"
@@ -50,9 +51,9 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/infer", help="models, datastores and JSON results (default runs/infer)")
     p.add_argument("--docs", default="docs", help="where inference.md and inference/*.png go")
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fair on a shared CPU)")
-    p.add_argument("--eval-tokens", type=int, default=20000, help="held-out tokens for perplexity-type figures")
-    p.add_argument("--knn-tokens", type=int, default=0, help="cap on datastore tokens (0 = the whole train split)")
+    p.add_argument("--threads", type=COUNT, default=1, help="torch threads (default 1: fair on a shared CPU)")
+    p.add_argument("--eval-tokens", type=COUNT, default=20000, help="held-out tokens for perplexity-type figures")
+    p.add_argument("--knn-tokens", type=NONNEG_INT, default=0, help="cap on datastore tokens (0 = the whole train split)")
     p.add_argument("--render-only", action="store_true", help="write the report from saved JSON only")
     p.add_argument("--quick", action="store_true", help="a smoke run: tiny models and a fraction of every measurement"
                                                             " (" + ", ".join(f"--{k.replace('_', '-')} {v}"

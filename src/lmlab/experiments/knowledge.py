@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import common
+from ..options import COUNT
 
 NAME = "knowledge"
 HELP = "memorisation vs curvature, calibration, hallucination of rare facts, linear probes"
@@ -36,15 +37,15 @@ def add_arguments(p) -> None:
     p.add_argument("--doc", default="docs/experiments/knowledge.md")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
     p.add_argument("--seeds", default="0", help="training seeds (comma-separated)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps of each model")
-    p.add_argument("--n-layers", type=int, default=MODEL["n_layers"])
-    p.add_argument("--d-model", type=int, default=MODEL["d_model"])
+    p.add_argument("--steps", type=COUNT, default=DEFAULT_STEPS, help="training steps of each model")
+    p.add_argument("--n-layers", type=COUNT, default=MODEL["n_layers"])
+    p.add_argument("--d-model", type=COUNT, default=MODEL["d_model"])
     p.add_argument("--rhos", default="0.95,0.8,0.6", help="curvature masses to edit at")
-    p.add_argument("--planted", type=int, default=32, help="planted sequences (and as many held-out look-alikes)")
-    p.add_argument("--planted-repeats", type=int, default=40)
-    p.add_argument("--prose-chars", type=int, default=600_000, help="characters of real training prose")
-    p.add_argument("--facts-per-repeat", type=int, default=50)
-    p.add_argument("--curvature-tokens", type=int, default=32768)
+    p.add_argument("--planted", type=COUNT, default=32, help="planted sequences (and as many held-out look-alikes)")
+    p.add_argument("--planted-repeats", type=COUNT, default=40)
+    p.add_argument("--prose-chars", type=COUNT, default=600_000, help="characters of real training prose")
+    p.add_argument("--facts-per-repeat", type=COUNT, default=50)
+    p.add_argument("--curvature-tokens", type=COUNT, default=32768)
     p.add_argument("--device", default="auto")
     p.add_argument("--render-only", dest="render_only", action="store_true",
                    help="rewrite the doc from the results JSON beside it (nothing is trained)")

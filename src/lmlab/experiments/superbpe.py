@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import LmlabError
 from ..tokenizers.training import bytes_per_token, superword_share, train_tokenizer
 from . import common
+from ..options import COUNT, HELD_OUT, POSITIVE_FLOAT
 
 NAME = "superbpe"
 HELP = "SuperBPE vs BPE: bytes/token over vocab sizes and transition points, then two LMs in bits/byte"
@@ -32,7 +33,7 @@ QUICK = {"vocabs": "512", "transitions": "0.75", "lm_vocab": 512, "lm_steps": 3,
 
 def add_arguments(p) -> None:
     p.add_argument("--corpus", default="english-prose", help="sweep corpus (default english-prose)")
-    p.add_argument("--held-out", type=float, default=0.15,
+    p.add_argument("--held-out", type=HELD_OUT, default=0.15,
                    help="tail fraction of every document held out for measuring (default 0.15)")
     p.add_argument("--vocabs", default="8192,16384,32768", help="vocabulary sizes of the sweep")
     p.add_argument("--transitions", default="0.25,0.5,0.75,0.9",
@@ -42,18 +43,18 @@ def add_arguments(p) -> None:
     p.add_argument("--lm-corpus", action="append", default=[], metavar="CORPUS[:EPOCHS,...]",
                    help="corpus for the LM comparison, optionally with its own epoch counts "
                         "(repeatable; default: --corpus)")
-    p.add_argument("--lm-vocab", type=int, default=8192, help="vocabulary size of both LMs' tokenizers")
+    p.add_argument("--lm-vocab", type=COUNT, default=8192, help="vocabulary size of both LMs' tokenizers")
     p.add_argument("--lm-transition", default="",
                    help="SuperBPE t values for the LMs, fractions of --lm-vocab (default: best of the sweep)")
-    p.add_argument("--lm-context", type=int, default=128, help="BPE model context in tokens")
-    p.add_argument("--lm-steps", type=int, default=400)
+    p.add_argument("--lm-context", type=COUNT, default=128, help="BPE model context in tokens")
+    p.add_argument("--lm-steps", type=COUNT, default=400)
     p.add_argument("--lm-epochs", default="",
                    help="instead of --lm-steps: as many steps as this many passes over the training text "
                         "(comma-separated: one pair of runs per value)")
-    p.add_argument("--lm-batch", type=int, default=16)
-    p.add_argument("--lm-layers", type=int, default=4)
-    p.add_argument("--lm-d", type=int, default=128)
-    p.add_argument("--lm-lr", type=float, default=2e-3)
+    p.add_argument("--lm-batch", type=COUNT, default=16)
+    p.add_argument("--lm-layers", type=COUNT, default=4)
+    p.add_argument("--lm-d", type=COUNT, default=128)
+    p.add_argument("--lm-lr", type=POSITIVE_FLOAT, default=2e-3)
     p.add_argument("--device", default="auto", help="device for the LMs (auto, cpu, cuda)")
     p.add_argument("--skip-sweep", action="store_true")
     p.add_argument("--skip-lm", action="store_true")
