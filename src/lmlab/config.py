@@ -61,6 +61,7 @@ class ModelConfig:
     moe_capacity: float = 0.0     # moe: capacity factor in training (0 = dropless)
     moe_aux_weight: float = 0.01  # moe: weight of the load-balancing loss
     moe_expert_ff: int = 0        # moe: expert width (0 = the dense d_ff / moe_top_k)
+    causal: bool = True           # false = bidirectional mixers (attention, M, L) for masked-LM training
 
 
 @dataclass
@@ -105,6 +106,10 @@ class TrainConfig:
     progress: bool = True
     max_minutes: float = 0.0      # 0 = no wall-clock budget; else stop (and checkpoint) after it
     parallel: str = "ddp"         # under torchrun: ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard)
+    objective: str = "clm"        # clm (next token) | mlm (masked tokens) | denoise (see lmlab.train.objectives)
+    mask_rate: float = 0.15       # mlm: fraction of positions predicted (80% [MASK], 10% random, 10% kept)
+    mask_span: float = 1.0        # mlm: mean length of masked spans (1 = single tokens; >1 = geometric spans)
+    noise: str = "sub=0.1,del=0.05,ins=0.05,char=0.05"  # denoise: noise kinds and rates (lmlab.data.noise)
 
 
 @dataclass

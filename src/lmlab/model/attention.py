@@ -1,4 +1,7 @@
-"""Causal multi-head attention with grouped-query heads, RoPE and a preallocated KV cache."""
+"""Causal multi-head attention with grouped-query heads, RoPE and a preallocated KV cache.
+
+`model.causal = false` makes it bidirectional (every query sees every key; for masked-LM
+training), which has no incremental decoding, so a cache is refused there."""
 from __future__ import annotations
 
 import torch
@@ -57,6 +60,7 @@ class CausalSelfAttention(nn.Module):
         self.o_proj.residual_out = True  # scaled init (GPT-2): it writes to the residual stream
         self.qkv_proj = None  # inference only: q, k and v in one projection (fuse_qkv)
         self.dropout = cfg.dropout
+        self.causal = getattr(cfg, "causal", True)
         self.cpu_lanes = True  # False: SDPA's own dropout on CPU too (for side-by-side measurements)
 
     def qkv_sizes(self) -> tuple[int, int, int]:
@@ -94,6 +98,8 @@ class CausalSelfAttention(nn.Module):
             cos, sin = cos[start_pos:start_pos + T], sin[start_pos:start_pos + T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
+            if not self.causal:
+                raise ValueError("a bidirectional model (model.causal = false) cannot decode incrementally")
             if "k" not in cache:
                 shape = (B, self.n_kv_heads, cache["max_len"], self.head_dim)
                 cache["k"] = torch.zeros(shape, dtype=cache_dtype(k), device=k.device)
@@ -104,7 +110,7 @@ class CausalSelfAttention(nn.Module):
             v = cache["v"][:, :, :start_pos + T]
         out_dtype = q.dtype  # the fp32 CPU cache computes in fp32; the output goes back to q's dtype
         q = q.to(k.dtype)
-        mask, causal = None, True
+        mask, causal = None, self.causal
         if start_pos > 0:
             causal = False
             if T > 1:  # a chunk after cached tokens: query i sees keys 0 .. start_pos + i
