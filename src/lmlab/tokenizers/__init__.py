@@ -26,7 +26,7 @@ def _ensure_plugins() -> None:
     # Optional kinds live in their own modules; importing them registers them.
     import importlib
 
-    for name in ("unicode", "bpe", "superbpe"):
+    for name in ("unicode", "bpe", "superbpe", "amino"):
         try:
             importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as e:
