@@ -6,6 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 
+def extra_id(tokenizer) -> int:
+    """The one id a non-causal objective adds after the tokenizer's: [MASK] for mlm, the
+    source/target separator for denoise (the model's vocabulary has one more row for it)."""
+    return tokenizer.vocab_size
+
+
 def masked_count(length: int, rate: float) -> int:
     return min(length, max(1, round(rate * length)))
 

@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 
 from ..data import loader
-from ..data.masking import choose_positions
+from ..data.masking import choose_positions, extra_id
 from ..device import autocast
 from ..errors import LmlabError
 
 
 def mask_id_of(model, tokenizer) -> int:
     """[MASK] is the id after the tokenizer's (train/objectives.py); the model must have it."""
-    mask_id = tokenizer.vocab_size
+    mask_id = extra_id(tokenizer)
     if model.cfg.vocab_size <= mask_id:
         raise LmlabError("this model has no [MASK] id: it was not trained with train.objective = \"mlm\"")
     return mask_id

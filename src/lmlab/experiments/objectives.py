@@ -1,0 +1,254 @@
+"""`lmlab experiment objectives`: objectives beyond left-to-right, measured at small scale.
+
+Parts (each trains its own small models, on this machine, and measures them):
+- mlm: masked-LM on English characters (tinyshakespeare): bidirectional attention, SSM and LMU
+  against causal attention trained on the same masked objective (masked-token accuracy,
+  pseudo-perplexity).
+- protein: masked protein LM on the `proteins` corpus: bidirectional SSM vs bidirectional
+  attention at matched parameter counts; accuracy and pseudo-perplexity vs window length,
+  forward cost vs length.
+- denoise: a denoising LM (noisy [SEP] clean) on English prose; WER of the noisy text and of the
+  beam-decoded correction, per noise kind and mixed; one model per training noise vs the mixture.
+- fusion: n-best rescoring of noisy hypotheses with causal LMs of several sizes and weights,
+  and a character n-gram baseline (WER before / after).
+Results go to docs/experiments/objectives-results.json (parts not run keep their old numbers)
+and docs/experiments/objectives.md.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import LmlabError
+
+NAME = "objectives"
+HELP = "masked LM, protein LM (bi-SSM vs bi-attention), denoising LM and LM fusion, measured"
+PARTS = ("mlm", "protein", "denoise", "fusion")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
+    p.add_argument("--quick", action="store_true", help="tiny models and few steps: an end-to-end check (< 60 s)")
+    p.add_argument("--out", default="runs/objectives", help="run directories (finished runs are reused)")
+    p.add_argument("--docs", default="docs/experiments", help="where objectives.md, its JSON and PNGs go")
+    p.add_argument("--seed", type=int, default=1337, help="train.seed of every model")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: robust on a shared CPU)")
+
+
+@dataclass
+class Scale:
+    """Model and budget sizes; `quick` shrinks everything to seconds."""
+    layers: int
+    d_model: int
+    batch: int
+    context: int
+    protein_context: int
+    steps: int
+    protein_steps: int
+    denoise_steps: int
+    lm_steps: int
+    eval_tokens: int
+    pseudo_tokens: int
+    lengths: tuple
+    cost_lengths: tuple
+    sentences: int
+    beam: int
+
+
+FULL = Scale(layers=3, d_model=128, batch=16, context=128, protein_context=256, steps=300, protein_steps=300,
+             denoise_steps=400, lm_steps=300, eval_tokens=20000, pseudo_tokens=2048, lengths=(32, 64, 128, 256),
+             cost_lengths=(128, 256, 512, 1024, 2048), sentences=60, beam=4)
+QUICK = Scale(layers=1, d_model=32, batch=4, context=32, protein_context=32, steps=4, protein_steps=4,
+              denoise_steps=4, lm_steps=4, eval_tokens=256, pseudo_tokens=32, lengths=(16, 32),
+              cost_lengths=(32, 64), sentences=4, beam=2)
+
+
+class Context:
+    def __init__(self, args):
+        self.scale = QUICK if args.quick else FULL
+        self.out, self.seed, self.threads, self.quick = Path(args.out), args.seed, args.threads, args.quick
+        self.log = lambda msg: print(msg, flush=True)
+
+    def base(self, context: int | None = None) -> list[str]:
+        s = self.scale
+        return [f"model.n_layers={s.layers}", f"model.d_model={s.d_model}", "model.n_heads=4",
+                f"model.context={context or s.context}", f"train.batch_size={s.batch}", "train.lr=2e-3",
+                "train.min_lr=2e-4", f"train.warmup_steps={min(30, s.steps)}", "train.eval_batches=4",
+                "train.dtype=float32", "train.device=cpu", "train.progress=false", f"train.seed={self.seed}",
+                f"train.threads={self.threads}", "model.ssm_head_dim=16" if s.d_model < 64 else "model.ssm_head_dim=32"]
+
+    def train(self, name: str, overrides: list[str], steps: int) -> tuple:
+        """Train (or reuse the finished run) and load it: (model, tokenizer, cfg, train result)."""
+        from .. import config
+        from ..checkpoint import load_model
+        from ..train.loop import train
+
+        cfg = config.load(None, overrides + [f"train.max_steps={steps}", f"train.eval_every={steps}",
+                                             f"train.ckpt_every={steps}"])
+        out = self.out / name
+        t0 = time.perf_counter()
+        result = train(cfg, out, resume=True, progress=False, echo=lambda *a: None)
+        model, tokenizer, cfg = load_model(out)
+        self.log(f"{name}: trained ({time.perf_counter() - t0:.0f} s, {model.num_params():,} parameters)")
+        return model, tokenizer, cfg, {**result, "train_tok_per_s": _median_tok_per_s(out)}
+
+
+def _median_tok_per_s(run: Path) -> float:
+    import statistics
+
+    from ..train.metrics import read
+
+    rows = read(run)
+    return statistics.median(r["tok_per_s"] for r in rows[2:] or rows)
+
+
+def validation_ids(cfg, tokenizer, limit: int):
+    import numpy as np
+
+    from ..data.shards import token_splits
+
+    _, val = token_splits(cfg, tokenizer)
+    return np.asarray(val[:limit], dtype=np.int64)
+
+
+def matched_d_ff(reference_params: int, overrides: list[str]) -> int:
+    """The FFN width that brings a variant's parameter count closest to the reference's."""
+    from .. import config
+    from ..model import Transformer
+
+    def params(d_ff: int) -> int:
+        cfg = config.load(None, overrides + [f"model.d_ff={d_ff}"]).model
+        cfg.vocab_size = 300
+        return Transformer(cfg).num_params()
+
+    d_model = config.load(None, overrides).model.d_model
+    candidates = range(16, 8 * d_model + 1, 16)
+    return min(candidates, key=lambda f: abs(params(f) - reference_params))
+
+
+# ------------------------------------------------------------------------------------------ mlm
+MLM_VARIANTS = {
+    "attention, causal": ["model.pattern=AF", "model.causal=true"],
+    "attention, bidirectional": ["model.pattern=AF", "model.causal=false"],
+    "SSM, bidirectional": ["model.pattern=MF", "model.causal=false", "model.ssm_expand=1"],
+    "LMU, bidirectional": ["model.pattern=LF", "model.causal=false"],
+}
+
+
+def part_mlm(ctx: Context) -> dict:
+    from ..eval.mlm import evaluate_mlm
+
+    s = ctx.scale
+    data = ["tokenizer.kind=char", "data.corpus=tinyshakespeare", "train.objective=mlm"]
+    rows = {}
+    for name, overrides in MLM_VARIANTS.items():
+        model, tokenizer, cfg, result = ctx.train(f"mlm/{_slug(name)}", ctx.base() + data + overrides, s.steps)
+        ids = validation_ids(cfg, tokenizer, s.eval_tokens)
+        scores = evaluate_mlm(model, tokenizer, ids, pseudo_tokens=s.pseudo_tokens)
+        rows[name] = {**scores, "params": model.num_params(), "train_tok_per_s": result["train_tok_per_s"],
+                      "overrides": overrides}
+        ctx.log(f"  masked acc {scores['masked_acc']:.3f}  pseudo-ppl {scores['pseudo_ppl']:.2f}")
+    return {"variants": rows, "settings": {"base": ctx.base() + data, "steps": s.steps, "seed": ctx.seed,
+                                           "eval_tokens": s.eval_tokens, "pseudo_tokens": s.pseudo_tokens}}
+
+
+# -------------------------------------------------------------------------------------- protein
+def part_protein(ctx: Context) -> dict:
+    from ..eval.mlm import mask_id_of, masked_scores, pseudo_perplexity, tile
+
+    s = ctx.scale
+    data = ["tokenizer.kind=amino", "data.corpus=proteins", "train.objective=mlm", "model.causal=false"]
+    base = ctx.base(s.protein_context) + data + [f"train.batch_size={max(1, s.batch // 2)}"]  # mlm's tokens per step
+    attn = base + ["model.pattern=AF"]
+    from .. import config
+    from ..model import Transformer
+
+    ref_cfg = config.load(None, attn).model
+    ref_cfg.vocab_size = 300
+    ssm = base + ["model.pattern=MF", "model.ssm_expand=1"]
+    ssm = ssm + [f"model.d_ff={matched_d_ff(Transformer(ref_cfg).num_params(), ssm)}"]
+    rows = {}
+    for name, overrides in (("attention, bidirectional", attn), ("SSM, bidirectional", ssm)):
+        model, tokenizer, cfg, result = ctx.train(f"protein/{_slug(name)}", overrides, s.protein_steps)
+        ids = validation_ids(cfg, tokenizer, s.eval_tokens)
+        mask_id, nbytes = mask_id_of(model, tokenizer), tokenizer.token_nbytes()
+        by_length = {}
+        for L in s.lengths:
+            windows = tile(ids, L)
+            scores = masked_scores(model, windows, nbytes, mask_id)
+            n_pseudo = max(1, min(len(windows), s.pseudo_tokens // L))
+            scores.update(pseudo_perplexity(model, windows[:n_pseudo], nbytes, mask_id))
+            by_length[L] = scores
+            ctx.log(f"  L={L}: masked acc {scores['masked_acc']:.3f}  pseudo-ppl {scores['pseudo_ppl']:.2f}")
+        rows[name] = {"by_length": by_length, "params": model.num_params(), "overrides": overrides[len(base):],
+                      "train_tok_per_s": result["train_tok_per_s"], "cost": forward_cost(model, s.cost_lengths)}
+    return {"variants": rows, "settings": {"base": base, "steps": s.protein_steps, "seed": ctx.seed,
+                                           "eval_tokens": s.eval_tokens, "pseudo_tokens": s.pseudo_tokens,
+                                           "lengths": list(s.lengths)}}
+
+
+def forward_cost(model, lengths, batch: int = 4, reps: int = 3) -> dict:
+    """Median seconds of one no-grad forward pass of [batch, L] random ids, per length."""
+    import statistics
+
+    import torch
+
+    model.eval()
+    out = {}
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for L in lengths:
+            x = torch.randint(1, 21, (batch, L), generator=gen)
+            model(x)  # warm-up (RoPE tables, LMU impulse responses)
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - t0)
+            out[L] = statistics.median(times)
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
+
+
+MEASURES = {"mlm": part_mlm, "protein": part_protein}
+
+
+def run(args) -> int:
+    import torch
+
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise LmlabError(f"unknown part(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(PARTS)}")
+    missing = [p for p in parts if p not in MEASURES]
+    if missing:
+        raise LmlabError(f"part(s) {', '.join(missing)} are not implemented in this checkout")
+    torch.set_num_threads(args.threads)
+    ctx = Context(args)
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    results_path = docs / "objectives-results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    for part in parts:
+        t0 = time.perf_counter()
+        ctx.log(f"== {part}")
+        results[part] = {**MEASURES[part](ctx), "wall_s": time.perf_counter() - t0, "quick": args.quick,
+                         "command": command_line(args, part)}
+        results["machine"] = {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads}
+        results_path.write_text(json.dumps(results, indent=1))  # after each part: a later failure keeps it
+    results = json.loads(results_path.read_text())  # the report reads what the file holds (string keys)
+    from .objectives_report import write_report
+
+    print(f"report: {write_report(results, docs)}")
+    return 0
+
+
+def command_line(args, part: str) -> str:
+    return (f"lmlab experiment objectives --parts {part} --out {args.out} --docs {args.docs} --seed {args.seed}"
+            f" --threads {args.threads}" + (" --quick" if args.quick else ""))
