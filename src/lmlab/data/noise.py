@@ -116,9 +116,11 @@ class Noise:
     """Apply a noise spec to words: `noise.words(list_of_words, rng)` returns, per input word,
     the words that replace it (none when deleted, two when a word is inserted after it)."""
 
-    def __init__(self, spec: str | dict, vocabulary=()):
+    def __init__(self, spec: str | dict, vocabulary=(), lexicon: PhoneticLexicon | None = None):
         self.rates = parse_spec(spec) if isinstance(spec, str) else dict(spec)
-        self.lexicon = PhoneticLexicon(vocabulary) if self.rates.get("sub", 0) > 0 else None
+        if lexicon is None and self.rates.get("sub", 0) > 0:
+            lexicon = PhoneticLexicon(vocabulary)
+        self.lexicon = lexicon  # pass one to share it: building the index takes seconds
 
     def substitute(self, word: str, rng: np.random.Generator) -> str:
         lead, core, trail = _WORD.match(word).groups()

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.corpora import shared_data_dir
 from ..errors import LmlabError
 
 NAME = "objectives"
@@ -56,14 +57,16 @@ class Scale:
     cost_lengths: tuple
     sentences: int
     beam: int
+    words: int          # words per held-out sentence (denoise, fusion)
+    prose: str          # the English corpus of denoise and fusion
 
 
-FULL = Scale(layers=3, d_model=128, batch=16, context=128, protein_context=256, steps=300, protein_steps=300,
-             denoise_steps=400, lm_steps=300, eval_tokens=20000, pseudo_tokens=2048, lengths=(32, 64, 128, 256),
-             cost_lengths=(128, 256, 512, 1024, 2048), sentences=60, beam=4)
-QUICK = Scale(layers=1, d_model=32, batch=4, context=32, protein_context=32, steps=4, protein_steps=4,
+FULL = Scale(layers=3, d_model=128, batch=16, context=128, protein_context=256, steps=300, protein_steps=1500,
+             denoise_steps=1200, lm_steps=400, eval_tokens=20000, pseudo_tokens=2048, lengths=(32, 64, 128, 256),
+             cost_lengths=(128, 256, 512, 1024, 2048), sentences=60, beam=4, words=10, prose="english-prose")
+QUICK = Scale(layers=1, d_model=32, batch=4, context=64, protein_context=32, steps=4, protein_steps=4,
               denoise_steps=4, lm_steps=4, eval_tokens=256, pseudo_tokens=32, lengths=(16, 32),
-              cost_lengths=(32, 64), sentences=4, beam=2)
+              cost_lengths=(32, 64), sentences=4, beam=2, words=4, prose=str(shared_data_dir() / "multilingual" / "en.txt"))
 
 
 class Context:
@@ -71,6 +74,9 @@ class Context:
         self.scale = QUICK if args.quick else FULL
         self.out, self.seed, self.threads, self.quick = Path(args.out), args.seed, args.threads, args.quick
         self.log = lambda msg: print(msg, flush=True)
+
+    def prose(self) -> list[str]:
+        return ["tokenizer.kind=char", f"data.corpus={self.scale.prose}"]
 
     def base(self, context: int | None = None) -> list[str]:
         s = self.scale
@@ -160,7 +166,8 @@ def part_protein(ctx: Context) -> dict:
     from ..eval.mlm import mask_id_of, masked_scores, pseudo_perplexity, tile
 
     s = ctx.scale
-    data = ["tokenizer.kind=amino", "data.corpus=proteins", "train.objective=mlm", "model.causal=false"]
+    corpus = "proteins" if not ctx.quick else quick_fasta(ctx.out / "quick-proteins.faa")
+    data = ["tokenizer.kind=amino", f"data.corpus={corpus}", "train.objective=mlm", "model.causal=false"]
     base = ctx.base(s.protein_context) + data + [f"train.batch_size={max(1, s.batch // 2)}"]  # mlm's tokens per step
     attn = base + ["model.pattern=AF"]
     from .. import config
@@ -184,10 +191,39 @@ def part_protein(ctx: Context) -> dict:
             by_length[L] = scores
             ctx.log(f"  L={L}: masked acc {scores['masked_acc']:.3f}  pseudo-ppl {scores['pseudo_ppl']:.2f}")
         rows[name] = {"by_length": by_length, "params": model.num_params(), "overrides": overrides[len(base):],
+                      "unigram_ppl": unigram_perplexity(cfg, tokenizer, ids),
                       "train_tok_per_s": result["train_tok_per_s"], "cost": forward_cost(model, s.cost_lengths)}
     return {"variants": rows, "settings": {"base": base, "steps": s.protein_steps, "seed": ctx.seed,
                                            "eval_tokens": s.eval_tokens, "pseudo_tokens": s.pseudo_tokens,
                                            "lengths": list(s.lengths)}}
+
+
+def unigram_perplexity(cfg, tokenizer, val_ids) -> float:
+    """Perplexity of the training split's token frequencies (add-one) on the validation ids:
+    what a model that ignores context scores, the bar a masked LM has to clear."""
+    import math
+
+    import numpy as np
+
+    from ..data.shards import token_splits
+
+    train_ids, _ = token_splits(cfg, tokenizer)
+    counts = np.bincount(np.asarray(train_ids, dtype=np.int64), minlength=tokenizer.vocab_size) + 1.0
+    logp = np.log(counts / counts.sum())
+    return math.exp(-float(logp[val_ids].mean()))
+
+
+def quick_fasta(path: Path) -> Path:
+    """--quick only: random sequences over the 20 residues, so the smoke test needs no download."""
+    import numpy as np
+
+    from ..tokenizers.amino import STANDARD
+
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f">q{i}\n" + "".join(rng.choice(list(STANDARD), int(rng.integers(40, 120)))) + "\n"
+                            for i in range(80)))
+    return path
 
 
 def forward_cost(model, lengths, batch: int = 4, reps: int = 3) -> dict:
@@ -212,11 +248,157 @@ def forward_cost(model, lengths, batch: int = 4, reps: int = 3) -> dict:
     return out
 
 
+# -------------------------------------------------------------------------------------- denoise
+MIXED = "sub=0.1,del=0.05,ins=0.05,char=0.05"
+TEST_NOISES = {"sub": "sub=0.25", "del": "del=0.25", "ins": "ins=0.25", "char": "char=0.25", "mixed": MIXED}
+DENOISERS = {"mixed": MIXED, "char only": "char=0.25"}  # 0.25 noise events per word each
+
+
+def held_out_sentences(cfg, tokenizer, n: int, words: int = 10) -> list[str]:
+    """n chunks of `words` consecutive words, evenly spaced over the validation split."""
+    from ..data.shards import token_splits
+
+    _, val = token_splits(cfg, tokenizer)
+    all_words = tokenizer.decode(val).split()[1:]  # the split may start inside a word
+    step = max(words, (len(all_words) - words) // max(n, 1))
+    return [" ".join(all_words[i:i + words]) for i in range(0, step * n, step)][:n]
+
+
+def part_denoise(ctx: Context) -> dict:
+    import numpy as np
+
+    from ..data.noise import Noise, vocabulary
+    from ..eval.wer import wer
+    from ..infer.denoise import correct
+
+    s = ctx.scale
+    rows, sentences, noisy = {}, None, {}
+    for name, spec in DENOISERS.items():
+        model, tokenizer, cfg, _ = ctx.train(f"denoise/{_slug(name)}", ctx.base() + ctx.prose() + [
+            "train.objective=denoise", f"train.noise={spec}"], s.denoise_steps)
+        if sentences is None:
+            sentences = held_out_sentences(cfg, tokenizer, s.sentences, s.words)
+            from ..data.shards import token_splits
+
+            train_ids, _ = token_splits(cfg, tokenizer)
+            vocab = vocabulary(tokenizer.decode(np.asarray(train_ids)))
+            for k, (kind, test_spec) in enumerate(TEST_NOISES.items()):
+                noise = Noise(test_spec, vocab)
+                noisy[kind] = [noise(t, np.random.default_rng([ctx.seed, k, i])) for i, t in enumerate(sentences)]
+        row = {}
+        for kind in TEST_NOISES:
+            t0 = time.perf_counter()
+            fixed = [correct(model, tokenizer, src, beam=1) for src in noisy[kind]]
+            row[kind] = {"noisy_wer": wer(sentences, noisy[kind]), "corrected_wer": wer(sentences, fixed),
+                         "decode_s": time.perf_counter() - t0}
+            ctx.log(f"  {kind}: WER {row[kind]['noisy_wer']:.3f} -> {row[kind]['corrected_wer']:.3f}")
+        if name == "mixed":  # beam search against greedy, on the mixed test noise
+            fixed = [correct(model, tokenizer, src, beam=s.beam) for src in noisy["mixed"]]
+            row["mixed, beam"] = {"noisy_wer": row["mixed"]["noisy_wer"], "corrected_wer": wer(sentences, fixed),
+                                  "beam": s.beam, "examples": list(zip(sentences[:3], noisy["mixed"][:3], fixed[:3]))}
+        rows[name] = {"train_noise": spec, "by_test_noise": row, "params": model.num_params()}
+    return {"models": rows, "test_noises": TEST_NOISES,
+            "settings": {"base": ctx.base() + ctx.prose() + ["train.objective=denoise"], "steps": s.denoise_steps,
+                         "seed": ctx.seed, "sentences": len(sentences), "words_per_sentence": s.words}}
+
+
+# --------------------------------------------------------------------------------------- fusion
+def lm_sizes(scale: Scale) -> dict:
+    """Two causal LMs: one layer at half the width, and the experiment's base shape."""
+    half = max(16, scale.d_model // 2)
+    return {f"LM {1}x{half}": ["model.n_layers=1", f"model.d_model={half}"], f"LM {scale.layers}x{scale.d_model}": []}
+
+
+WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
+BONUSES = (0.0, 1.0, 2.0, 4.0)
+
+
+def synthetic_nbest(sentences: list[str], vocab, seed: int, k: int = 8) -> list[dict]:
+    """k noisy versions of each reference (mixed noise, rates scaled by a per-hypothesis draw
+    in [0, 1.5]) whose first-pass score is -(word errors) + N(0, 1.5): better hypotheses score
+    better on average, as a recogniser's would, but the first-pass best is often not the best."""
+    import numpy as np
+
+    from ..data.noise import Noise, PhoneticLexicon, parse_spec
+    from ..eval.wer import edit_distance
+
+    base, lexicon = parse_spec(MIXED), PhoneticLexicon(vocab)
+    lists = []
+    for i, ref in enumerate(sentences):
+        rng = np.random.default_rng([seed, 99, i])
+        hyps, seen = [], set()
+        for _ in range(8 * k):  # distinct hypotheses, as a recogniser's n-best list has
+            scale = float(rng.uniform(0.0, 1.5))
+            noise = Noise({kind: min(1.0, r * scale) for kind, r in base.items()}, lexicon=lexicon)
+            text = noise(ref, rng) or ref.split()[0]
+            if text in seen:
+                continue
+            seen.add(text)
+            errors = edit_distance(ref.split(), text.split())
+            hyps.append({"text": text, "score": -errors + float(rng.normal(0.0, 1.5))})
+            if len(hyps) == k:
+                break
+        lists.append({"id": i, "reference": ref, "hypotheses": hyps})
+    return lists
+
+
+def part_fusion(ctx: Context) -> dict:
+    import numpy as np
+
+    from ..data.noise import vocabulary
+    from ..data.shards import token_splits
+    from ..eval.wer import wer
+    from ..infer.fusion import TransformerScorer, rescore
+    from ..infer.ngram import CharNgramLM
+
+    s = ctx.scale
+    scorers, params = {}, {}
+    for name, size in lm_sizes(s).items():
+        model, tokenizer, cfg, _ = ctx.train(f"fusion/{_slug(name)}", ctx.base() + ctx.prose() + size, s.lm_steps)
+        scorers[name], params[name] = TransformerScorer(model, tokenizer), model.num_params()
+    train_ids, _ = token_splits(cfg, tokenizer)
+    train_text = tokenizer.decode(np.asarray(train_ids))
+    scorers["char 5-gram"] = CharNgramLM(train_text, 5)
+    sentences = held_out_sentences(cfg, tokenizer, 2 * s.sentences, s.words)
+    lists = synthetic_nbest(sentences, vocabulary(train_text), ctx.seed)
+    dev, test = lists[::2], lists[1::2]  # W and B are chosen on dev, reported on test
+    refs = lambda ls: [r["reference"] for r in ls]
+    first = lambda ls: [max(r["hypotheses"], key=lambda h: h["score"])["text"] for r in ls]
+    oracle = lambda ls: [min(r["hypotheses"], key=lambda h: _errors(r["reference"], h["text"]))["text"] for r in ls]
+    out = {"first_pass_wer": {"dev": wer(refs(dev), first(dev)), "test": wer(refs(test), first(test))},
+           "oracle_wer": {"dev": wer(refs(dev), oracle(dev)), "test": wer(refs(test), oracle(test))}, "lms": {}}
+    for name, scorer in scorers.items():
+        t0 = time.perf_counter()
+        lm_scores = {}  # one LM pass per hypothesis; the grid only recombines
+        for r in lists:
+            lm_scores[r["id"]] = rescore(r["hypotheses"], scorer, 0.0)["hypotheses"]
+        grid = {}
+        for W in WEIGHTS:
+            for B in BONUSES:
+                pick = lambda ls: [max(lm_scores[r["id"]], key=lambda h: h["score"] + W * h["lm"]
+                                       + B * len(h["text"].split()))["text"] for r in ls]
+                grid[f"{W},{B}"] = {"dev": wer(refs(dev), pick(dev)), "test": wer(refs(test), pick(test))}
+        best = min(grid, key=lambda key: (grid[key]["dev"], key))
+        out["lms"][name] = {"grid": grid, "best_on_dev": best, "test_wer_at_best": grid[best]["test"],
+                            "params": params.get(name), "score_s": time.perf_counter() - t0}
+        ctx.log(f"  {name}: W,B={best}: test WER {grid[best]['test']:.3f} (first pass {out['first_pass_wer']['test']:.3f})")
+    out["settings"] = {"base": ctx.base() + ctx.prose(), "steps": s.lm_steps, "seed": ctx.seed, "lists": len(lists),
+                       "hypotheses_per_list": "up to 8 distinct", "weights": list(WEIGHTS), "bonuses": list(BONUSES)}
+    out["example"] = lists[1]
+    return out
+
+
+def _errors(ref: str, hyp: str) -> int:
+    from ..eval.wer import edit_distance
+
+    return edit_distance(ref.split(), hyp.split())
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")
 
 
-MEASURES = {"mlm": part_mlm, "protein": part_protein}
+MEASURES = {"mlm": part_mlm, "protein": part_protein, "denoise": part_denoise, "fusion": part_fusion}
 
 
 def run(args) -> int:
