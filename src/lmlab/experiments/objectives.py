@@ -309,8 +309,8 @@ def lm_sizes(scale: Scale) -> dict:
     return {f"LM {1}x{half}": ["model.n_layers=1", f"model.d_model={half}"], f"LM {scale.layers}x{scale.d_model}": []}
 
 
-WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
-BONUSES = (0.0, 1.0, 2.0, 4.0)
+WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.4, 0.8)
+BONUSES = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
 def synthetic_nbest(sentences: list[str], vocab, seed: int, k: int = 8) -> list[dict]:

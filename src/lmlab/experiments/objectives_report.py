@@ -101,7 +101,7 @@ def protein_section(res: dict, docs: Path) -> str:
             "Corpus: `data.corpus=proteins` (2,100 real proteins, the predicted proteome shipped as pyhmmer's test "
             "data, fetched from the package index); tokenizer `amino`. Both trained on windows of "
             f"{res['settings']['lengths'][-1]} residues, then scored on non-overlapping validation windows of each "
-            f"length. {params}.\n\n" + "\n".join(lines) + "\n\nForward cost (no grad, batch 4, median of 3, this CPU):\n\n"
+            f"length. {params}.\n\n" + "\n".join(lines) + "\n\nForward cost (no grad, batch 4, median of 3, on this shared 2-core CPU while other jobs ran: rough ratios, not a benchmark):\n\n"
             + "\n".join(cost) + f"\n\n![protein MLM vs length]({png.name})\n\n" + _settings(res) + "\n\n" + verdict + "\n")
 
 
