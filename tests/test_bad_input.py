@@ -34,6 +34,9 @@ def place(tmp_path_factory):
     (root / "latin1.toml").write_bytes("[train]\nmax_steps = 2 # café\n".encode("latin-1"))
     (root / "file.txt").write_text("ROMEO: a plain file\n")
     (root / "dir").mkdir()
+    nbest = json.dumps({"id": 1, "hypotheses": [{"text": "a b", "score": -1.0}]})
+    (root / "nbest-ok.jsonl").write_text(nbest + "\n")
+    (root / "nbest-bad.jsonl").write_text(nbest + "\n{not json\n")
     (root / "noresume").mkdir()
     return root
 
@@ -62,6 +65,12 @@ CASES = [
     ("range", "edit {r} --curvature-mass 1.5 --data tinyshakespeare -o {p}/edited", "curvature", None),
     ("type", "probe {r} --task nope", "invalid choice", None),
     ("missing", "serve {m}", "does not exist", None),
+    ("missing", "rescore {m} --nbest {p}/nbest-ok.jsonl --weight 0.3", "does not exist", None),
+    ("missing", "rescore {r} --nbest {m} --weight 0.3", "not found", None),
+    ("type", "rescore {r} --nbest {p}/nbest-bad.jsonl --weight 0.3", "nbest-bad.jsonl:2", None),
+    ("range", "rescore {r} --nbest {p}/nbest-ok.jsonl --weight -1", "--weight", None),
+    ("range", "rescore {r} --nbest {p}/nbest-ok.jsonl --weight 0.3 --length-bonus nan", "--length-bonus", None),
+    ("type", "rescore ngram:x:{p}/file.txt --nbest {p}/nbest-ok.jsonl --weight 0.3", "ngram:ORDER", None),
     ("range", "serve {r} --port 70000", "port", None),
     ("missing", "analyze {m} --what lens -o {p}/an", "does not exist", None),
     ("type", "analyze {r} --what nope -o {p}/an", "invalid choice", None),

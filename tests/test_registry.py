@@ -31,7 +31,7 @@ def test_every_kind_is_registered_once_its_package_is_imported():
             "from lmlab.model.ffn import FFNS; from lmlab.model.block import MIXERS; "
             "print(json.dumps([sorted(r) for r in (REGISTRY, EMBEDDINGS, FFNS, MIXERS)]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == [["bpe", "byte", "char", "superbpe", "unicode", "unicode-bmp"],
+    assert json.loads(out) == [["amino", "bpe", "byte", "char", "superbpe", "unicode", "unicode-bmp"],
                                ["binary", "gaussian", "glyph", "trainable"],
                                ["blockdense", "blockshuffle", "lowrank", "mlp", "moe", "swiglu"],
                                ["A", "F", "L", "M"]]

@@ -63,6 +63,7 @@ class ModelConfig:
     moe_capacity: float = 0.0     # moe: capacity factor in training (0 = dropless)
     moe_aux_weight: float = 0.01  # moe: weight of the load-balancing loss
     moe_expert_ff: int = 0        # moe: expert width (0 = the dense d_ff / moe_top_k)
+    causal: bool = True           # false = bidirectional mixers (attention, M, L) for masked-LM training
 
 
 @dataclass
@@ -108,6 +109,10 @@ class TrainConfig:
     progress: bool = True
     max_minutes: float = 0.0      # 0 = no wall-clock budget; else stop (and checkpoint) after it
     parallel: str = "ddp"         # under torchrun: ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard)
+    objective: str = "clm"        # clm (next token) | mlm (masked tokens) | denoise (see lmlab.train.objectives)
+    mask_rate: float = 0.15       # mlm: fraction of positions predicted (80% [MASK], 10% random, 10% kept)
+    mask_span: float = 1.0        # mlm: mean length of masked spans (1 = single tokens; >1 = geometric spans)
+    noise: str = "sub=0.1,del=0.05,ins=0.05,char=0.05"  # denoise: noise kinds and rates (lmlab.data.noise)
 
 
 @dataclass
@@ -186,6 +191,7 @@ RANGES: dict[str, Range] = {
     **{f"train.{k}": NONNEG for k in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "seed", "eval_every",
                                       "ckpt_every", "keep_last", "threads", "max_minutes")},
     "train.lr": POSITIVE, "train.beta1": FRACTION, "train.beta2": FRACTION,
+    "train.mask_rate": UNIT, "train.mask_span": Range(1),
     "generate.max_new_tokens": COUNT, "generate.temperature": NONNEG, "generate.top_k": NONNEG,
     "generate.top_p": UNIT, "generate.repetition_penalty": POSITIVE, "generate.seed": NONNEG,
 }
@@ -194,6 +200,7 @@ RANGES: dict[str, Range] = {
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"),
     "train.parallel": ("ddp", "fsdp"),
+    "train.objective": ("clm", "mlm", "denoise"),
     "generate.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8"),
 }
 

@@ -53,6 +53,9 @@ def family(cfg) -> str:
 
     if not all(re.fullmatch(r"(AF)+", g) for g in cfg.pattern.split() or [""]):
         block("pattern", cfg.pattern, "exportable: attention and FFN sublayers in turn, 'AF'")
+    if not getattr(cfg, "causal", True):
+        block("causal", False, "these decoder families attend causally; a BERT-shaped export does not fit "
+                               "either, its blocks are post-norm where lmlab's are pre-norm")
     if cfg.embedding not in LOOKUP_EMBEDDINGS:
         block("embedding", cfg.embedding, f"exportable: {', '.join(LOOKUP_EMBEDDINGS)}")
     if cfg.meta_tokens:

@@ -127,6 +127,9 @@ def run_generate(args) -> int:
     else:
         model, _, cfg = load_model_arg(args.run, args.device)
         source = {"run": args.run}
+    from .generate import require_causal
+
+    require_causal(cfg)
     from ..model.packed import PackedLinear
     from ..infer.prepare import for_inference
 

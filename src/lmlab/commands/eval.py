@@ -48,6 +48,12 @@ def run(args) -> int:
         return 0
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
     ids = eval_ids(args, tokenizer, cfg)
+    if cfg.train.objective == "mlm":  # masked-token accuracy and pseudo-perplexity instead
+        from ..eval.mlm import evaluate_mlm
+
+        print_json({"data": args.data or "validation split",
+                    **evaluate_mlm(model, tokenizer, ids, args.batch_size, rate=cfg.train.mask_rate)})
+        return 0
     special = run_eval_options(args, model, tokenizer, cfg, ids)  # --long, --task, --knn, --voids
     if special is not None:
         print_json({"data": args.data or "validation split", **special})

@@ -37,6 +37,12 @@ def settings(args, gcfg) -> dict:
             "stop": args.stop if args.stop is not None else list(gcfg.stop)}
 
 
+def require_causal(cfg) -> None:
+    if not cfg.model.causal or cfg.train.objective == "mlm":
+        raise LmlabError("generation needs a causal model (this one was trained with model.causal = false "
+                         "or train.objective = \"mlm\")")
+
+
 def prompt_text(args, gcfg) -> str:
     from .common import read_stdin_text, read_text_file
 
@@ -52,6 +58,7 @@ def run(args) -> int:
     from ..infer.prepare import for_inference
 
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
+    require_causal(cfg)
     prompt = prompt_text(args, cfg.generate)
     if not prompt:
         raise LmlabError("the prompt is empty; give at least one character")

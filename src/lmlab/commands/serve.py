@@ -63,7 +63,10 @@ def run(args) -> int:
     from ..serve.server import bind, make_engine, uvicorn_server
     from .common import load_model_arg
 
+    from .generate import require_causal
+
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
+    require_causal(cfg)
     model = for_inference(model, args.dtype or cfg.generate.dtype, next(model.parameters()).device)
     context = model.cfg.context
     limit = args.max_tokens_limit or context

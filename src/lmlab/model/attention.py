@@ -1,4 +1,7 @@
-"""Causal multi-head attention with grouped-query heads, RoPE and a preallocated KV cache."""
+"""Causal multi-head attention with grouped-query heads, RoPE and a preallocated KV cache.
+
+`model.causal = false` makes it bidirectional (every query sees every key; for masked-LM
+training), which has no incremental decoding, so a cache is refused there."""
 from __future__ import annotations
 
 import torch
@@ -84,6 +87,7 @@ class CausalSelfAttention(nn.Module):
         self.hook_scores, self.hook_pattern = HookPoint(), HookPoint()
         self.hook_z = HookPoint()         # each head's mix of values [B, T, H, head_dim]
         self.hook_head_out = HookPoint()  # each head's write to the residual [B, T, H, d], bias not included
+        self.causal = getattr(cfg, "causal", True)
 
     def qkv_sizes(self) -> tuple[int, int, int]:
         return self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim
@@ -123,6 +127,8 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
             q, k = per_head(self.hook_q_rot, q), per_head(self.hook_k_rot, k)
         if cache is not None:
+            if not self.causal:
+                raise ValueError("a bidirectional model (model.causal = false) cannot decode incrementally")
             if "k" not in cache:
                 shape = (B, self.n_kv_heads, cache["max_len"], self.head_dim)
                 cache["k"] = torch.zeros(shape, dtype=cache_dtype(k), device=k.device)
@@ -133,7 +139,7 @@ class CausalSelfAttention(nn.Module):
             v = cache["v"][:, :, :start_pos + T]
         out_dtype = q.dtype  # the fp32 CPU cache computes in fp32; the output goes back to q's dtype
         q = q.to(k.dtype)
-        mask, causal = None, True
+        mask, causal = None, self.causal
         if start_pos > 0:
             causal = False
             if T > 1:  # a chunk after cached tokens: query i sees keys 0 .. start_pos + i

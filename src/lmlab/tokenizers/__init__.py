@@ -48,6 +48,6 @@ def load(directory: str | Path) -> Tokenizer:
     return REGISTRY.get(kind)[1](directory)
 
 
-from . import bpe, superbpe, unicode  # noqa: E402,F401  register their kinds (bpe needs HF tokenizers, a core dependency)
+from . import amino, bpe, superbpe, unicode  # noqa: E402,F401  register their kinds (bpe needs HF tokenizers, a core dependency)
 
 __all__ = ["Tokenizer", "ByteTokenizer", "CharTokenizer", "build", "load", "register", "kinds"]

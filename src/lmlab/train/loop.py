@@ -24,6 +24,7 @@ from ..embeddings import frozen_matrix
 from ..model import Transformer
 from ..model.training_hooks import set_progress, train_stats
 from .. import checkpoint
+from . import objectives
 from . import parallel as par
 from ..device import autocast, pick_device, pick_dtype
 from .metrics import MetricsLog
@@ -71,7 +72,7 @@ def prepare(cfg, resume_ckpt: Path | None):
     else:
         tokenizer = tokenizers.build(cfg.tokenizer, lambda: "".join(d.text for d in docs))
     if cfg.model.vocab_size == 0:
-        cfg.model.vocab_size = tokenizer.vocab_size
+        cfg.model.vocab_size = tokenizer.vocab_size + objectives.reserved_ids(cfg.train)  # e.g. [MASK]
     elif cfg.model.vocab_size < tokenizer.vocab_size:
         raise LmlabError(f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
     train_ids, val_ids = token_splits(cfg, tokenizer, docs)
@@ -194,7 +195,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
             if par.world() > 1:  # own dropout masks per rank, reproducible per step (resume stays exact)
                 torch.manual_seed(par.step_seed(tc.seed, step))
             for micro in range(tc.grad_accum):
-                x, y = loader.random_batch(train_ids, tc.batch_size, context, tc.seed, step, par.micro_index(micro))
+                x, y = objectives.draw(cfg, train_ids, tokenizer, step, par.micro_index(micro))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with par.no_sync(wrapped, last=micro == tc.grad_accum - 1):
                     with autocast(device, dtype):
@@ -221,7 +222,8 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
                       "tok_per_s": tokens_per_step / dt, "elapsed_s": elapsed_before + time.perf_counter() - t0}
             record.update(train_stats(model))  # numbers modules report, e.g. MoE tokens per expert
             if tc.eval_every and (step % tc.eval_every == 0 or step == tc.max_steps or out_of_time):
-                last_eval = evaluate_split(model, val_ids, token_nbytes, tc.eval_batches * tc.batch_size,
+                evaluate = objectives.evaluator(cfg, tokenizer, evaluate_split)  # clm: evaluate_split
+                last_eval = evaluate(model, val_ids, token_nbytes, tc.eval_batches * tc.batch_size,
                                            tc.batch_size, context, device, dtype)
                 record.update(last_eval)
                 if main:

@@ -8,6 +8,11 @@ m = H * u is a causal convolution with the impulse response H_t = Abar^t Bbar, d
 at inference the same recurrence runs one step at a time from the state kept in the cache.
 Output: W_o gelu(W_m m_t + W_x x_t). (LMUFormer's convolutional patch embedding is not used:
 our inputs are tokens.)
+
+Bidirectional (`model.causal = false`, for masked-LM training): a second memory runs over the
+reversed inputs (the same fixed Legendre system, so it summarises the next theta steps instead
+of the last ones) and gets its own readout W_m'; the two readouts are summed:
+W_o gelu(W_m m_t + W_m' m'_t + W_x x_t). The input projection W_u is shared.
 """
 from __future__ import annotations
 
@@ -76,6 +81,8 @@ class LMUMixer(nn.Module):
         # memorised inputs u [B, T, channels] and the memory m_t [B, T, channels, order] (the
         # LMU's state at every position; a replacement changes the output, not the cache)
         self.hook_u, self.hook_memory = HookPoint(), HookPoint()
+        self.causal = getattr(cfg, "causal", True)
+        self.m_proj_rev = None if self.causal else nn.Linear(self.c * self.q, cfg.d_model, bias=cfg.bias)
 
     def tables(self, T: int, device):
         key = (T, str(device))
@@ -102,6 +109,13 @@ class LMUMixer(nn.Module):
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         bsz, T, _ = x.shape
         u = self.hook_u(self.u_proj(x))
+        if self.m_proj_rev is not None:
+            if cache is not None:
+                raise ValueError("a bidirectional model (model.causal = false) cannot decode incrementally")
+            back = self.memory(u.flip(1))[0].flip(1)
+            back = self.m_proj_rev(back.to(x.dtype).reshape(bsz, T, self.c * self.q))
+            h = self.read(self.hook_memory(self.memory(u)[0]), x) + back
+            return self.out_proj(F.gelu(h, approximate="tanh"))
         state = None if cache is None or start_pos == 0 else cache.get("m")
         if T == 1 and state is not None:
             last = self.step(u[:, 0], state)
@@ -111,5 +125,9 @@ class LMUMixer(nn.Module):
         if cache is not None:
             cache["m"] = last.detach()
         m = self.hook_memory(m)
-        h = self.m_proj(m.to(x.dtype).reshape(bsz, T, self.c * self.q)) + self.x_proj(x)
-        return self.out_proj(F.gelu(h, approximate="tanh"))
+        return self.out_proj(F.gelu(self.read(m, x), approximate="tanh"))
+
+    def read(self, m, x):
+        """W_m m + W_x x for memories m [b,T,c,q] and inputs x [b,T,d]."""
+        bsz, T, _ = x.shape
+        return self.m_proj(m.to(x.dtype).reshape(bsz, T, self.c * self.q)) + self.x_proj(x)

@@ -7,6 +7,12 @@ B_t, C_t (size N) and dt_t are projections of the token, so the recurrence is "s
 Training uses the chunked form (quadratic inside a chunk, recurrence across chunks);
 generation runs the same recurrence one token at a time from the state kept in the cache.
 A short causal depthwise conv precedes the scan; its last inputs are cached as well.
+
+Bidirectional (`model.causal = false`, for masked-LM training), as Caduceus's BiMamba does it:
+a second scan runs over the reversed sequence and the two directions' outputs are summed. The
+input and output projections (and the gate and its norm) are shared by the two directions; each
+direction has its own conv, dt bias, decay A and skip D, so the reverse direction costs one more
+conv and scan but almost no parameters.
 """
 from __future__ import annotations
 
@@ -76,6 +82,16 @@ def ssd_recurrent(x, dt, A, B, C, state=None):
     return torch.stack(ys, 1), S
 
 
+def initial_dt_bias(h: int) -> torch.Tensor:
+    """dt = softplus(raw + dt_bias) starts log-uniform in [1e-3, 1e-1] (Mamba's range)."""
+    dt0 = torch.exp(torch.rand(h) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    return dt0 + torch.log(-torch.expm1(-dt0))   # inverse softplus
+
+
+def initial_a_log(h: int) -> torch.Tensor:
+    return torch.log(torch.empty(h).uniform_(1, 16))
+
+
 class SelectiveSSM(nn.Module):
     def __init__(self, cfg, chunk: int = 64):
         super().__init__()
@@ -92,11 +108,11 @@ class SelectiveSSM(nn.Module):
         # one projection for gate z, conv input (x, B, C) and per-head dt
         self.in_proj = nn.Linear(cfg.d_model, d_inner + conv_dim + self.h, bias=cfg.bias)
         self.conv = nn.Conv1d(conv_dim, conv_dim, self.k, groups=conv_dim, bias=True)
-        # dt = softplus(raw + dt_bias) starts log-uniform in [1e-3, 1e-1] (Mamba's range)
-        dt0 = torch.exp(torch.rand(self.h) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
-        self.dt_bias = nn.Parameter(dt0 + torch.log(-torch.expm1(-dt0)))   # inverse softplus
-        self.A_log = nn.Parameter(torch.log(torch.empty(self.h).uniform_(1, 16)))
+        self.dt_bias = nn.Parameter(initial_dt_bias(self.h))
+        self.A_log = nn.Parameter(initial_a_log(self.h))
         self.D = nn.Parameter(torch.ones(self.h))
+        self.causal = getattr(cfg, "causal", True)
+        self.rev = None if self.causal else ReverseScan(conv_dim, self.k, self.h)
         self.out_norm = nn.Parameter(torch.ones(d_inner))                 # gated RMSNorm gain
         self.out_proj = nn.Linear(d_inner, cfg.d_model, bias=cfg.bias)
         self.out_proj.residual_out = True
@@ -109,27 +125,59 @@ class SelectiveSSM(nn.Module):
 
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         bsz, T, _ = x.shape
-        z, xbc, dt = self.in_proj(x).split([self.d_inner, self.d_inner + 2 * self.n, self.h], dim=-1)
-        fresh = cache is None or start_pos == 0 or "ssm" not in cache
-        prev = xbc.new_zeros(bsz, self.k - 1, xbc.shape[-1]) if fresh else cache["conv"].to(xbc.dtype)
+        z, xbc, dt_raw = self.in_proj(x).split([self.d_inner, self.d_inner + 2 * self.n, self.h], dim=-1)
+        if self.rev is not None:
+            if cache is not None:
+                raise ValueError("a bidirectional model (model.causal = false) cannot decode incrementally")
+            y, _, _ = self.direction(xbc, dt_raw, self.conv, self.dt_bias, self.A_log, self.D, None, None)
+            r = self.rev
+            y_rev, _, _ = self.direction(xbc.flip(1), dt_raw.flip(1), r.conv, r.dt_bias, r.A_log, r.D, None, None,
+                                         hooked=False)
+            y = y + y_rev.flip(1)
+        else:
+            fresh = cache is None or start_pos == 0 or "ssm" not in cache
+            prev = None if fresh else cache["conv"].to(xbc.dtype)
+            y, padded, state = self.direction(xbc, dt_raw, self.conv, self.dt_bias, self.A_log, self.D, prev,
+                                              None if fresh else cache["ssm"])
+            if cache is not None:
+                cache["conv"] = padded[:, -(self.k - 1):].detach() if self.k > 1 else padded[:, :0].detach()
+                cache["ssm"] = state.detach()
+        y = y.to(x.dtype).reshape(bsz, T, self.d_inner)
+        y = F.rms_norm(y * F.silu(z), (self.d_inner,), self.out_norm, self.eps)
+        return self.out_proj(y)
+
+    def direction(self, xbc, dt_raw, conv, dt_bias, A_log, D, prev, state, hooked=True):
+        """Causal conv and scan of one direction from its conv inputs `prev` and scan `state`
+        (None = fresh): y [b,T,h,p] (fp32, with the D skip), the padded conv input, the state."""
+        bsz, T, _ = xbc.shape
+        if prev is None:
+            prev = xbc.new_zeros(bsz, self.k - 1, xbc.shape[-1])
         padded = torch.cat([prev, xbc], dim=1)            # causal conv: left context = last k-1 inputs
-        xbc = F.silu(F.conv1d(padded.transpose(1, 2), self.conv.weight, self.conv.bias,
-                              groups=self.conv.groups).transpose(1, 2))
+        xbc = F.silu(F.conv1d(padded.transpose(1, 2), conv.weight, conv.bias,
+                              groups=conv.groups).transpose(1, 2))
         xs, B, C = xbc.split([self.d_inner, self.n, self.n], dim=-1)
-        xs = self.hook_x(xs.reshape(bsz, T, self.h, self.p))
-        B, C = self.hook_B(B), self.hook_C(C)
-        dt = self.hook_dt(F.softplus(dt.float() + self.dt_bias))
-        A = -self.A_log.exp()
-        state = None if fresh else cache["ssm"]
+        xs = xs.reshape(bsz, T, self.h, self.p)
+        dt = F.softplus(dt_raw.float() + dt_bias)
+        if hooked:  # the forward direction's values carry the hook names (the reverse one has none)
+            xs, B, C, dt = self.hook_x(xs), self.hook_B(B), self.hook_C(C), self.hook_dt(dt)
+        A = -A_log.exp()
         if T == 1 and state is not None:
             y, state = ssd_step(xs[:, 0], dt[:, 0], A, B[:, 0], C[:, 0], state)
             y = y[:, None]
         else:
             y, state = ssd_scan(xs, dt, A, B, C, state, self.chunk)
-        state = self.hook_state(state)
-        if cache is not None:
-            cache["conv"] = padded[:, -(self.k - 1):].detach() if self.k > 1 else padded[:, :0].detach()
-            cache["ssm"] = state.detach()
-        y = self.hook_y(y + self.D[:, None] * xs.float()).to(x.dtype).reshape(bsz, T, self.d_inner)
-        y = F.rms_norm(y * F.silu(z), (self.d_inner,), self.out_norm, self.eps)
-        return self.out_proj(y)
+        if hooked:
+            state = self.hook_state(state)
+        y = y + D[:, None] * xs.float()
+        return (self.hook_y(y) if hooked else y), padded, state
+
+
+class ReverseScan(nn.Module):
+    """The reverse direction's own conv, dt bias, decay and skip (bidirectional SSM)."""
+
+    def __init__(self, conv_dim: int, k: int, h: int):
+        super().__init__()
+        self.conv = nn.Conv1d(conv_dim, conv_dim, k, groups=conv_dim, bias=True)
+        self.dt_bias = nn.Parameter(initial_dt_bias(h))
+        self.A_log = nn.Parameter(initial_a_log(h))
+        self.D = nn.Parameter(torch.ones(h))
