@@ -4,7 +4,6 @@ run directory, resume and SIGTERM keep the ranks together."""
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from lmlab import checkpoint
 from lmlab.train import parallel
 from lmlab.train.loop import train
 from lmlab.train.metrics import read as read_metrics
+from ranks import finish, launch
 
 # min_lr = lr, no warmup: a constant learning rate, so max_steps can change on resume
 SETTINGS = ["train.max_steps=6", "train.batch_size=4", "train.min_lr=3e-3", "train.warmup_steps=0", "train.eval_every=3", "train.ckpt_every=3",
@@ -42,29 +42,8 @@ def torchrun(out, extra=()):
 
 
 def launch_ranks(out, extra=(), resume=False):
-    """The two processes torchrun would start, started directly (the same environment variables,
-    without the agent's start-up time; and each rank's pid is at hand for signals)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
-        procs.append(subprocess.Popen([sys.executable, *train_args(out, extra, resume)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    return procs
-
-
-def finish(procs):
-    try:
-        outputs = [p.communicate(timeout=600) for p in procs]  # a hang would time out here
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return [p.returncode for p in procs], outputs
+    """The two processes torchrun would start, started directly (see ranks.py)."""
+    return launch(train_args(out, extra, resume))
 
 
 @pytest.fixture(scope="module")

@@ -86,16 +86,17 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         B, T, _ = x.shape
         q, k, v = self.project(x)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        # head counts from the projections' widths: under tensor parallelism they are local counts
+        q = q.view(B, T, -1, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, -1, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, -1, self.head_dim).transpose(1, 2)
         if self.use_rope:
             cos, sin = rope
             cos, sin = cos[start_pos:start_pos + T], sin[start_pos:start_pos + T]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             if "k" not in cache:
-                shape = (B, self.n_kv_heads, cache["max_len"], self.head_dim)
+                shape = (B, k.shape[1], cache["max_len"], self.head_dim)
                 cache["k"] = torch.zeros(shape, dtype=cache_dtype(k), device=k.device)
                 cache["v"] = torch.zeros(shape, dtype=cache_dtype(v), device=v.device)
             cache["k"][:, :, start_pos:start_pos + T] = k
@@ -120,7 +121,7 @@ class CausalSelfAttention(nn.Module):
             is_causal = True if causal and T > 1 else False
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=p,
-                enable_gqa=self.n_kv_heads != self.n_heads,
+                enable_gqa=k.shape[1] != q.shape[1],
             )
-        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim).to(out_dtype)
+        y = y.transpose(1, 2).reshape(B, T, -1).to(out_dtype)
         return self.o_proj(y)

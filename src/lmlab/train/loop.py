@@ -82,7 +82,7 @@ def prepare(cfg, resume_ckpt: Path | None):
 def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo=print) -> dict:
     """Under torchrun (see parallel.py) each rank runs this with DDP; rank 0 writes the run dir."""
     device = pick_device(cfg.train.device)
-    device, owns_group = par.init(device)
+    device, owns_group = par.init(device, cfg)
     try:
         result = _train(cfg, Path(out_dir), resume, progress, echo, device)
         if owns_group:
@@ -134,14 +134,14 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
         config_mod.save(cfg, out / "config.toml")
         metrics = MetricsLog(out / "metrics.jsonl", start_step if resume_ckpt is not None else None)
         writer = _tensorboard(out) if tc.tensorboard else None
-    wrapped = par.wrap(model, device, tc.parallel)  # DDP: `model` stays the plain module
+    wrapped = par.wrap(model, device, tc.parallel, tc.tp_size)  # DDP: `model` stays the plain module
     if par.sharded(model):  # FSDP sharded `model` in place: a new optimizer for its new parameters
         saved_optim, optimizer = optimizer.state_dict(), make_optimizer(model, tc, device)
         par.load_sharded_optimizer(model, optimizer, saved_optim)
     step_model = torch.compile(wrapped) if tc.compile else wrapped
     token_nbytes = tokenizer.token_nbytes()
     context = cfg.model.context
-    tokens_per_step = tc.batch_size * tc.grad_accum * context * par.world()  # batch_size is per rank
+    tokens_per_step = tc.batch_size * tc.grad_accum * context * par.dp_world()  # batch_size is per data rank
 
     def last_good() -> str:
         latest = out / checkpoint.CKPT_DIR / checkpoint.LATEST
@@ -185,7 +185,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
             for micro in range(tc.grad_accum):
                 x, y = loader.random_batch(train_ids, tc.batch_size, context, tc.seed, step, par.micro_index(micro))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with par.no_sync(wrapped, last=micro == tc.grad_accum - 1):
+                with par.micro_step(wrapped, last=micro == tc.grad_accum - 1):
                     with autocast(device, dtype):
                         _, loss = step_model(x, y)
                     aux = _aux_loss(model)

@@ -1,8 +1,11 @@
-"""Data parallelism on PyTorch's own engine (torch.distributed + DistributedDataParallel).
+"""Several processes on PyTorch's own engine: DDP, FSDP2 (fully_shard), tensor parallelism
+(tp.py) and FSDP x TP on a 2-D device mesh.
 
 Launched by torchrun, which sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR/PORT) for every
 process; without them (or with WORLD_SIZE=1) everything here is a no-op and training runs in one
 process exactly as before. The training loop calls these helpers; model code never sees them.
+Under tensor parallelism the ranks of one tp group see the same batch: "data ranks" (dp_rank,
+dp_world) are what batches, token counts and dropout seeds follow.
 """
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+KINDS = ("ddp", "fsdp", "tp", "fsdp+tp")
+_mesh = None  # the device mesh of a tensor-parallel run (dims "dp", "tp"), set by wrap
+
+
 def rank() -> int:
     return dist.get_rank() if active() else int(os.environ.get("RANK", "0"))
 
@@ -32,14 +39,56 @@ def world() -> int:
     return dist.get_world_size() if active() else 1
 
 
+def dp_world() -> int:
+    """Number of data-parallel groups (ranks that draw different batches)."""
+    return _mesh["dp"].size() if _mesh is not None else world()
+
+
+def dp_rank() -> int:
+    return _mesh["dp"].get_local_rank() if _mesh is not None else rank()
+
+
+def tp_size(kind: str, tp: int, n: int) -> int:
+    """Ranks per tensor-parallel group for `n` ranks (1 without tensor parallelism)."""
+    if kind == "tp":
+        if tp not in (0, n):
+            raise LmlabError(f"train.parallel=tp splits every layer over all {n} ranks (train.tp_size={tp}); "
+                             f"for data x tensor parallelism use train.parallel=fsdp+tp")
+        return n
+    if kind == "fsdp+tp":
+        if tp < 1 or n % tp:
+            raise LmlabError(f"train.parallel=fsdp+tp needs train.tp_size dividing the {n} ranks (got {tp})")
+        return tp
+    if tp > 1:
+        raise LmlabError(f"train.tp_size={tp} needs train.parallel=tp or fsdp+tp (got {kind})")
+    return 1
+
+
+def check(cfg) -> None:
+    """Refuse a parallel layout that cannot run, before any rank joins or computes anything."""
+    kind = cfg.train.parallel
+    if kind not in KINDS:
+        raise LmlabError(f"train.parallel={kind!r} unknown; valid: {', '.join(KINDS)}")
+    n = int(os.environ.get("WORLD_SIZE", "1"))
+    if n > 1:
+        tp = tp_size(kind, cfg.train.tp_size, n)
+        if tp > 1:
+            from . import tp as tp_plan
+
+            tp_plan.check(cfg.model, tp)
+
+
 def is_main() -> bool:
     """Rank 0 writes the run directory; the others only compute."""
     return rank() == 0
 
 
-def init(device: torch.device) -> tuple[torch.device, bool]:
+def init(device: torch.device, cfg=None) -> tuple[torch.device, bool]:
     """Join the process group if torchrun launched us: nccl on CUDA (one GPU per local rank),
-    gloo on CPU. Returns (device to use, whether this call created the group)."""
+    gloo on CPU. Returns (device to use, whether this call created the group). With a config,
+    its parallel layout is checked first."""
+    if cfg is not None:
+        check(cfg)
     if not launched() or active():
         return device, False
     if device.type == "cuda":
@@ -51,26 +100,42 @@ def init(device: torch.device) -> tuple[torch.device, bool]:
 
 
 def shutdown() -> None:
+    global _mesh
+    _mesh = None
     if active():
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp") -> torch.nn.Module:
+def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp", tp: int = 0) -> torch.nn.Module:
     """kind "ddp": DDP around the model (rank 0's weights are broadcast to all ranks here). No
     search for unused parameters (an extra autograd-graph walk per step): every parameter of the
     models here gets a gradient each step (MoE experts are slices of shared tensors).
     kind "fsdp": FSDP2 shards each block and the rest (embeddings, head) over the ranks, in place:
-    the module's parameters become DTensors, so the optimizer must be made afterwards."""
-    if kind not in ("ddp", "fsdp"):
-        raise LmlabError(f"train.parallel={kind!r} unknown; valid: ddp, fsdp")
+    the module's parameters become DTensors, so the optimizer must be made afterwards.
+    kind "tp": every layer split over all ranks (tp.py), in place. kind "fsdp+tp": a (dp, tp)
+    mesh, layers split over tp ranks and then sharded with FSDP2 over dp ranks."""
+    global _mesh
+    if kind not in KINDS:
+        raise LmlabError(f"train.parallel={kind!r} unknown; valid: {', '.join(KINDS)}")
     if world() == 1:
         return model
-    if kind == "fsdp":
+    tp = tp_size(kind, tp, world())
+    if tp > 1:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        from . import tp as tp_plan
+
+        _mesh = init_device_mesh(device.type, (world() // tp, tp), mesh_dim_names=("dp", "tp"))
+        tp_plan.parallelize(model, _mesh["tp"])
+    if kind in ("fsdp", "fsdp+tp"):
         from torch.distributed.fsdp import fully_shard
 
+        dp = _mesh["dp"] if _mesh is not None else None
         for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mesh=dp)
+        fully_shard(model, mesh=dp)
+        return model
+    if tp > 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
@@ -79,16 +144,18 @@ def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp") -> tor
 
 
 def sharded(model: torch.nn.Module) -> bool:
+    """The model's parameters are DTensors (FSDP, TP): collectives in forward, new optimizer."""
     if not active():
         return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _grad_sync(model: torch.nn.Module, last: bool):
     from torch.distributed.fsdp import FSDPModule
 
-    return isinstance(model, FSDPModule)
-
-
-def no_sync(model: torch.nn.Module, last: bool):
-    """Skip the gradient all-reduce on all but the last micro-step of gradient accumulation."""
-    if sharded(model):
+    if isinstance(model, FSDPModule):
         model.set_requires_gradient_sync(last)  # FSDP2: no reduce-scatter until the last
         return contextlib.nullcontext()
     if last or not hasattr(model, "no_sync"):
@@ -96,17 +163,32 @@ def no_sync(model: torch.nn.Module, last: bool):
     return model.no_sync()
 
 
+@contextlib.contextmanager
+def micro_step(model: torch.nn.Module, last: bool):
+    """Around one micro-batch's forward and backward: skip the gradient all-reduce on all but the
+    last micro-step of gradient accumulation; under TP, the vocabulary-parallel loss."""
+    with _grad_sync(model, last):
+        if _mesh is None:
+            yield
+        else:
+            from .tp import loss_context
+
+            with loss_context():
+                yield
+
+
 def micro_index(micro: int) -> int:
-    """Which of the step's micro-batches this rank draws: N ranks with A micro-steps each see
+    """Which of the step's micro-batches this rank draws: N data ranks with A micro-steps each see
     exactly the batches (seed, step, 0..A*N-1) that one process with grad_accum A*N sees."""
-    return micro * world() + rank()
+    return micro * dp_world() + dp_rank()
 
 
 def step_seed(seed: int, step: int) -> int:
-    """The torch seed a rank uses for one step's random draws (dropout): different on every rank, so
-    ranks do not drop the same units in lockstep, and a function of (seed, step, rank) only, so a
-    resumed run draws exactly what the uninterrupted one did."""
-    return (seed * 1_000_003 + step) * 4099 + rank()
+    """The torch seed a rank uses for one step's random draws (dropout): different on every data
+    rank, so ranks do not drop the same units in lockstep, and a function of (seed, step, rank)
+    only, so a resumed run draws exactly what the uninterrupted one did. The ranks of a tp group
+    share it: their replicated activations (embeddings) must be dropped alike."""
+    return (seed * 1_000_003 + step) * 4099 + dp_rank()
 
 
 def mean_and_flags(value: torch.Tensor, *flags: bool) -> tuple:
