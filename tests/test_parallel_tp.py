@@ -3,7 +3,9 @@ model computes what one process computes, trains along the same losses, and its 
 ordinary ones; variants without a plan are refused before any rank starts."""
 import json
 import os
+import pickle
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +81,8 @@ def test_training_follows_one_process(runs, layout):
         if "val_loss" in b:
             assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
     assert sharded[-1]["loss"] < sharded[0]["loss"] - 1.0
-    wa = load_file(checkpoint.resolve(runs / layout) / "model.safetensors")
+    ca = checkpoint.resolve(runs / layout)
+    wa = checkpoint.load_tensors(ca, checkpoint.read_state(ca))  # read whole from the shards
     wb = load_file(checkpoint.resolve(runs / f"{layout}-single") / "model.safetensors")
     assert wa.keys() == wb.keys()
     for k in wa:  # 20 Adam steps amplify the rounding of the sharded sums a little
@@ -129,3 +132,70 @@ def test_cli_refuses_an_ssm_under_tp_before_any_work(tmp_path):
         "error: tensor parallelism has no plan for model.pattern letters M (only A and F); "
         "use train.parallel=ddp or fsdp"]
     assert not (out / "config.toml").exists() and not (out / "checkpoints").exists()
+
+
+def test_sharded_checkpoint_has_one_shard_file_per_rank_and_nothing_half_written(runs):
+    ckpt = checkpoint.resolve(runs / "tp")
+    state = checkpoint.read_state(ckpt)
+    assert state["format"] == "dcp" and state["step"] == 20
+    assert sorted(p.name for p in ckpt.iterdir()) == ["dcp", "rng.pt", "state.json", "tokenizer"]
+    assert sorted(state["dcp_sha256"]) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert not list((runs / "tp" / "checkpoints").glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_resume_in_one_process_from_the_sharded_checkpoint(runs, tmp_path, layout):
+    """2 (tp) or 4 (fsdp+tp) ranks -> 1 process: the step-10 shards are read back whole and the
+    run goes on to step 20 along the uninterrupted sharded run's losses."""
+    run = tmp_path / layout
+    shutil.copytree(runs / layout, run)
+    shutil.rmtree(run / "checkpoints" / "step_0000020")
+    (run / "checkpoints" / "latest").write_text("step_0000010")
+    _, _, single = LAYOUTS[layout]
+    threads = torch.get_num_threads()
+    try:
+        cfg = config.load(str(run / "config.toml"), [*single, "train.threads=1"])
+        train(cfg, run, resume=True, progress=False, echo=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    resumed, whole = read_metrics(run), read_metrics(runs / layout)
+    assert [r["step"] for r in resumed] == list(range(1, 21))
+    for a, b in zip(resumed[10:], whole[10:]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    ckpt = checkpoint.resolve(run)  # written by one process: the plain files again
+    assert (ckpt / "model.safetensors").is_file() and not (ckpt / "dcp").exists()
+
+
+def test_a_damaged_or_foreign_shard_is_refused(runs, tmp_path):
+    run = tmp_path / "damaged"
+    shutil.copytree(runs / "tp", run)
+    ckpt = checkpoint.resolve(run)
+    shard = ckpt / "dcp" / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(LmlabError, match="corrupted, truncated or incomplete"):
+        checkpoint.load_model(run)
+    # a .metadata that names anything but DCP's own classes is never unpickled
+    (ckpt / "dcp" / ".metadata").write_bytes(pickle.dumps(subprocess.Popen))
+    with pytest.raises(LmlabError, match="unsafe .*subprocess.Popen is not part of"):
+        checkpoint.load_tensors(ckpt, checkpoint.read_state(ckpt), verify=False)
+
+
+def test_export_reads_a_sharded_checkpoint(tmp_path):
+    """One process can write the sharded format too: `lmlab export` gives the same HF files from
+    it as from the plain checkpoint of the same weights."""
+    from lmlab import checkpoint_dcp, tokenizers
+    from lmlab.cli import main
+    from lmlab.model import Transformer
+    from lmlab.train.optim import make_optimizer
+
+    cfg = config.load("tiny", ["model.norm=rmsnorm", "model.ffn=swiglu"])
+    tokenizer = tokenizers.build(cfg.tokenizer, lambda: "ROMEO: to be or not")
+    cfg.model.vocab_size = tokenizer.vocab_size
+    model = Transformer(cfg.model, tokenizer)
+    optimizer = make_optimizer(model, cfg.train, torch.device("cpu"))
+    checkpoint.save(tmp_path / "plain", 1, model, optimizer, tokenizer, cfg, {})
+    checkpoint_dcp.save(tmp_path / "sharded", 1, model, optimizer, tokenizer, cfg, {})
+    for name in ("plain", "sharded"):
+        assert main(["export", str(tmp_path / name), "--to", "hf", str(tmp_path / f"hf-{name}"), "--no-check"]) == 0
+    assert (tmp_path / "hf-plain" / "model.safetensors").read_bytes() == \
+        (tmp_path / "hf-sharded" / "model.safetensors").read_bytes()

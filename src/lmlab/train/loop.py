@@ -151,9 +151,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
         if not par.all_finite(model.parameters()):
             raise LmlabError(f"parameters are not finite after step {step}; training stopped, "
                              f"the last good checkpoint is {last_good()}")
-        weights, optim_state = par.full_state(model, optimizer)  # FSDP: gathered from all ranks
-        if main:
-            checkpoint.save(out, step, weights, optim_state, tokenizer, cfg,
+        par.save_checkpoint(out, step, model, optimizer, tokenizer, cfg,  # FSDP, TP: every rank its shards
                             {"tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.perf_counter() - t0,
                              "data": {"sampler": "seeded by (train.seed, step)", "next_step": step}},
                             keep_last=tc.keep_last)

@@ -220,34 +220,16 @@ def all_finite(params) -> bool:
     return t.item() == 0
 
 
-class _Saved:
-    """Stands for a module or optimizer in checkpoint.save: it only asks for state_dict()."""
+def save_checkpoint(out, step: int, model: torch.nn.Module, optimizer, tokenizer, cfg, state: dict,
+                    keep_last: int):
+    """A collective: a sharded model (FSDP, TP) is written by every rank, each its own shards
+    (checkpoint_dcp, nothing gathered); otherwise rank 0 writes the plain module's files."""
+    from .. import checkpoint, checkpoint_dcp
 
-    def __init__(self, state: dict):
-        self.state = state
-
-    def state_dict(self) -> dict:
-        return self.state
-
-
-def full_state(model: torch.nn.Module, optimizer):
-    """What checkpoint.save needs: the model and optimizer themselves, or for a sharded model
-    their gathered full states (a collective: every rank calls it; rank 0 receives them, on CPU).
-    The optimizer state is keyed by position as a one-process optimizer's is, so the files are
-    the same as a single-process run's and load anywhere."""
-    if not sharded(model):
-        return model, optimizer
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    tensors = get_model_state_dict(model, options=opts)
-    osd = get_optimizer_state_dict(model, optimizer, options=opts)
-    if osd:
-        index = {name: i for i, name in enumerate(n for g in osd["param_groups"] for n in g["params"])}
-        osd = {"state": {index[n]: v for n, v in osd["state"].items()},
-               "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in osd["param_groups"]]}
-    return _Saved(tensors), _Saved(osd)
+    if sharded(model):
+        checkpoint_dcp.save(out, step, model, optimizer, tokenizer, cfg, state, keep_last)
+    elif is_main():
+        checkpoint.save(out, step, model, optimizer, tokenizer, cfg, state, keep_last)
 
 
 def load_sharded_optimizer(model: torch.nn.Module, optimizer, saved: dict) -> None:
