@@ -25,17 +25,23 @@ from ..errors import LmlabError
 SUPPORTED_FFNS = ("mlp", "swiglu", "moe")
 
 
-def check(mcfg, tp: int) -> None:
-    """One-line error for a model that has no tensor-parallel plan over `tp` ranks."""
+def missing_plan(mcfg) -> str | None:
+    """What of the architecture has no tensor-parallel plan, or None."""
     letters = set("".join(mcfg.pattern.split()))
     if letters - {"A", "F"}:
-        raise LmlabError(f"tensor parallelism has no plan for model.pattern letters "
-                         f"{''.join(sorted(letters - {'A', 'F'}))} (only A and F); use train.parallel=ddp or fsdp")
+        return f"model.pattern letters {''.join(sorted(letters - {'A', 'F'}))} (only A and F)"
     if mcfg.ffn not in SUPPORTED_FFNS:
-        raise LmlabError(f"tensor parallelism has no plan for model.ffn={mcfg.ffn!r} "
-                         f"(only {', '.join(SUPPORTED_FFNS)}); use train.parallel=ddp or fsdp")
+        return f"model.ffn={mcfg.ffn!r} (only {', '.join(SUPPORTED_FFNS)})"
     if mcfg.meta_tokens:
-        raise LmlabError("tensor parallelism has no plan for model.meta_tokens; use train.parallel=ddp or fsdp")
+        return "model.meta_tokens"
+    return None
+
+
+def check(mcfg, tp: int) -> None:
+    """One-line error for a model that has no tensor-parallel plan over `tp` ranks."""
+    missing = missing_plan(mcfg)
+    if missing:
+        raise LmlabError(f"tensor parallelism has no plan for {missing}; use train.parallel=ddp or fsdp")
     kv = mcfg.n_kv_heads or mcfg.n_heads
     for name, value in (("model.n_heads", mcfg.n_heads), ("model.n_kv_heads", kv)):
         if value % tp:
@@ -134,37 +140,55 @@ def _mixer_plan(prefix: str, mixer: nn.Module) -> dict:
     return {}
 
 
-def parallelize(model: nn.Module, mesh) -> nn.Module:
-    """Apply the plan to `model` in place over the 1-D device mesh `mesh` (the tp dimension)."""
-    from torch.distributed.tensor import DTensor, Replicate, Shard
+def plan(model: nn.Module) -> tuple[dict, list]:
+    """(the parallelize_module plan, [(module kept whole, sequence dim of its output or None)])."""
+    from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, PrepareModuleOutput,
-                                                   SequenceParallel, parallelize_module)
+                                                   SequenceParallel)
 
-    tp = mesh.size()
-    check(model.cfg, tp)
-    plan = {"blocks.0": PrepareModuleInput(input_layouts=(Replicate(),), desired_input_layouts=(Shard(1),),
-                                           use_local_output=True),
-            "final_norm": SequenceParallel(),
-            "hook_final": PrepareModuleOutput(output_layouts=Shard(1), desired_output_layouts=Replicate(),
-                                              use_local_output=False)}
+    styles = {"blocks.0": PrepareModuleInput(input_layouts=(Replicate(),), desired_input_layouts=(Shard(1),),
+                                             use_local_output=True),
+              "final_norm": SequenceParallel(),
+              "hook_final": PrepareModuleOutput(output_layouts=Shard(1), desired_output_layouts=Replicate(),
+                                                use_local_output=False)}
     if model.lm_head is not None:
-        plan["lm_head"] = ColwiseParallel(output_layouts=Shard(-1), use_local_output=False)
-    local = []  # modules kept whole
+        styles["lm_head"] = ColwiseParallel(output_layouts=Shard(-1), use_local_output=False)
+    whole = []
     for i, block in enumerate(model.blocks):
         for key, sub in block.sublayers.items():
             prefix = f"blocks.{i}.sublayers.{key}"
-            plan[f"{prefix}.norm"] = SequenceParallel()
+            styles[f"{prefix}.norm"] = SequenceParallel()
             mixer_plan = _mixer_plan(f"{prefix}.mixer", sub.mixer)
             if mixer_plan:
-                plan.update(mixer_plan)
+                styles.update(mixer_plan)
             else:
-                local.append((sub.mixer, 1))
-    parallelize_module(model, mesh, plan)
+                whole.append((sub.mixer, 1))
+    if model.pos_embed is not None:
+        whole.append((model.pos_embed, None))
+    return styles, whole
+
+
+def split_parameters(model: nn.Module) -> set[str]:
+    """Names of the parameters the plan splits over the tp ranks (the others are replicated)."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+    styles, _ = plan(model)
+    split = {f"{key}.{n}" for key, style in styles.items() if isinstance(style, (ColwiseParallel, RowwiseParallel))
+             for n, _ in model.get_submodule(key).named_parameters()}
+    return split | {f"embed.{n}" for n, _ in model.embed.named_parameters()}
+
+
+def parallelize(model: nn.Module, mesh) -> nn.Module:
+    """Apply the plan to `model` in place over the 1-D device mesh `mesh` (the tp dimension)."""
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    check(model.cfg, mesh.size())
+    styles, whole = plan(model)
+    parallelize_module(model, mesh, styles)
     if any(True for _ in model.embed.parameters()):
         _distribute(model.embed, mesh, _vocab_embedding(mesh))
-    if model.pos_embed is not None:
-        local.append((model.pos_embed, None))
-    for module, shard in local:
+    for module, shard in whole:
         _distribute(module, mesh, _replicated_local(mesh, shard))
     plain = [n for n, p in model.named_parameters() if not isinstance(p, DTensor)]
     if plain:  # the optimizer's fused kernels refuse a mix of DTensors and tensors
