@@ -1,6 +1,7 @@
 """Data-parallel training (torchrun + DDP or FSDP2, gloo on CPU): two ranks with grad_accum A train
 the model that one process with grad_accum 2A trains (to float rounding), only rank 0 writes the
 run directory, resume and SIGTERM keep the ranks together."""
+import json
 import os
 import shutil
 import signal
@@ -170,3 +171,34 @@ def test_step_seed_differs_per_rank_and_repeats_per_step(monkeypatch):
         torch.manual_seed(s)
         masks.append(keep_mask((4096,), 0.2))
     assert not torch.equal(*masks)  # the two ranks drop different units at the same step
+
+
+def test_optimizer_offload_trains_as_one_process_with_clipping(runs, tmp_path):
+    """train.offload=optimizer (FSDP2 CPUOffloadPolicy): weights, gradients and AdamW state of each
+    shard live in host memory and the step runs there; with a clip small enough to act on every
+    step, the losses are one process's with the same clip (on this CPU-only machine the offload
+    moves nothing, so this checks the path, the clipping and the accounting)."""
+    root, _ = runs
+    clip = ["train.grad_clip=0.05"]
+    codes, outputs = finish(launch_ranks(tmp_path / "offload", ["train.grad_accum=2", "train.parallel=fsdp",
+                                                                "train.offload=optimizer", *clip]))
+    assert codes == [0, 0], outputs[0][1][-3000:]
+    threads = torch.get_num_threads()
+    try:
+        cfg = config.load("tiny", [*SETTINGS, "train.grad_accum=4", "train.threads=1", *clip])
+        train(cfg, tmp_path / "single-clipped", progress=False, echo=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    off, single = read_metrics(tmp_path / "offload"), read_metrics(tmp_path / "single-clipped")
+    for a, b in zip(off, single):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    # Adam hardly feels a per-step gradient scale, so the clip shows as a small but certain change:
+    # the run is ten times closer to one process with the same clip than to one with grad_clip 1.0
+    unclipped = read_metrics(root / "single")
+    same_clip = max(abs(a["loss"] - b["loss"]) for a, b in zip(off, single))
+    assert abs(off[-1]["loss"] - unclipped[-1]["loss"]) > 10 * max(same_clip, 1e-6)
+    summary = json.loads(outputs[0][0][outputs[0][0].index("{"):])
+    params = sum(v.numel() for v in checkpoint.load_tensors(checkpoint.resolve(tmp_path / "offload"),
+                 checkpoint.read_state(checkpoint.resolve(tmp_path / "offload"))).values())
+    assert summary["memory_bytes"]["weights"] == {"cpu": 4 * params // 2}  # rank 0's half, on the host
+    assert summary["memory_bytes"]["optimizer"]["cpu"] >= 2 * 4 * params // 2  # two moments per weight

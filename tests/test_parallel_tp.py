@@ -109,6 +109,10 @@ def test_tp_checkpoint_generates_in_one_process_what_the_single_run_generates(ru
     (["train.parallel=ddp", "train.tp_size=2"], "needs train.parallel=tp or fsdp+tp"),
     (["train.parallel=tp", "train.tp_size=1"], "use train.parallel=fsdp+tp"),
     (["train.parallel=pp"], "train.parallel='pp' unknown"),
+    (["train.parallel=ddp", "train.offload=optimizer"], "needs several ranks under torchrun and "
+                                                        "train.parallel=fsdp or fsdp+tp (got 2 rank(s), ddp)"),
+    (["train.parallel=fsdp", "train.offload=optimizer"], None),
+    (["train.offload=cpu"], "train.offload='cpu' unknown"),
 ])
 def test_layouts_without_a_plan_are_refused_up_front(monkeypatch, settings, message):
     monkeypatch.setenv("WORLD_SIZE", "2")

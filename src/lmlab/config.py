@@ -106,6 +106,7 @@ class TrainConfig:
     max_minutes: float = 0.0      # 0 = no wall-clock budget; else stop (and checkpoint) after it
     parallel: str = "ddp"         # under torchrun: ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard) | tp | fsdp+tp
     tp_size: int = 0              # ranks per tensor-parallel group (tp: 0 = all; fsdp+tp: must divide the ranks)
+    offload: str = ""             # "" | optimizer: FSDP2 CPUOffloadPolicy (sharded weights, grads, AdamW state on the host)
 
 
 @dataclass

@@ -134,7 +134,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
         config_mod.save(cfg, out / "config.toml")
         metrics = MetricsLog(out / "metrics.jsonl", start_step if resume_ckpt is not None else None)
         writer = _tensorboard(out) if tc.tensorboard else None
-    wrapped = par.wrap(model, device, tc.parallel, tc.tp_size)  # DDP: `model` stays the plain module
+    wrapped = par.wrap(model, device, tc.parallel, tc.tp_size, tc.offload)  # DDP: `model` stays the plain module
     if par.sharded(model):  # FSDP sharded `model` in place: a new optimizer for its new parameters
         saved_optim, optimizer = optimizer.state_dict(), make_optimizer(model, tc, device)
         par.load_sharded_optimizer(model, optimizer, saved_optim)
@@ -245,7 +245,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
     return {"step": step, "loss": last_loss, **last_eval, "params": model.num_params(),
             "tok_per_s": tokens_per_step / statistics.median(timed) if timed else 0.0,
             "elapsed_s": elapsed_before + time.perf_counter() - t0, "dtype": str(dtype).replace("torch.", ""),
-            "device": str(device)}
+            "device": str(device), "memory_bytes": par.memory_accounting(model, optimizer)}
 
 
 def _aux_loss(model):

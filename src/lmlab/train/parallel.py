@@ -70,6 +70,12 @@ def check(cfg) -> None:
     if kind not in KINDS:
         raise LmlabError(f"train.parallel={kind!r} unknown; valid: {', '.join(KINDS)}")
     n = int(os.environ.get("WORLD_SIZE", "1"))
+    offload = cfg.train.offload
+    if offload not in ("", "optimizer"):
+        raise LmlabError(f"train.offload={offload!r} unknown; valid: optimizer, or empty for none")
+    if offload and (n == 1 or kind not in ("fsdp", "fsdp+tp")):
+        raise LmlabError("train.offload=optimizer is FSDP2's CPU offload: it needs several ranks under torchrun "
+                         f"and train.parallel=fsdp or fsdp+tp (got {n} rank(s), {kind})")
     if n > 1:
         tp = tp_size(kind, cfg.train.tp_size, n)
         if tp > 1:
@@ -106,14 +112,17 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp", tp: int = 0) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp", tp: int = 0,
+         offload: str = "") -> torch.nn.Module:
     """kind "ddp": DDP around the model (rank 0's weights are broadcast to all ranks here). No
     search for unused parameters (an extra autograd-graph walk per step): every parameter of the
     models here gets a gradient each step (MoE experts are slices of shared tensors).
     kind "fsdp": FSDP2 shards each block and the rest (embeddings, head) over the ranks, in place:
     the module's parameters become DTensors, so the optimizer must be made afterwards.
     kind "tp": every layer split over all ranks (tp.py), in place. kind "fsdp+tp": a (dp, tp)
-    mesh, layers split over tp ranks and then sharded with FSDP2 over dp ranks."""
+    mesh, layers split over tp ranks and then sharded with FSDP2 over dp ranks. offload
+    "optimizer" (FSDP kinds): the sharded weights, gradients and optimizer state live in host
+    memory and the optimizer steps there (CPUOffloadPolicy); only gathered layers visit the device."""
     global _mesh
     if kind not in KINDS:
         raise LmlabError(f"train.parallel={kind!r} unknown; valid: {', '.join(KINDS)}")
@@ -128,12 +137,14 @@ def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp", tp: in
         _mesh = init_device_mesh(device.type, (world() // tp, tp), mesh_dim_names=("dp", "tp"))
         tp_plan.parallelize(model, _mesh["tp"])
     if kind in ("fsdp", "fsdp+tp"):
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
 
         dp = _mesh["dp"] if _mesh is not None else None
+        # pinned host memory speeds up copies to a GPU; on a CPU there is nothing to pin for
+        policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()
         for block in model.blocks:
-            fully_shard(block, mesh=dp)
-        fully_shard(model, mesh=dp)
+            fully_shard(block, mesh=dp, offload_policy=policy)
+        fully_shard(model, mesh=dp, offload_policy=policy)
         return model
     if tp > 1:
         return model
@@ -246,6 +257,27 @@ def load_sharded_optimizer(model: torch.nn.Module, optimizer, saved: dict) -> No
     set_optimizer_state_dict(model, optimizer, osd, options=StateDictOptions(full_state_dict=True))
     for group, was in zip(optimizer.param_groups, saved["param_groups"]):  # it turns tuples (betas) into lists
         group.update({k: v for k, v in was.items() if k != "params"})
+
+
+def memory_accounting(model: torch.nn.Module, optimizer) -> dict:
+    """Bytes this rank holds of weights, gradients and optimizer state, by device type (its own
+    shards: DTensors count their local part)."""
+    out: dict = {}
+
+    def add(part: str, t) -> None:
+        local = t.to_local() if hasattr(t, "to_local") else t
+        where = out.setdefault(part, {})
+        where[local.device.type] = where.get(local.device.type, 0) + local.numel() * local.element_size()
+
+    for p in model.parameters():
+        add("weights", p)
+        if p.grad is not None:
+            add("grads", p.grad)
+    for state in optimizer.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                add("optimizer", v)
+    return out
 
 
 def sum_floats(values: list[float], device: torch.device) -> list[float]:

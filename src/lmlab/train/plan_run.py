@@ -2,6 +2,7 @@
 peak, and `--measure`: a few real training steps of a layout under torchrun, next to its estimate."""
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -65,17 +66,20 @@ def measure(config: str, overrides: list[str], row: dict, devices: int, steps: i
         if devices > 1:
             cmd = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(devices), *cmd]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        with open(Path(tmp) / "stderr", "w+") as err:
-            proc = subprocess.Popen([sys.executable, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        with open(Path(tmp) / "stderr", "w+") as err, open(Path(tmp) / "stdout", "w+") as out:
+            proc = subprocess.Popen([sys.executable, *cmd], env=env, stdout=out, stderr=err)
             _, status, usage = os.wait4(proc.pid, 0)  # its rusage: the largest of it and its ranks
             proc.returncode = os.waitstatus_to_exitcode(status)
             if proc.returncode != 0:
                 err.seek(0)
                 tail = [line for line in err.read().splitlines() if line.strip()][-1:]
                 raise LmlabError(f"measuring {row['layout']} failed: {tail[0] if tail else proc.returncode}")
+            out.seek(0)
+            printed = out.read()
         from .metrics import read
 
         records = read(Path(tmp) / "run")
+    summary = json.loads(printed[printed.index("{"):])  # rank 0's summary of `lmlab train`
     timed = [r["tok_per_s"] for r in records[2:]] or [r["tok_per_s"] for r in records]
     return {"tokens_per_s": statistics.median(timed), "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,
-            "steps": len(records)}
+            "steps": len(records), "rank0_memory_bytes": summary.get("memory_bytes", {})}
