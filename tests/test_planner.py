@@ -88,6 +88,8 @@ def test_layouts_refuse_what_cannot_split():
     assert {(lay.dp, lay.tp, lay.pp) for lay in kept} == {(8, 1, 1), (4, 2, 1), (4, 1, 2), (2, 2, 2)}
     assert P.Layout(4, 2).lmlab_parallel is None and P.Layout(4, 2, fsdp=True).lmlab_parallel == "fsdp+tp"
     assert P.Layout(1, 2).lmlab_parallel == "tp" and P.Layout(2, 1, pp=2).lmlab_parallel is None
+    assert P.Layout(1, 1, fsdp=True, offload=True).lmlab_parallel is None
+    assert P.Layout(2, 1, fsdp=True, offload=True).lmlab_parallel == "fsdp"
 
 
 def test_a_global_batch_sets_micro_batch_and_accumulation_per_layout():

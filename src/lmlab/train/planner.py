@@ -81,9 +81,11 @@ class Layout:
     @property
     def lmlab_parallel(self) -> str | None:
         """The train.parallel value that runs this layout, or None where lmlab has none (pipeline
-        stages, recomputation, DDP x TP)."""
+        stages, recomputation, DDP x TP, offload in one process)."""
         if self.pp > 1 or self.recompute or (self.tp > 1 and self.dp > 1 and not self.fsdp):
             return None
+        if self.offload and self.dp * self.tp == 1:
+            return None  # FSDP2's offload needs a process group of several ranks
         if self.tp > 1:
             return "fsdp+tp" if self.fsdp else "tp"
         return "fsdp" if self.fsdp else "ddp"
@@ -234,7 +236,8 @@ def _reasons(shape: Shape, lay: Layout, mem: dict, t: dict, hw: Hardware) -> lis
                    f"(grad_accum {shape.grad_accum} micro-batches for {lay.pp} stages)")
     if lay.lmlab_parallel is None:
         out.append("on paper only: lmlab has no " + ("pipeline stages" if lay.pp > 1 else
-                   "activation recomputation" if lay.recompute else "DDP x TP (use fsdp+tp)"))
+                   "activation recomputation" if lay.recompute else
+                   "offload in one process" if lay.offload else "DDP x TP (use fsdp+tp)"))
     return out
 
 
