@@ -56,6 +56,7 @@ def main():
     if dist.get_rank() == 0:
         with open(sys.argv[1], "w") as f:
             json.dump(results, f, indent=1)
+    dist.barrier()  # leave together: gloo sometimes aborts a rank that tears down while another still works
     dist.destroy_process_group()
 
 
