@@ -1,10 +1,10 @@
 """Data-parallel training (torchrun + DDP or FSDP2, gloo on CPU): two ranks with grad_accum A train
 the model that one process with grad_accum 2A trains (to float rounding), only rank 0 writes the
 run directory, resume and SIGTERM keep the ranks together."""
+import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +19,7 @@ from lmlab import checkpoint
 from lmlab.train import parallel
 from lmlab.train.loop import train
 from lmlab.train.metrics import read as read_metrics
+from ranks import finish, launch
 
 # min_lr = lr, no warmup: a constant learning rate, so max_steps can change on resume
 SETTINGS = ["train.max_steps=6", "train.batch_size=4", "train.min_lr=3e-3", "train.warmup_steps=0", "train.eval_every=3", "train.ckpt_every=3",
@@ -42,29 +43,8 @@ def torchrun(out, extra=()):
 
 
 def launch_ranks(out, extra=(), resume=False):
-    """The two processes torchrun would start, started directly (the same environment variables,
-    without the agent's start-up time; and each rank's pid is at hand for signals)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
-        procs.append(subprocess.Popen([sys.executable, *train_args(out, extra, resume)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    return procs
-
-
-def finish(procs):
-    try:
-        outputs = [p.communicate(timeout=600) for p in procs]  # a hang would time out here
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return [p.returncode for p in procs], outputs
+    """The two processes torchrun would start, started directly (see ranks.py)."""
+    return launch(train_args(out, extra, resume))
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +128,8 @@ def test_resume_then_sigterm_to_one_rank(runs, tmp_path):
 
 def test_fsdp_resumes_the_ddp_checkpoint_and_ends_where_one_process_ends(runs, tmp_path):
     """train.parallel=fsdp (FSDP2 fully_shard): the full optimizer state of a checkpoint is
-    sharded on resume, and gathered again into files shaped exactly as a one-process run's."""
+    sharded on resume; the sharded checkpoint it writes reads back as exactly the state a
+    one-process run writes (same keys, positions and param_groups)."""
     root, _ = runs
     run = tmp_path / "fsdp"
     shutil.copytree(root / "ddp", run)
@@ -162,11 +143,13 @@ def test_fsdp_resumes_the_ddp_checkpoint_and_ends_where_one_process_ends(runs, t
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     assert fsdp[-1]["val_loss"] == pytest.approx(single[-1]["val_loss"], rel=1e-5)
     ca, cb = checkpoint.resolve(run), checkpoint.resolve(root / "single")
-    wa, wb = load_file(ca / "model.safetensors"), load_file(cb / "model.safetensors")
+    assert (ca / "dcp").is_dir() and not (ca / "model.safetensors").exists()  # written in shards
+    wa = checkpoint.load_tensors(ca, checkpoint.read_state(ca))
+    wb = load_file(cb / "model.safetensors")
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
-    oa = torch.load(ca / "optim.pt", weights_only=True)["optimizer"]
+    oa = checkpoint.load_optim(ca)["optimizer"]
     ob = torch.load(cb / "optim.pt", weights_only=True)["optimizer"]
     assert oa["param_groups"] == ob["param_groups"] and oa["state"].keys() == ob["state"].keys()
     for i, state in ob["state"].items():
@@ -188,3 +171,34 @@ def test_step_seed_differs_per_rank_and_repeats_per_step(monkeypatch):
         torch.manual_seed(s)
         masks.append(keep_mask((4096,), 0.2))
     assert not torch.equal(*masks)  # the two ranks drop different units at the same step
+
+
+def test_optimizer_offload_trains_as_one_process_with_clipping(runs, tmp_path):
+    """train.offload=optimizer (FSDP2 CPUOffloadPolicy): weights, gradients and AdamW state of each
+    shard live in host memory and the step runs there; with a clip small enough to act on every
+    step, the losses are one process's with the same clip (on this CPU-only machine the offload
+    moves nothing, so this checks the path, the clipping and the accounting)."""
+    root, _ = runs
+    clip = ["train.grad_clip=0.05"]
+    codes, outputs = finish(launch_ranks(tmp_path / "offload", ["train.grad_accum=2", "train.parallel=fsdp",
+                                                                "train.offload=optimizer", *clip]))
+    assert codes == [0, 0], outputs[0][1][-3000:]
+    threads = torch.get_num_threads()
+    try:
+        cfg = config.load("tiny", [*SETTINGS, "train.grad_accum=4", "train.threads=1", *clip])
+        train(cfg, tmp_path / "single-clipped", progress=False, echo=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    off, single = read_metrics(tmp_path / "offload"), read_metrics(tmp_path / "single-clipped")
+    for a, b in zip(off, single):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    # Adam hardly feels a per-step gradient scale, so the clip shows as a small but certain change:
+    # the run is ten times closer to one process with the same clip than to one with grad_clip 1.0
+    unclipped = read_metrics(root / "single")
+    same_clip = max(abs(a["loss"] - b["loss"]) for a, b in zip(off, single))
+    assert abs(off[-1]["loss"] - unclipped[-1]["loss"]) > 10 * max(same_clip, 1e-6)
+    summary = json.loads(outputs[0][0][outputs[0][0].index("{"):])
+    params = sum(v.numel() for v in checkpoint.load_tensors(checkpoint.resolve(tmp_path / "offload"),
+                 checkpoint.read_state(checkpoint.resolve(tmp_path / "offload"))).values())
+    assert summary["memory_bytes"]["weights"] == {"cpu": 4 * params // 2}  # rank 0's half, on the host
+    assert summary["memory_bytes"]["optimizer"]["cpu"] >= 2 * 4 * params // 2  # two moments per weight

@@ -127,9 +127,20 @@ def save(out_dir, step: int, model, optimizer, tokenizer, cfg, state: dict, keep
             torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                        tmp / "optim.pt")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish(tmp, step, tokenizer, cfg, {"model_sha256": sha256_file(tmp / "model.safetensors"), **state},
+                   keep_last)
+
+
+def publish(tmp: Path, step: int, tokenizer, cfg, state: dict, keep_last: int = 2) -> Path:
+    """Finish a checkpoint whose tensors are in `tmp` (inside checkpoints/): tokenizer and
+    state.json, fsync, rename to step_NNNNNNN, then `latest`, then prune."""
+    root = tmp.parent
+    try:
         tokenizer.save(tmp / "tokenizer")
-        full_state = {"step": step, "config": config_mod.to_dict(cfg),
-                      "model_sha256": sha256_file(tmp / "model.safetensors"), **state}
+        full_state = {"step": step, "config": config_mod.to_dict(cfg), **state}
         (tmp / "state.json").write_text(jsonio.dumps(full_state, indent=1))
         _fsync_tree(tmp)
         final = root / step_name(step)
@@ -183,6 +194,10 @@ def read_state(ckpt: Path) -> dict:
 
 
 def load_tensors(ckpt: Path, state: dict, verify: bool = True) -> dict[str, torch.Tensor]:
+    if state.get("format") == "dcp":  # written in shards by several ranks
+        from . import checkpoint_dcp
+
+        return checkpoint_dcp.read_model(ckpt, state, verify)
     path = ckpt / "model.safetensors"
     if not path.is_file():
         raise LmlabError(f"checkpoint {ckpt}: model.safetensors is missing")
@@ -195,6 +210,10 @@ def load_tensors(ckpt: Path, state: dict, verify: bool = True) -> dict[str, torc
 
 
 def load_optim(ckpt: Path) -> dict | None:
+    if (ckpt / "dcp").is_dir():
+        from . import checkpoint_dcp
+
+        return checkpoint_dcp.read_optim(ckpt, read_state(ckpt))
     path = ckpt / "optim.pt"
     if not path.is_file():
         return None

@@ -108,7 +108,9 @@ class TrainConfig:
     tensorboard: bool = False
     progress: bool = True
     max_minutes: float = 0.0      # 0 = no wall-clock budget; else stop (and checkpoint) after it
-    parallel: str = "ddp"         # under torchrun: ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard)
+    parallel: str = "ddp"         # under torchrun: ddp (DistributedDataParallel) | fsdp (FSDP2 fully_shard) | tp | fsdp+tp
+    tp_size: int = 0              # ranks per tensor-parallel group (tp: 0 = all; fsdp+tp: must divide the ranks)
+    offload: str = ""             # "" | optimizer: FSDP2 CPUOffloadPolicy (sharded weights, grads, AdamW state on the host)
     objective: str = "clm"        # clm (next token) | mlm (masked tokens) | denoise (see lmlab.train.objectives)
     mask_rate: float = 0.15       # mlm: fraction of positions predicted (80% [MASK], 10% random, 10% kept)
     mask_span: float = 1.0        # mlm: mean length of masked spans (1 = single tokens; >1 = geometric spans)
@@ -189,7 +191,7 @@ RANGES: dict[str, Range] = {
     "data.val_fraction": FRACTION,
     **{f"train.{k}": COUNT for k in ("max_steps", "batch_size", "grad_accum", "eval_batches", "log_every")},
     **{f"train.{k}": NONNEG for k in ("min_lr", "warmup_steps", "weight_decay", "grad_clip", "seed", "eval_every",
-                                      "ckpt_every", "keep_last", "threads", "max_minutes")},
+                                      "ckpt_every", "keep_last", "threads", "max_minutes", "tp_size")},
     "train.lr": POSITIVE, "train.beta1": FRACTION, "train.beta2": FRACTION,
     "train.mask_rate": UNIT, "train.mask_span": Range(1),
     "generate.max_new_tokens": COUNT, "generate.temperature": NONNEG, "generate.top_k": NONNEG,
@@ -199,7 +201,8 @@ RANGES: dict[str, Range] = {
 # String fields with a closed set of values known here (model kinds are checked by the model).
 CHOICES: dict[str, tuple[str, ...]] = {
     "train.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"),
-    "train.parallel": ("ddp", "fsdp"),
+    "train.parallel": ("ddp", "fsdp", "tp", "fsdp+tp"),
+    "train.offload": ("", "optimizer"),
     "train.objective": ("clm", "mlm", "denoise"),
     "generate.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8"),
 }

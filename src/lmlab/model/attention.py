@@ -116,9 +116,10 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, rope=None, cache: dict | None = None, start_pos: int = 0):
         B, T, _ = x.shape
         q, k, v = self.project(x)
-        q = self.hook_q(q.view(B, T, self.n_heads, self.head_dim)).transpose(1, 2)
-        k = self.hook_k(k.view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)
-        v = self.hook_v(v.view(B, T, self.n_kv_heads, self.head_dim)).transpose(1, 2)
+        # head counts from the projections' widths: under tensor parallelism they are local counts
+        q = self.hook_q(q.view(B, T, -1, self.head_dim)).transpose(1, 2)
+        k = self.hook_k(k.view(B, T, -1, self.head_dim)).transpose(1, 2)
+        v = self.hook_v(v.view(B, T, -1, self.head_dim)).transpose(1, 2)
         if isinstance(start_pos, torch.Tensor):  # per-row positions [B]: rows of different lengths
             return self.o_proj(self.rows_attention(q, k, v, rope, cache, start_pos))
         if self.use_rope:
@@ -130,7 +131,7 @@ class CausalSelfAttention(nn.Module):
             if not self.causal:
                 raise ValueError("a bidirectional model (model.causal = false) cannot decode incrementally")
             if "k" not in cache:
-                shape = (B, self.n_kv_heads, cache["max_len"], self.head_dim)
+                shape = (B, k.shape[1], cache["max_len"], self.head_dim)
                 cache["k"] = torch.zeros(shape, dtype=cache_dtype(k), device=k.device)
                 cache["v"] = torch.zeros(shape, dtype=cache_dtype(v), device=v.device)
             cache["k"][:, :, start_pos:start_pos + T] = k
@@ -156,7 +157,7 @@ class CausalSelfAttention(nn.Module):
             is_causal = True if causal and T > 1 else False
             y = attend(q, k, v, mask, is_causal, p)
         z = self.hook_z(y.transpose(1, 2))
-        out = self.o_proj(z.reshape(B, T, self.n_heads * self.head_dim).to(out_dtype))
+        out = self.o_proj(z.reshape(B, T, -1).to(out_dtype))
         return self.head_writes(z.to(out_dtype), out) if self.hook_head_out.active else out
 
     def explicit_attention(self, q, k, v, allowed, p: float):

@@ -93,7 +93,7 @@ def train(cfg, out_dir, resume: bool = False, progress: bool | None = None, echo
 
 def _train_group(cfg, out: Path, resume: bool, progress: bool | None, echo) -> dict:
     device = pick_device(cfg.train.device)
-    device, owns_group = par.init(device)
+    device, owns_group = par.init(device, cfg)
     try:
         result = _train(cfg, out, resume, progress, echo, device)
         if owns_group:
@@ -146,14 +146,14 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
         config_mod.save(cfg, out / "config.toml")
         metrics = MetricsLog(out / "metrics.jsonl", start_step if resume_ckpt is not None else None)
         writer = _tensorboard(out) if tc.tensorboard else None
-    wrapped = par.wrap(model, device, tc.parallel)  # DDP: `model` stays the plain module
+    wrapped = par.wrap(model, device, tc.parallel, tc.tp_size, tc.offload)  # DDP: `model` stays the plain module
     if par.sharded(model):  # FSDP sharded `model` in place: a new optimizer for its new parameters
         saved_optim, optimizer = optimizer.state_dict(), make_optimizer(model, tc, device)
         par.load_sharded_optimizer(model, optimizer, saved_optim)
     step_model = torch.compile(wrapped) if tc.compile else wrapped
     token_nbytes = tokenizer.token_nbytes()
     context = cfg.model.context
-    tokens_per_step = tc.batch_size * tc.grad_accum * context * par.world()  # batch_size is per rank
+    tokens_per_step = tc.batch_size * tc.grad_accum * context * par.dp_world()  # batch_size is per data rank
 
     def last_good() -> str:
         latest = out / checkpoint.CKPT_DIR / checkpoint.LATEST
@@ -163,9 +163,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
         if not par.all_finite(model.parameters()):
             raise LmlabError(f"parameters are not finite after step {step}; training stopped, "
                              f"the last good checkpoint is {last_good()}")
-        weights, optim_state = par.full_state(model, optimizer)  # FSDP: gathered from all ranks
-        if main:
-            checkpoint.save(out, step, weights, optim_state, tokenizer, cfg,
+        par.save_checkpoint(out, step, model, optimizer, tokenizer, cfg,  # FSDP, TP: every rank its shards
                             {"tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.perf_counter() - t0,
                              "data": {"sampler": "seeded by (train.seed, step)", "next_step": step}},
                             keep_last=tc.keep_last)
@@ -197,7 +195,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
             for micro in range(tc.grad_accum):
                 x, y = objectives.draw(cfg, train_ids, tokenizer, step, par.micro_index(micro))
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                with par.no_sync(wrapped, last=micro == tc.grad_accum - 1):
+                with par.micro_step(wrapped, last=micro == tc.grad_accum - 1):
                     with autocast(device, dtype):
                         _, loss = step_model(x, y)
                     aux = _aux_loss(model)
@@ -260,7 +258,7 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
     return {"step": step, "loss": last_loss, **last_eval, "params": model.num_params(),
             "tok_per_s": tokens_per_step / statistics.median(timed) if timed else 0.0,
             "elapsed_s": elapsed_before + time.perf_counter() - t0, "dtype": str(dtype).replace("torch.", ""),
-            "device": str(device)}
+            "device": str(device), "memory_bytes": par.memory_accounting(model, optimizer)}
 
 
 def _aux_loss(model):

@@ -1,8 +1,11 @@
-"""Data parallelism on PyTorch's own engine (torch.distributed + DistributedDataParallel).
+"""Several processes on PyTorch's own engine: DDP, FSDP2 (fully_shard), tensor parallelism
+(tp.py) and FSDP x TP on a 2-D device mesh.
 
 Launched by torchrun, which sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR/PORT) for every
 process; without them (or with WORLD_SIZE=1) everything here is a no-op and training runs in one
 process exactly as before. The training loop calls these helpers; model code never sees them.
+Under tensor parallelism the ranks of one tp group see the same batch: "data ranks" (dp_rank,
+dp_world) are what batches, token counts and dropout seeds follow.
 """
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+KINDS = ("ddp", "fsdp", "tp", "fsdp+tp")
+_mesh = None  # the device mesh of a tensor-parallel run (dims "dp", "tp"), set by wrap
+
+
 def rank() -> int:
     return dist.get_rank() if active() else int(os.environ.get("RANK", "0"))
 
@@ -32,14 +39,62 @@ def world() -> int:
     return dist.get_world_size() if active() else 1
 
 
+def dp_world() -> int:
+    """Number of data-parallel groups (ranks that draw different batches)."""
+    return _mesh["dp"].size() if _mesh is not None else world()
+
+
+def dp_rank() -> int:
+    return _mesh["dp"].get_local_rank() if _mesh is not None else rank()
+
+
+def tp_size(kind: str, tp: int, n: int) -> int:
+    """Ranks per tensor-parallel group for `n` ranks (1 without tensor parallelism)."""
+    if kind == "tp":
+        if tp not in (0, n):
+            raise LmlabError(f"train.parallel=tp splits every layer over all {n} ranks (train.tp_size={tp}); "
+                             f"for data x tensor parallelism use train.parallel=fsdp+tp")
+        return n
+    if kind == "fsdp+tp":
+        if tp < 1 or n % tp:
+            raise LmlabError(f"train.parallel=fsdp+tp needs train.tp_size dividing the {n} ranks (got {tp})")
+        return tp
+    if tp > 1:
+        raise LmlabError(f"train.tp_size={tp} needs train.parallel=tp or fsdp+tp (got {kind})")
+    return 1
+
+
+def check(cfg) -> None:
+    """Refuse a parallel layout that cannot run, before any rank joins or computes anything."""
+    kind = cfg.train.parallel
+    if kind not in KINDS:
+        raise LmlabError(f"train.parallel={kind!r} unknown; valid: {', '.join(KINDS)}")
+    n = int(os.environ.get("WORLD_SIZE", "1"))
+    offload = cfg.train.offload
+    if offload not in ("", "optimizer"):
+        raise LmlabError(f"train.offload={offload!r} unknown; valid: optimizer, or empty for none")
+    if offload and (n == 1 or kind not in ("fsdp", "fsdp+tp")):
+        raise LmlabError("train.offload=optimizer is FSDP2's CPU offload: it needs several ranks under torchrun "
+                         f"and train.parallel=fsdp or fsdp+tp (got {n} rank(s), {kind})")
+    if n > 1:
+        tp = tp_size(kind, cfg.train.tp_size, n)
+        if tp > 1:
+            from . import tp as tp_plan
+
+            tp_plan.check(cfg.model, tp)
+
+
 def is_main() -> bool:
     """Rank 0 writes the run directory; the others only compute."""
     return rank() == 0
 
 
-def init(device: torch.device) -> tuple[torch.device, bool]:
+def init(device: torch.device, cfg=None) -> tuple[torch.device, bool]:
     """Join the process group if torchrun launched us: nccl on CUDA (one GPU per local rank),
-    gloo on CPU. Returns (device to use, whether this call created the group)."""
+    gloo on CPU. Returns (device to use, whether this call created the group). With a config,
+    its parallel layout is checked first."""
+    if cfg is not None:
+        check(cfg)
     if not launched() or active():
         return device, False
     if device.type == "cuda":
@@ -51,26 +106,47 @@ def init(device: torch.device) -> tuple[torch.device, bool]:
 
 
 def shutdown() -> None:
+    global _mesh
+    _mesh = None
     if active():
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp") -> torch.nn.Module:
+def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp", tp: int = 0,
+         offload: str = "") -> torch.nn.Module:
     """kind "ddp": DDP around the model (rank 0's weights are broadcast to all ranks here). No
     search for unused parameters (an extra autograd-graph walk per step): every parameter of the
     models here gets a gradient each step (MoE experts are slices of shared tensors).
     kind "fsdp": FSDP2 shards each block and the rest (embeddings, head) over the ranks, in place:
-    the module's parameters become DTensors, so the optimizer must be made afterwards."""
-    if kind not in ("ddp", "fsdp"):
-        raise LmlabError(f"train.parallel={kind!r} unknown; valid: ddp, fsdp")
+    the module's parameters become DTensors, so the optimizer must be made afterwards.
+    kind "tp": every layer split over all ranks (tp.py), in place. kind "fsdp+tp": a (dp, tp)
+    mesh, layers split over tp ranks and then sharded with FSDP2 over dp ranks. offload
+    "optimizer" (FSDP kinds): the sharded weights, gradients and optimizer state live in host
+    memory and the optimizer steps there (CPUOffloadPolicy); only gathered layers visit the device."""
+    global _mesh
+    if kind not in KINDS:
+        raise LmlabError(f"train.parallel={kind!r} unknown; valid: {', '.join(KINDS)}")
     if world() == 1:
         return model
-    if kind == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+    tp = tp_size(kind, tp, world())
+    if tp > 1:
+        from torch.distributed.device_mesh import init_device_mesh
 
+        from . import tp as tp_plan
+
+        _mesh = init_device_mesh(device.type, (world() // tp, tp), mesh_dim_names=("dp", "tp"))
+        tp_plan.parallelize(model, _mesh["tp"])
+    if kind in ("fsdp", "fsdp+tp"):
+        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+
+        dp = _mesh["dp"] if _mesh is not None else None
+        # pinned host memory speeds up copies to a GPU; on a CPU there is nothing to pin for
+        policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()
         for block in model.blocks:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mesh=dp, offload_policy=policy)
+        fully_shard(model, mesh=dp, offload_policy=policy)
+        return model
+    if tp > 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
@@ -79,16 +155,18 @@ def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp") -> tor
 
 
 def sharded(model: torch.nn.Module) -> bool:
+    """The model's parameters are DTensors (FSDP, TP): collectives in forward, new optimizer."""
     if not active():
         return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _grad_sync(model: torch.nn.Module, last: bool):
     from torch.distributed.fsdp import FSDPModule
 
-    return isinstance(model, FSDPModule)
-
-
-def no_sync(model: torch.nn.Module, last: bool):
-    """Skip the gradient all-reduce on all but the last micro-step of gradient accumulation."""
-    if sharded(model):
+    if isinstance(model, FSDPModule):
         model.set_requires_gradient_sync(last)  # FSDP2: no reduce-scatter until the last
         return contextlib.nullcontext()
     if last or not hasattr(model, "no_sync"):
@@ -96,17 +174,32 @@ def no_sync(model: torch.nn.Module, last: bool):
     return model.no_sync()
 
 
+@contextlib.contextmanager
+def micro_step(model: torch.nn.Module, last: bool):
+    """Around one micro-batch's forward and backward: skip the gradient all-reduce on all but the
+    last micro-step of gradient accumulation; under TP, the vocabulary-parallel loss."""
+    with _grad_sync(model, last):
+        if _mesh is None:
+            yield
+        else:
+            from .tp import loss_context
+
+            with loss_context():
+                yield
+
+
 def micro_index(micro: int) -> int:
-    """Which of the step's micro-batches this rank draws: N ranks with A micro-steps each see
+    """Which of the step's micro-batches this rank draws: N data ranks with A micro-steps each see
     exactly the batches (seed, step, 0..A*N-1) that one process with grad_accum A*N sees."""
-    return micro * world() + rank()
+    return micro * dp_world() + dp_rank()
 
 
 def step_seed(seed: int, step: int) -> int:
-    """The torch seed a rank uses for one step's random draws (dropout): different on every rank, so
-    ranks do not drop the same units in lockstep, and a function of (seed, step, rank) only, so a
-    resumed run draws exactly what the uninterrupted one did."""
-    return (seed * 1_000_003 + step) * 4099 + rank()
+    """The torch seed a rank uses for one step's random draws (dropout): different on every data
+    rank, so ranks do not drop the same units in lockstep, and a function of (seed, step, rank)
+    only, so a resumed run draws exactly what the uninterrupted one did. The ranks of a tp group
+    share it: their replicated activations (embeddings) must be dropped alike."""
+    return (seed * 1_000_003 + step) * 4099 + dp_rank()
 
 
 def mean_and_flags(value: torch.Tensor, *flags: bool) -> tuple:
@@ -138,34 +231,16 @@ def all_finite(params) -> bool:
     return t.item() == 0
 
 
-class _Saved:
-    """Stands for a module or optimizer in checkpoint.save: it only asks for state_dict()."""
+def save_checkpoint(out, step: int, model: torch.nn.Module, optimizer, tokenizer, cfg, state: dict,
+                    keep_last: int):
+    """A collective: a sharded model (FSDP, TP) is written by every rank, each its own shards
+    (checkpoint_dcp, nothing gathered); otherwise rank 0 writes the plain module's files."""
+    from .. import checkpoint, checkpoint_dcp
 
-    def __init__(self, state: dict):
-        self.state = state
-
-    def state_dict(self) -> dict:
-        return self.state
-
-
-def full_state(model: torch.nn.Module, optimizer):
-    """What checkpoint.save needs: the model and optimizer themselves, or for a sharded model
-    their gathered full states (a collective: every rank calls it; rank 0 receives them, on CPU).
-    The optimizer state is keyed by position as a one-process optimizer's is, so the files are
-    the same as a single-process run's and load anywhere."""
-    if not sharded(model):
-        return model, optimizer
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    tensors = get_model_state_dict(model, options=opts)
-    osd = get_optimizer_state_dict(model, optimizer, options=opts)
-    if osd:
-        index = {name: i for i, name in enumerate(n for g in osd["param_groups"] for n in g["params"])}
-        osd = {"state": {index[n]: v for n, v in osd["state"].items()},
-               "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in osd["param_groups"]]}
-    return _Saved(tensors), _Saved(osd)
+    if sharded(model):
+        checkpoint_dcp.save(out, step, model, optimizer, tokenizer, cfg, state, keep_last)
+    elif is_main():
+        checkpoint.save(out, step, model, optimizer, tokenizer, cfg, state, keep_last)
 
 
 def load_sharded_optimizer(model: torch.nn.Module, optimizer, saved: dict) -> None:
@@ -182,6 +257,27 @@ def load_sharded_optimizer(model: torch.nn.Module, optimizer, saved: dict) -> No
     set_optimizer_state_dict(model, optimizer, osd, options=StateDictOptions(full_state_dict=True))
     for group, was in zip(optimizer.param_groups, saved["param_groups"]):  # it turns tuples (betas) into lists
         group.update({k: v for k, v in was.items() if k != "params"})
+
+
+def memory_accounting(model: torch.nn.Module, optimizer) -> dict:
+    """Bytes this rank holds of weights, gradients and optimizer state, by device type (its own
+    shards: DTensors count their local part)."""
+    out: dict = {}
+
+    def add(part: str, t) -> None:
+        local = t.to_local() if hasattr(t, "to_local") else t
+        where = out.setdefault(part, {})
+        where[local.device.type] = where.get(local.device.type, 0) + local.numel() * local.element_size()
+
+    for p in model.parameters():
+        add("weights", p)
+        if p.grad is not None:
+            add("grads", p.grad)
+    for state in optimizer.state.values():
+        for v in state.values():
+            if isinstance(v, torch.Tensor):
+                add("optimizer", v)
+    return out
 
 
 def sum_floats(values: list[float], device: torch.device) -> list[float]:

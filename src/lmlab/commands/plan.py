@@ -1,0 +1,96 @@
+"""`lmlab plan -c CONFIG --devices N --memory-gb M [...]`: ranked parallel layouts (see train/planner.py)."""
+from __future__ import annotations
+
+from ..options import COUNT, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT
+from .common import add_config_args, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="rank data/tensor/pipeline/FSDP/offload layouts for N devices (estimates)")
+    add_config_args(p)
+    p.add_argument("--devices", type=COUNT, required=True, help="number of devices (GPUs, or processes here)")
+    p.add_argument("--memory-gb", type=POSITIVE_FLOAT, required=True, help="memory per device, GB")
+    p.add_argument("--interconnect-gbps", type=POSITIVE_FLOAT, default=100.0,
+                   help="Gbit/s per device between nodes (default 100)")
+    p.add_argument("--intra-node-gbps", type=NONNEG_FLOAT, default=0.0,
+                   help="Gbit/s per device inside a node (default: --interconnect-gbps)")
+    p.add_argument("--node-size", type=COUNT, default=8, help="devices per node; TP stays inside one (default 8)")
+    p.add_argument("--peak-tflops", type=NONNEG_FLOAT, default=0.0,
+                   help="achievable matmul TFLOP/s per device (default: measured here, one thread)")
+    p.add_argument("--latency-us", type=NONNEG_FLOAT, default=10.0, help="latency per ring step of a collective (default 10)")
+    p.add_argument("--global-batch-tokens", type=NONNEG_INT, default=0,
+                   help="tokens per step for every layout (default: train.batch_size x grad_accum per data rank)")
+    p.add_argument("--top", type=COUNT, default=10, help="plans to print (default 10)")
+    p.add_argument("--json", action="store_true", help="every plan (and the refused layouts) as JSON")
+    p.add_argument("--measure", type=NONNEG_INT, default=0, metavar="K",
+                   help="also train the K best layouts lmlab can run for a few steps here, predicted vs measured")
+    p.add_argument("--steps", type=COUNT, default=6, help="steps per measured layout (default 6)")
+    p.set_defaults(func=run)
+
+
+def _check(args) -> None:
+    from ..errors import LmlabError
+
+    for name in ("devices", "memory_gb", "node_size", "top", "steps"):
+        if getattr(args, name) <= 0:
+            raise LmlabError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("interconnect_gbps", "intra_node_gbps", "peak_tflops", "latency_us", "measure",
+                 "global_batch_tokens"):
+        if getattr(args, name) < 0:
+            raise LmlabError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
+    if not args.config:
+        raise LmlabError("lmlab plan needs -c CONFIG")
+
+
+def run(args) -> int:
+    from .. import config
+    from ..train import plan_run, planner
+
+    _check(args)
+    cfg = config.load(args.config, args.overrides)
+    plan_run.resolve_vocab(cfg)
+    peak = args.peak_tflops or plan_run.measured_peak_tflops(cfg)
+    hw = planner.Hardware(devices=args.devices, memory_gb=args.memory_gb, peak_tflops=peak,
+                          inter_gbps=args.interconnect_gbps, intra_gbps=args.intra_node_gbps,
+                          node_size=args.node_size, latency_us=args.latency_us)
+    result = planner.plan(planner.shape_of(cfg), hw, args.global_batch_tokens)
+    result["peak_tflops_source"] = "given" if args.peak_tflops else "measured here, one thread"
+    if args.measure:
+        runnable = [r for r in result["plans"] if r["fits"] and r["lmlab_parallel"]][:args.measure]
+        for row in runnable:
+            row["measured"] = plan_run.measure(args.config, args.overrides, row, args.devices, args.steps)
+    if args.json:
+        print_json(result)
+    else:
+        print(format_plans(result, args.top))
+    return 0
+
+
+def format_plans(result: dict, top: int) -> str:
+    hw = result["hardware"]
+    inside = f", {hw['intra_gbps']:g} inside" if hw["intra_gbps"] else ""
+    lines = [f"{hw['devices']} devices x {hw['memory_gb']:g} GB, {hw['peak_tflops']:.3g} TFLOP/s each "
+             f"({result['peak_tflops_source']}), {hw['inter_gbps']:g} Gbit/s between nodes of {hw['node_size']}"
+             f"{inside}; {result['shape']['params'] / 1e6:.1f} M parameters",
+             f"{'#':>3} {'layout':<31} {'fits':<4} {'GB/dev':>7} {'step ms':>9} {'tok/s':>10} {'MFU':>5}  "
+             f"{'train.parallel':<14} why"]
+    for i, r in enumerate(result["plans"][:top], 1):
+        lines.append(f"{i:>3} {r['layout']:<31} {'yes' if r['fits'] else 'no':<4} {r['memory_gb']['total']:>7.2f} "
+                     f"{1e3 * r['time_s']['step_s']:>9.1f} {r['tokens_per_s']:>10.0f} {100 * r['mfu']:>4.0f}%  "
+                     f"{r['lmlab_parallel'] or '-':<14} {'; '.join(r['reasons'])}")
+        if "measured" in r:
+            m = r["measured"]
+            lines.append(f"{'':>3} {'  measured here':<31} {'':<4} {m['peak_rss_gb']:>7.2f} "
+                         f"{1e3 * r['tokens_per_step'] / m['tokens_per_s']:>9.1f} {m['tokens_per_s']:>10.0f}"
+                         f"        (peak RSS of the largest process; predicted/measured tok/s "
+                         f"{r['tokens_per_s'] / m['tokens_per_s']:.2f}; rank 0 holds {_state(m)})")
+    if result["refused"]:
+        lines.append("refused: " + "; ".join(f"{r['layout']} ({r['why']})" for r in result["refused"]))
+    return "\n".join(lines)
+
+
+def _state(measured: dict) -> str:
+    """'weights 6.5 MB (cpu), optimizer 13.0 MB (cpu)' from a measured run's memory accounting."""
+    parts = [f"{part} {sum(d.values()) / 1e6:.1f} MB ({', '.join(d)})"
+             for part, d in measured.get("rank0_memory_bytes", {}).items()]
+    return ", ".join(parts) or "nothing reported"
