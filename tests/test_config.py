@@ -45,3 +45,12 @@ def test_presets_load_and_missing_preset_lists_them():
     assert (sc.model.n_layers, sc.model.n_heads, sc.model.d_model, sc.model.context) == (6, 6, 384, 256)
     with pytest.raises(LmlabError, match="tiny"):
         config.load("no-such-preset")
+
+
+def test_grad_accum_may_change_on_resume_only_when_the_batch_per_step_stays():
+    run = config.load("tiny", ["train.grad_accum=1"])
+    fewer_ranks = config.load("tiny", ["train.grad_accum=2"])
+    config.check_resume(run, fewer_ranks, data_ranks=(2, 1))  # 1 x 2 ranks = 2 x 1 rank: the same batches
+    for ranks in ((1, 1), None):
+        with pytest.raises(LmlabError, match="train.grad_accum cannot change on resume"):
+            config.check_resume(run, fewer_ranks, data_ranks=ranks)

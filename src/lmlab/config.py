@@ -233,14 +233,20 @@ RESUMABLE = ("train.max_steps", "train.max_minutes", "train.eval_every", "train.
              "train.warmup_steps", "data.cache_dir", "generate.*")
 
 
-def check_resume(run: Config, new: Config) -> None:
-    """Refuse a resume whose config changes a field outside RESUMABLE, naming the first one."""
+def check_resume(run: Config, new: Config, data_ranks: tuple[int, int] | None = None) -> None:
+    """Refuse a resume whose config changes a field outside RESUMABLE, naming the first one.
+
+    data_ranks = (the run's, this resume's) data-parallel ranks: train.grad_accum may change when
+    grad_accum x data ranks stays the same, i.e. the same batches are drawn on fewer or more ranks."""
+    rebatched = data_ranks is not None and run.train.grad_accum * data_ranks[0] == new.train.grad_accum * data_ranks[1]
     for section in SECTIONS:
         if f"{section}.*" in RESUMABLE:
             continue
         for key in _fields(getattr(run, section)):
             name, was, now = f"{section}.{key}", getattr(getattr(run, section), key), getattr(getattr(new, section), key)
             if was == now or name in RESUMABLE or (name == "model.vocab_size" and now == 0):  # 0 = the tokenizer's
+                continue
+            if name == "train.grad_accum" and rebatched:
                 continue
             raise LmlabError(f"{name} cannot change on resume (the run has {was!r}, asked {now!r}); a resume may "
                              f"change only {_grouped(RESUMABLE)}; train into another -o for a new run")

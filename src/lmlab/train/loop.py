@@ -111,7 +111,9 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
     resume_ckpt = None
     if resume and (out / checkpoint.CKPT_DIR / checkpoint.LATEST).is_file():
         resume_ckpt = checkpoint.resolve(out)
-        config_mod.check_resume(config_mod.from_dict(checkpoint.read_state(resume_ckpt)["config"]), cfg)
+        saved = checkpoint.read_state(resume_ckpt)
+        ranks = saved.get("data", {}).get("data_ranks")
+        config_mod.check_resume(config_mod.from_dict(saved["config"]), cfg, (ranks, par.planned_dp_world(cfg.train)) if ranks else None)
     elif not resume and any((out / checkpoint.CKPT_DIR).glob("step_*")):
         raise LmlabError(f"{out} already holds a run; pass --resume to continue it, or choose another -o")
     tc = cfg.train
@@ -165,7 +167,8 @@ def _train(cfg, out: Path, resume: bool, progress: bool | None, echo, device) ->
                              f"the last good checkpoint is {last_good()}")
         par.save_checkpoint(out, step, model, optimizer, tokenizer, cfg,  # FSDP, TP: every rank its shards
                             {"tokens_seen": tokens_seen, "elapsed_s": elapsed_before + time.perf_counter() - t0,
-                             "data": {"sampler": "seeded by (train.seed, step)", "next_step": step}},
+                             "data": {"sampler": "seeded by (train.seed, step)", "next_step": step,
+                                      "data_ranks": par.dp_world()}},
                             keep_last=tc.keep_last)
 
     stop_requested = []

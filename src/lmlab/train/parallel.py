@@ -44,6 +44,11 @@ def dp_world() -> int:
     return _mesh["dp"].size() if _mesh is not None else world()
 
 
+def planned_dp_world(tc) -> int:
+    """dp_world() as it will be once wrap() has run with this TrainConfig (callable before it)."""
+    return world() // tp_size(tc.parallel, tc.tp_size, world()) if world() > 1 else 1
+
+
 def dp_rank() -> int:
     return _mesh["dp"].get_local_rank() if _mesh is not None else rank()
 
