@@ -194,7 +194,7 @@ def test_export_reads_a_sharded_checkpoint(tmp_path):
     cfg = config.load("tiny", ["model.norm=rmsnorm", "model.ffn=swiglu"])
     tokenizer = tokenizers.build(cfg.tokenizer, lambda: "ROMEO: to be or not")
     cfg.model.vocab_size = tokenizer.vocab_size
-    model = Transformer(cfg.model, tokenizer)
+    model = Transformer(cfg.model)
     optimizer = make_optimizer(model, cfg.train, torch.device("cpu"))
     checkpoint.save(tmp_path / "plain", 1, model, optimizer, tokenizer, cfg, {})
     checkpoint_dcp.save(tmp_path / "sharded", 1, model, optimizer, tokenizer, cfg, {})

@@ -138,7 +138,7 @@ def test_cli_prints_ranked_plans_as_json(capsys):
 
 def test_cli_refuses_bad_numbers(capsys):
     assert main(["plan", "-c", "tiny", "--devices", "0", "--memory-gb", "8"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --devices must be positive, got 0"
+    assert capsys.readouterr().err.strip() == "error: lmlab plan: argument --devices: must be >= 1, got 0"
 
 
 def test_measure_runs_the_best_layout_and_reports_it(capsys):

@@ -28,25 +28,10 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _check(args) -> None:
-    from ..errors import LmlabError
-
-    for name in ("devices", "memory_gb", "node_size", "top", "steps"):
-        if getattr(args, name) <= 0:
-            raise LmlabError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("interconnect_gbps", "intra_node_gbps", "peak_tflops", "latency_us", "measure",
-                 "global_batch_tokens"):
-        if getattr(args, name) < 0:
-            raise LmlabError(f"--{name.replace('_', '-')} must not be negative, got {getattr(args, name)}")
-    if not args.config:
-        raise LmlabError("lmlab plan needs -c CONFIG")
-
-
 def run(args) -> int:
     from .. import config
     from ..train import plan_run, planner
 
-    _check(args)
     cfg = config.load(args.config, args.overrides)
     plan_run.resolve_vocab(cfg)
     peak = args.peak_tflops or plan_run.measured_peak_tflops(cfg)
