@@ -105,6 +105,23 @@ def test_every_layer_reaches_the_loss_and_the_last_seen_position_is_not_a_variab
         assert g.abs().sum() > 0 and g[:, :, -1].abs().sum() > 0
 
 
+def test_generation_encodes_the_prompt_and_every_re_encoded_window_through_hso():
+    model = tiny_model()
+    setting, calls = hso.Setting(2, 10.0), []
+    encode = hso.prefill(setting)
+
+    def recorded(m, seq, cache):
+        calls.append(seq.shape[1])
+        return encode(m, seq, cache)
+
+    prompt = ids(10)
+    list(decode_steps(model, prompt, 40, prefill=recorded))
+    assert calls == [10, 16, 16]  # the prompt, then the last half-context each time the cache of 32 fills
+    first = encode(model, prompt, model.new_cache(32))[:, -1]
+    torch.testing.assert_close(first, hso.continue_logits(model, prompt, prompt[:, :0], setting)[:, -1], rtol=0, atol=1e-5)
+    assert not torch.allclose(first, model(prompt)[0][:, -1])
+
+
 def test_rows_are_optimised_independently():
     model = tiny_model()
     a, b = ids(12, seed=10), ids(12, seed=11)
