@@ -132,7 +132,7 @@ def render(r: dict) -> str:
 {quick}The thesis proposes hidden-state optimisation (HSO): at inference, take a few gradient steps on the
 cached hidden states of the text seen so far (not on the weights) to raise that text's likelihood, then
 predict. lmlab's version (`lmlab generate/eval --hso STEPS --hso-lr LR`, `src/lmlab/infer/hso.py`;
-definition in [docs/inference.md](../inference.md#hidden-state-optimisation)) optimises every attention
+definition in [docs/inference.md](../inference.md#how-each-works-here)) optimises every attention
 layer's K and V of the seen positions but the last, by plain gradient descent on the mean log-loss of
 the seen tokens, then runs the last seen token and the new ones through that cache.
 
