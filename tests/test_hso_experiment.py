@@ -2,6 +2,7 @@
 import json
 
 from lmlab.cli import main
+from test_experiments_quick import assert_rerendered
 
 CLAIM_KEYS = {"paper", "claim", "setting", "number", "verdict", "why", "report", "command"}
 VERDICTS = {"holds", "does not hold at this scale", "mixed", "not measurable here"}
@@ -12,10 +13,7 @@ def test_hso_quick(tmp_path):
     argv = ["experiment", "hso", "--quick", "--work", str(tmp_path / "runs"), "--doc", str(doc)]
     assert main(argv) == 0
     results = json.loads((tmp_path / "docs" / "hso-results.json").read_text())
-    page = doc.read_text(encoding="utf-8")
-    doc.unlink()
-    assert main(argv + ["--render-only"]) == 0
-    assert doc.read_text(encoding="utf-8") == page
+    page = assert_rerendered(argv, doc)
     lm = results["lm"]
     assert set(lm["tune"]) == set(lm["test"]) == {"english-prose", "tinyshakespeare", "german"}
     assert set(lm["tune"]["german"]) == {"plain", "1 steps, lr 1", "2 steps, lr 1"} and lm["chosen"] in lm["flops"]

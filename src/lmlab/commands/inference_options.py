@@ -15,7 +15,7 @@ from ..errors import LmlabError
 from ..jsonio import dumps
 from .common import COUNT, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, existing, ranged
 
-HSO_LR = 1.0  # --hso-lr default (docs/experiments/hso.md compares step sizes)
+HSO_LR = 30.0  # --hso-lr default: the middle of the step sizes docs/experiments/hso.md compares
 
 
 def _add_lminfinite(p) -> None:

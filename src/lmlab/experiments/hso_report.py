@@ -188,7 +188,7 @@ log-loss of the true choice among the four, then reported on {s['mc_items']} oth
 
 This is the classification test that fits a model of this size: the paper's few-shot prompts
 (labelled demonstrations, then a label to score) need a model that classifies from demonstrations
-at all, which a 4-layer byte model trained for minutes does not.
+at all, which a {m['n_layers']}-layer byte model trained for {s['steps']} steps does not.
 """
 
 
