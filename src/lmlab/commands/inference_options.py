@@ -1,5 +1,6 @@
 """Inference-time options for `lmlab generate` and `lmlab eval` (LM-Infinite, kNN-LM, layer voids,
-beam and conditional beam search, in-context navigation, long-context and passkey evals).
+beam and conditional beam search, in-context navigation, hidden-state optimisation, long-context and
+passkey evals).
 
 The verbs call `add_*_options` when building their parser and `run_*_options` before their
 default path; a run function returns None when none of these options was given.
@@ -13,6 +14,8 @@ from ..config import Range
 from ..errors import LmlabError
 from ..jsonio import dumps
 from .common import COUNT, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT, existing, ranged
+
+HSO_LR = 30.0  # --hso-lr default: the middle of the step sizes docs/experiments/hso.md compares
 
 
 def _add_lminfinite(p) -> None:
@@ -34,6 +37,18 @@ def _add_voids(p) -> None:
                    help="detect only, answer from the last non-void layer, or drop void layers' updates")
 
 
+def _add_hso(p) -> None:
+    p.add_argument("--hso", type=NONNEG_INT, metavar="STEPS", help="hidden-state optimisation: this many gradient "
+                   "steps on the KV cache of the text seen so far before predicting (0 = off)")
+    p.add_argument("--hso-lr", type=POSITIVE_FLOAT, default=HSO_LR, help="--hso: step size on the cache")
+
+
+def _hso_setting(args):
+    from ..infer.hso import Setting
+
+    return Setting(args.hso, args.hso_lr)
+
+
 def add_generate_options(p) -> None:
     g = p.add_argument_group("inference methods")
     g.add_argument("--beam", type=COUNT, help="beam search with this many beams (prints the best beam)")
@@ -46,6 +61,7 @@ def add_generate_options(p) -> None:
     _add_lminfinite(g)
     _add_knn(g)
     _add_voids(g)
+    _add_hso(g)
 
 
 def _chosen(args, names) -> list[str]:
@@ -53,7 +69,7 @@ def _chosen(args, names) -> list[str]:
 
 
 def run_generate_options(args, model, tokenizer, prompt: str, kw: dict) -> int | None:
-    picked = _chosen(args, ["--beam", "--icn", "--lm-infinite", "--knn", "--voids"])
+    picked = _chosen(args, ["--beam", "--icn", "--lm-infinite", "--knn", "--voids", "--hso"])
     if args.degeneracy and not args.beam:
         raise LmlabError("--degeneracy needs --beam N (it steers beam search)")
     if not picked:
@@ -92,6 +108,11 @@ def run_generate_options(args, model, tokenizer, prompt: str, kw: dict) -> int |
         ids = knnlm.generate_ids(model, store, tokenizer.encode(prompt), kw["max_new_tokens"], args.lmbda, args.k,
                                  args.knn_temperature, kw["temperature"], kw["seed"])
         out(prompt + tokenizer.decode(_until_eot(ids, tokenizer)) + "\n")
+    elif args.hso:
+        from ..infer import hso
+        from ..infer.generate import generate
+
+        out(prompt + generate(model, tokenizer, prompt, **kw, prefill=hso.prefill(_hso_setting(args))) + "\n")
     else:
         from ..infer.generate import generate
         from ..infer.voids import LayerVoids
@@ -122,6 +143,9 @@ def add_eval_options(p) -> None:
     _add_knn(g)
     g.add_argument("--temperature", dest="knn_temperature", type=POSITIVE_FLOAT, help=argparse.SUPPRESS)  # old name
     _add_voids(g)
+    _add_hso(g)
+    g.add_argument("--hso-chunk", type=NONNEG_INT, default=0, help="--hso: tokens predicted per optimisation "
+                   "(0 = a quarter of the context)")
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -135,7 +159,7 @@ def _ints(text: str, name: str) -> list[int]:
 
 
 def run_eval_options(args, model, tokenizer, cfg, ids) -> dict | None:
-    picked = _chosen(args, ["--long", "--task", "--knn", "--voids"])
+    picked = _chosen(args, ["--long", "--task", "--knn", "--voids", "--hso"])
     if not picked:
         return None
     if len(picked) > 1:
@@ -168,6 +192,11 @@ def run_eval_options(args, model, tokenizer, cfg, ids) -> dict | None:
 
         return knnlm.evaluate(model, knnlm.Datastore.load(args.knn), ids, tokenizer.token_nbytes(), args.lmbda,
                               args.k, args.knn_temperature)
+    if args.hso:
+        from ..infer import hso
+
+        return hso.evaluate(model, ids, tokenizer.token_nbytes(), args.hso_chunk or model.cfg.context // 4,
+                            _hso_setting(args), args.batch_size)
     from ..eval.perplexity import evaluate_ids
     from ..infer.voids import LayerVoids
 

@@ -21,6 +21,7 @@ function of the Python API. Facts from the papers are in `shared/PAPERS.md` sect
 | greedy / beam search | `lmlab generate RUN --temperature 0`; `--beam N [--length-penalty A]` | `lmlab.infer.beam.beam_search(model, ids, n, beam)` |
 | conditional beam search | `lmlab generate RUN --beam 4 --degeneracy CLASSIFIER.json [--attribute-weight 1]` | `lmlab.infer.degeneracy.train_on_samples`, `attribute_fn`, `beam_search(..., attribute=)` |
 | in-context navigation | `lmlab generate RUN --icn N` | `lmlab.infer.icn.navigate(model, tokenizer, prompt, n)` |
+| hidden-state optimisation | `lmlab generate RUN --hso STEPS --hso-lr LR`; `lmlab eval RUN --hso STEPS --hso-lr LR [--hso-chunk N]` | `lmlab.infer.hso.prefill(Setting(steps, lr))` for `generate(..., prefill=)`, `.continue_logits`, `.evaluate`, `.choice_loglikelihoods` |
 
 Only one of these per `generate`/`eval` call. Speed is measured by
 `python benchmarks/decode_speed.py [RUN] [--batches 1,16]` (JSON, LM-Infinite vs vanilla in the same run).
@@ -50,6 +51,32 @@ Only one of these per `generate`/`eval` call. Speed is measured by
   0-1.2, each labelled degenerate (empty, or > 30% repeated word trigrams) by its whole text.
 - **In-context navigation**: answer i is decoded greedily after the most likely first token that
   no earlier answer started with, with the earlier answers placed in the context.
+- **Hidden-state optimisation** (`lmlab.infer.hso`): gradient steps on the KV cache of the seen
+  text, never on the weights (they are unchanged after a call and get no `.grad`, tested). For seen
+  tokens x_0 .. x_{P-1}:
+  - *Optimised tensors*: every attention layer's K (after RoPE, as the cache stores it) and V at
+    positions 0 .. P-2, each position and layer a free tensor (changing one recomputes no other).
+  - *Loss*: the mean negative log-likelihood of x_1 .. x_{P-1}, each predicted at the position
+    before it by a forward pass whose attention takes its keys and values from those tensors
+    (queries and the residual stream recomputed; substituted through the k/v hook points, the
+    model code untouched). Per-row means, summed over a batch: rows do not interact.
+  - *The part of the cache the loss cannot see* is the last seen position, not the last layer: its
+    K and V are read only by queries at or after it, i.e. by the prediction of the unseen next
+    token, so they get no gradient; they are not optimised, and the last seen token is run afresh
+    through the optimised cache to predict. Every layer, the last included, reaches the loss
+    through its own attention (tested: every layer's K and V get a gradient). Had the variables been
+    the blocks' outputs instead, the top one would feed only its own position's logits.
+  - *Update*: plain gradient descent, K -= lr dL/dK, `--hso STEPS` times (RoPE is a rotation, so
+    the steps are the same before or after it). 0 steps is the plain model (bit-identical logits
+    and samples, tested).
+  - *generate*: HSO on the prompt, and again on the half-context window each time the full cache is
+    re-encoded; the generated tokens' K and V come from the model, over the optimised past.
+  - *eval, chunk by chunk*: the text is cut into chunks of `--hso-chunk` tokens (default a quarter
+    of the context); a chunk is predicted from the window of up to `context` tokens ending with it,
+    after HSO on that window's tokens before the chunk, starting afresh for every chunk. The
+    output adds `without_hso` (the same chunking, 0 steps). Cost per chunk: STEPS forward and
+    backward passes over the seen tokens; measured in [experiments/hso.md](experiments/hso.md).
+  - Attention-only models (patterns of A and F, no meta-tokens): other mixers cache a recurrent state.
 """
 
 

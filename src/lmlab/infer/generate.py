@@ -19,20 +19,23 @@ def check_prompt(prompt_ids, context: int) -> None:
 
 @torch.no_grad()
 def decode_steps(model, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.8, top_k: int = 0,
-                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0) -> Iterator[torch.Tensor]:
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0,
+                 prefill=None) -> Iterator[torch.Tensor]:
     """Yield the next ids [B] for prompts [B, T], one step at a time.
 
     When the cache is full the last half-context is re-encoded into a fresh cache (a sliding
-    window), so generation can run past the training context.
+    window), so generation can run past the training context. `prefill(model, ids, cache) ->
+    logits` encodes the prompt and each re-encoded window (default: the model itself; hidden-state
+    optimisation passes its own, infer/hso.py).
     """
+    encode = prefill or (lambda m, ids, cache: m(ids, cache=cache)[0])
     model.eval()
     context = model.cfg.context
     device = prompt.device
     generator = torch.Generator(device=device).manual_seed(seed)
     seq = prompt
     cache = model.new_cache(context)
-    logits, _ = model(seq, cache=cache)
-    logits = logits[:, -1]
+    logits = encode(model, seq, cache)[:, -1]
     for _ in range(max_new_tokens):
         logits = apply_repetition_penalty(logits, seq, repetition_penalty)
         nxt = choose(logits, temperature, top_k, top_p, generator)
@@ -40,7 +43,7 @@ def decode_steps(model, prompt: torch.Tensor, max_new_tokens: int, temperature: 
         seq = torch.cat([seq, nxt[:, None]], dim=1)
         if cache.pos >= context:
             cache = model.new_cache(context)
-            logits, _ = model(seq[:, -(context // 2):], cache=cache)
+            logits = encode(model, seq[:, -(context // 2):], cache)
         else:
             logits, _ = model(nxt[:, None], cache=cache)
         logits = logits[:, -1]
@@ -56,7 +59,7 @@ def sample_ids(model, prompt_ids: list[int], max_new_tokens: int, **kw) -> Itera
 
 def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
              top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0, stop=(),
-             stream: Callable[[str], None] | None = None) -> str:
+             stream: Callable[[str], None] | None = None, prefill=None) -> str:
     """Generate a continuation of `prompt` (returned without the prompt); `stream` gets text pieces."""
     if not prompt:
         raise LmlabError("the prompt is empty; give at least one character")
@@ -64,7 +67,7 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperatu
     text = TextStream(tokenizer, stop)
     emit = stream or (lambda piece: None)
     for token in sample_ids(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                            repetition_penalty=repetition_penalty, seed=seed):
+                            repetition_penalty=repetition_penalty, seed=seed, prefill=prefill):
         if token == tokenizer.eot_id:
             break
         if piece := text.push(token):
