@@ -96,6 +96,13 @@ def compare(a: list[float], b: list[float]) -> tuple[float, float]:
     return statistics.fmean(a) - statistics.fmean(b), max(NOISE_FLOOR, mean_spread(a)[1], mean_spread(b)[1])
 
 
+def learned_at(res: dict, task: str) -> float:
+    """The accuracy a model must reach to have learned `task`: LEARNED, or for a choice task the
+    majority class plus NOISE_FLOOR (always answering the commonest digit is no learning)."""
+    majority = res["archs"]["budget"][task].get("majority")
+    return LEARNED if majority is None else max(LEARNED, majority + NOISE_FLOOR)
+
+
 def claim(paper, text, setting, number, verdict, why, cmd) -> dict:
     return {"paper": paper, "claim": text, "setting": setting, "number": number, "verdict": verdict, "why": why,
             "report": REPORT, "command": cmd}
@@ -133,13 +140,13 @@ def arch_claim(res: dict, label: str, paper: str, text: str, tolerance: float, c
         if not a or not b:
             return None
         d, noise = compare(a["accuracy"], b["accuracy"])
-        learned = max(statistics.fmean(a["accuracy"]), statistics.fmean(b["accuracy"])) >= LEARNED
+        learned = max(statistics.fmean(a["accuracy"]), statistics.fmean(b["accuracy"])) >= learned_at(res, task)
         parts.append(f"{TASK_TITLES[task]} {fmt(a['accuracy'])} vs {fmt(b['accuracy'])}")
         if learned:
             diffs.append(d >= -(tolerance + noise))
     number = f"{label} vs attention: " + "; ".join(parts)
     if not diffs:
-        verdict, why = "not measurable here", f"no task reaches {LEARNED} accuracy for either model at this budget"
+        verdict, why = "not measurable here", "neither model learns any task at this budget (see the rules)"
     elif all(diffs):
         verdict, why = "holds", f"within {tolerance:.2f} + seed noise of attention on every task learned"
     elif not any(diffs):
@@ -159,7 +166,9 @@ def listops_claim(res: dict, cmd: str, setting: str) -> dict | None:
     number = "ListOps accuracy: " + ", ".join(f"{k} {fmt(v)}" for k, v in accs.items()) + \
              (f" (majority class {majority:.2f}, chance 0.10)" if majority is not None else "")
     spread = max(means.values()) - min(means.values())
-    if max(means.values()) < 0.6:
+    if max(means.values()) < learned_at(res, "listops"):
+        verdict, why = "not measurable here", "no family beats the majority class: under-training cannot be told from hardness"
+    elif max(means.values()) < 0.6:
         verdict, why = "holds", f"every family stays below 0.6 (spread between them {spread:.2f})"
     else:
         verdict, why = "does not hold at this scale", "one family solves the short ListOps used here"
@@ -263,8 +272,8 @@ def _passkey_section(res: dict) -> list[str]:
     mults = sorted({m for _, _, m in t})
     md = ["## LM-Infinite on passkey beyond the training length", "",
           f"An attention model ({pk['params']:,} parameters) trained on `lmlab task make passkey --set "
-          + " --set ".join(pk["settings"]) + f"` (prompts of 130-190 characters; training context {pk['context']} "
-          f"chars), then scored by `lmlab.eval.passkey.evaluate` at 1x-{mults[-1]}x that context, vanilla (RoPE "
+          + " --set ".join(pk["settings"]) + f"` (training context {pk['context']} chars, the longest prompt with its "
+          f"answer), then scored by `lmlab.eval.passkey.evaluate` at 1x-{mults[-1]}x that context, vanilla (RoPE "
           f"extrapolated) and under LM-Infinite (n_global {pk['n_global']}, n_local = the context). Depth 1.0 puts "
           "the key right before the question, inside n_local; at depth 0.5 it sits in the middle that LM-Infinite "
           "masks beyond 1x. Exact match of the 5-digit key.", "",
@@ -328,7 +337,8 @@ def write_report(res: dict, docs: Path) -> Path:
           f"{res['wall_s'] / 60:.1f} minutes for the whole run.", "",
           f"Every model: {m['n_layers']} layers, d_model {m['d_model']}, {m['n_heads']} heads, char tokens, "
           f"{m['steps']} steps of batch {m['batch_size']}, AdamW lr 3e-3, trained on a task directory with the loss on "
-          f"the answers only (`--set data.task=DIR`), one window per example. Seeds "
+          f"the answers only (`--set data.task=DIR`), each training window starting at an example and as long as the "
+          f"longest one. Seeds "
           f"{', '.join(map(str, res['seeds']))}: figures are the mean ± half the spread (max − min) over seeds. "
           f"Task sizes: {res['sizes']['n_train']} training, {res['sizes']['n_test']} test examples per directory.", "",
           "Parameter budget: the SSM hybrid and the LMU model get the FFN width (d_ff) that brings their parameter "
@@ -345,18 +355,19 @@ def write_report(res: dict, docs: Path) -> Path:
         md += _passkey_section(res)
     md += ["## Verdicts", "",
            f"Rules (tasks_report.py): a difference counts when it beats the larger seed spread and {NOISE_FLOOR}; "
-           f"a model has learned a task at {LEARNED} accuracy. Meta-tokens hold when their gain beyond the training "
+           f"a model has learned a task at {LEARNED} accuracy (ListOps: the majority class + {NOISE_FLOOR}). Meta-tokens hold when their gain beyond the training "
            "length counts and they lose nothing within it. The hybrid holds when no learned task puts it behind "
            "attention; the LMU model when it is within 0.05 of attention on every learned task. ListOps holds when "
-           "every family stays below 0.6. LM-Infinite needs the model to retrieve at 1x (0.5) and holds when it "
+           "some family learns it and every family stays below 0.6. LM-Infinite needs the model to retrieve at 1x (0.5) and holds when it "
            "beats vanilla beyond 1x at every depth.", "",
            "| paper | claim | our number | verdict | why |", "|---|---|---|---|---|"]
     for c in res["claims"]:
         md.append(f"| {c['paper'].split(':')[0]} | {c['claim']} | {c['number']} | **{c['verdict']}** | {c['why']} |")
     md.append("")
     if any(c["verdict"] == "not measurable here" for c in res["claims"]):
-        md += ["Where a verdict is *not measurable here*, nothing learned the task at this budget; the tiny models "
-               "here train for seconds each, and the recall literature trains such models for tens of thousands of "
-               "steps (Zoology's MQAR runs) — `--steps` and `--d-model` scale the run.", ""]
+        md += ["Where a verdict is *not measurable here*, nothing learned the task at this budget: these models "
+               "train for a minute or two each on a shared CPU, far shorter than the recall literature trains its "
+               "small models. `--steps` and `--d-model` scale the run; a fair test of these claims needs models that solve the tasks within the training length "
+               "first.", ""]
     plot(res, docs)
     return common.write_text(docs / "tasks.md", "\n".join(md))
