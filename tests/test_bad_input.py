@@ -38,6 +38,8 @@ def place(tmp_path_factory):
     (root / "nbest-ok.jsonl").write_text(nbest + "\n")
     (root / "nbest-bad.jsonl").write_text(nbest + "\n{not json\n")
     (root / "noresume").mkdir()
+    (root / "badtask").mkdir()  # a task directory whose second test line is not an example
+    (root / "badtask" / "test.jsonl").write_text('{"input": "a b", "target": "c"}\n{"input": "a b"}\n')
     return root
 
 
@@ -65,6 +67,11 @@ CASES = [
     ("range", "experiment hso --hso-lrs 0 --work {p}/exp --doc {p}/exp/hso.md", "step sizes > 0", None),
     ("range", "experiment hso --chunk 128 --work {p}/exp --doc {p}/exp/hso.md", "below the model's context", None),
     ("type", "task make nope -o {p}/t", "unknown task", None),
+    ("type", "eval {r} --task nope", "known tasks: passkey", None),
+    ("type", "eval {r} --task {p}/badtask", "badtask/test.jsonl:2: expected an object", None),
+    ("range", "experiment tasks --steps 0 --out {p}/exp --docs {p}/exp", "--steps: must be >= 1", None),
+    ("type", "experiment tasks --parts nope --out {p}/exp --docs {p}/exp", "unknown part 'nope'", None),
+    ("range", "experiment tasks --seeds -1 --out {p}/exp --docs {p}/exp", "--seeds", None),
     ("range", "edit {r} --curvature-mass 1.5 --data tinyshakespeare -o {p}/edited", "curvature", None),
     ("type", "probe {r} --task nope", "invalid choice", None),
     ("missing", "serve {m}", "does not exist", None),

@@ -1,0 +1,292 @@
+"""`lmlab experiment tasks`: the seed claims that live on the synthetic task suite.
+
+Three parts, each a set of tiny char-level models trained on a task directory (the loss on the
+answers only) and scored on its test split, per sequence length:
+- meta: the same 2-layer attention model with and without learned meta-tokens on multi-query
+  associative recall, scored within the training lengths and beyond them (up to 2x);
+- archs: attention, the SSM hybrid (`AMF MF`) and the LMU pattern (`LF`) at one parameter
+  budget (each variant's FFN width is solved so that its parameter count matches attention's) on
+  ListOps, associative recall (MQAR) and selective copying;
+- passkey: an attention model trained on short passkey prompts, scored at 1x-4x its context,
+  vanilla and under LM-Infinite.
+Results go to DOCS/tasks-results.json; tasks_report.py writes DOCS/tasks.md and its PNG.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from pathlib import Path
+
+from . import common
+from ..errors import LmlabError
+from ..options import COUNT
+
+NAME = "tasks"
+HELP = "meta-tokens, attention vs SSM hybrid vs LMU, and LM-Infinite on the synthetic task suite"
+PARTS = ("meta", "archs", "passkey")
+ARCHS = {"attention (AF)": "AF", "ssm hybrid (AMF MF)": "AMF MF", "lmu (LF)": "LF"}
+META = {"meta_tokens": 4, "meta_rate": 0.1}
+STAND_IN_VOCAB = 64
+EVAL_CONTEXT = 1 << 14  # scoring reads the whole prompt, even past the training context
+
+# task -> (generator, settings of the training directory, lengths scored beyond them or ())
+TASKS = {
+    "mqar": ("mqar", ["vocab=16", "pairs=4", "queries=2", "lengths=8,12,16"], (24, 32)),
+    "listops": ("listops", ["max_depth=3", "max_args=4", "min_length=5", "max_length=40"], ()),
+    "selective_copy": ("selective_copy", ["vocab=8", "tokens=4", "lengths=8,16,32"], ()),
+}
+LISTOPS_BINS = (5, 11, 21, 41)  # token-count bins [5, 11), [11, 21), [21, 41): ListOps has no length field
+PASSKEY = ["digits=5", "lengths=130,160,190", "depth=-1"]
+PASSKEY_MULTIPLIERS = (1, 2, 4)
+PASSKEY_DEPTHS = (0.5, 1.0)
+SIZES = {"n_train": 6000, "n_validation": 200, "n_test": 300}
+QUICK_SIZES = {"n_train": 200, "n_validation": 40, "n_test": 12}
+QUICK = {"steps": 3, "seeds": "1", "passkey_examples": 1}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
+    p.add_argument("--seeds", default="1,2", help="training seeds, comma-separated (default 1,2)")
+    p.add_argument("--steps", type=COUNT, default=1000, help="training steps per model (default 1000)")
+    p.add_argument("--d-model", type=COUNT, default=64, help="width of every model (default 64)")
+    p.add_argument("--passkey-examples", type=COUNT, default=20, help="passkey prompts per length and depth")
+    p.add_argument("--threads", type=COUNT, default=1, help="torch threads (default 1: robust on a shared CPU)")
+    p.add_argument("--out", default="runs/tasks", help="task directories and runs (default runs/tasks)")
+    p.add_argument("--docs", default="docs/experiments", help="where tasks.md, its PNG and tasks-results.json go")
+    p.add_argument("--quick", action="store_true", help="a smoke run: one seed, 3 steps, a few examples per task")
+    p.add_argument("--render-only", action="store_true", help="write the report from DOCS/tasks-results.json")
+
+
+# --- configs ----------------------------------------------------------------------------------
+def base_config(task_dir, context: int, args, seed: int, pattern: str = "AF", d_ff: int = 0, **model):
+    """A 2-layer char model on a task directory; everything but the pattern, d_ff and seed shared."""
+    from .. import config
+
+    d = args.d_model
+    return config.Config(
+        model=config.ModelConfig(n_layers=2, d_model=d, n_heads=4, context=context, pattern=pattern, d_ff=d_ff,
+                                 ssm_head_dim=min(32, 2 * d), **model),
+        tokenizer=config.TokenizerConfig(kind="char"),
+        data=config.DataConfig(task=str(task_dir)),
+        train=config.TrainConfig(max_steps=args.steps, batch_size=32, lr=3e-3, min_lr=3e-4,
+                                 warmup_steps=min(100, args.steps // 10), weight_decay=0.0, eval_every=0,
+                                 ckpt_every=args.steps, dtype="float32", device="cpu", progress=False, seed=seed,
+                                 threads=args.threads))
+
+
+def params_of(cfg) -> int:
+    """Parameters of `cfg`'s model with a stand-in vocabulary (the embedding is the same for every
+    variant of a task, so matching with it matches the real counts too)."""
+    from ..model import Transformer
+
+    return Transformer(dataclasses.replace(cfg.model, vocab_size=STAND_IN_VOCAB)).num_params()
+
+
+def matched_d_ff(pattern: str, target: int, args) -> int:
+    """The FFN width giving `pattern` about `target` parameters (they grow linearly with d_ff)."""
+    def count(d_ff):
+        return params_of(base_config("", 64, args, 0, pattern=pattern, d_ff=d_ff))
+
+    a, b = count(16), count(32)
+    return max(4, round(16 + (target - a) * 16 / (b - a)))
+
+
+# --- task directories -------------------------------------------------------------------------
+def make_task(name: str, settings: list[str], out: Path, sizes: dict) -> Path:
+    from ..eval.tasks import make
+
+    if not (out / "task.json").is_file():
+        make(name, settings + [f"{k}={v}" for k, v in sizes.items()] + ["seed=0"], out)
+    return out
+
+
+def longest_example(task_dir: Path, delimiter: str = " ") -> int:
+    """Characters of the longest training example with its answer and end-of-text (char tokens)."""
+    from ..data.task_files import read_split
+
+    return max(len(ex.input) + len(delimiter) + len(ex.target) + 1 for ex in read_split(task_dir / "train.jsonl"))
+
+
+# --- scoring ----------------------------------------------------------------------------------
+def with_meta(ids: list[int], every: int, vocab: int, count: int) -> list[int]:
+    """The prompt with a meta-token before every `every`-th token (ids vocab..vocab+count-1 in turn)."""
+    out = []
+    for i, t in enumerate(ids):
+        if i and i % every == 0:
+            out.append(vocab + (i // every - 1) % count)
+        out.append(t)
+    return out
+
+
+def hits(model, tokenizer, examples, info, meta_every: int = 0) -> list[bool]:
+    from ..eval.likelihood import greedy_tokens
+    from ..eval.tasks.score import choice_hits
+
+    if info.scoring == "choice":
+        return choice_hits(model, tokenizer, examples, info, 32)[0]
+    prompts = [tokenizer.encode(ex.input) for ex in examples]
+    if meta_every:
+        prompts = [with_meta(p, meta_every, model.cfg.vocab_size, model.cfg.meta_tokens) for p in prompts]
+    answers = [info.delimiter + ex.target for ex in examples]
+    outs = greedy_tokens(model, prompts, [len(tokenizer.encode(a)) for a in answers], 32)
+    return [tokenizer.decode(o) == a for o, a in zip(outs, answers)]
+
+
+def length_of(task: str, text: str) -> int:
+    from ..eval.tasks import GENERATORS
+
+    if task == "listops":
+        n = len(text.split())
+        return max(lo for lo in LISTOPS_BINS[:-1] if n >= lo)
+    return GENERATORS[TASKS[task][0]].length_of(text)
+
+
+def by_length(task: str, examples, hit: list[bool]) -> dict:
+    groups: dict[int, list[bool]] = {}
+    for ex, h in zip(examples, hit):
+        groups.setdefault(length_of(task, ex.input), []).append(h)
+    return {str(n): sum(h) / len(h) for n, h in sorted(groups.items())}
+
+
+def score(model, tokenizer, task: str, dirs: list[Path], meta_every: int = 0) -> dict:
+    """Accuracy overall (the training directory's test split) and per length (all directories)."""
+    from ..data.task_files import read_info, read_split
+
+    model.cfg = dataclasses.replace(model.cfg, context=EVAL_CONTEXT)
+    out = {"by_length": {}}
+    for i, d in enumerate(dirs):
+        info, examples = read_info(d), read_split(d / "test.jsonl")
+        h = hits(model, tokenizer, examples, info, meta_every)
+        if i == 0:
+            out["accuracy"], out["n"] = sum(h) / len(h), len(h)
+        out["by_length"].update(by_length(task, examples, h))
+    return out
+
+
+# --- the parts --------------------------------------------------------------------------------
+def train_and_score(label: str, cfg, out: Path, task: str, dirs: list[Path], meta_every: int = 0) -> dict:
+    from ..checkpoint import load_model
+
+    t0 = time.perf_counter()
+    summary = common.train_fresh(cfg, out)
+    model, tokenizer, _ = load_model(out)
+    res = {"label": label, "task": task, "seed": cfg.train.seed, "pattern": cfg.model.pattern,
+           "d_ff": cfg.model.d_ff, "params": model.num_params(), "train_loss": summary.get("loss"),
+           "tok_per_s": summary.get("tok_per_s")}
+    res["plain"] = score(model, tokenizer, task, dirs)
+    if meta_every:
+        res["meta_prompt"] = score(model, tokenizer, task, dirs, meta_every)
+    res["wall_s"] = time.perf_counter() - t0
+    shown = res.get("meta_prompt", res["plain"])["accuracy"]
+    print(f"{task} {label} seed {cfg.train.seed}: accuracy {shown:.3f}  params {res['params']:,}"
+          f"  ({res['wall_s']:.0f} s)", flush=True)
+    return res
+
+
+def task_dirs(task: str, out: Path, sizes: dict) -> tuple[list[Path], int]:
+    """(training directory + beyond-length directory if any, model context for training)."""
+    gen, settings, beyond = TASKS[task]
+    dirs = [make_task(gen, settings, out / "data" / task, sizes)]
+    if beyond:
+        lengths = "lengths=" + ",".join(map(str, beyond))
+        dirs.append(make_task(gen, [s for s in settings if not s.startswith("lengths=")] + [lengths],
+                              out / "data" / f"{task}-beyond", {**sizes, "n_train": 0, "n_validation": 0}))
+    return dirs, longest_example(dirs[0])
+
+
+def measure_archs(tasks: list[str], archs: list[str], args, seeds: list[int], out: Path, sizes: dict,
+                  with_meta_run: bool) -> dict:
+    from ..data.task_files import read_split
+
+    rows, budget = [], {}
+    target = params_of(base_config("", 64, args, 0))
+    for task in tasks:
+        dirs, context = task_dirs(task, out, sizes)
+        budget[task] = {"context": context, "d_ff": {}}
+        if TASKS[task][0] == "listops":  # a 10-way choice: the most frequent answer is the floor to beat
+            targets = [ex.target for ex in read_split(dirs[0] / "test.jsonl")]
+            budget[task]["majority"] = Counter(targets).most_common(1)[0][1] / len(targets)
+        variants = {label: (ARCHS[label], matched_d_ff(ARCHS[label], target, args) if ARCHS[label] != "AF" else 0, {})
+                    for label in archs}
+        if with_meta_run and task == "mqar":
+            variants["attention + meta-tokens"] = ("AF", 0, META)
+        for label, (pattern, d_ff, extra) in variants.items():
+            budget[task]["d_ff"][label] = d_ff or 4 * args.d_model
+            for seed in seeds:
+                cfg = base_config(dirs[0], context, args, seed, pattern=pattern, d_ff=d_ff, **extra)
+                every = round(1 / extra["meta_rate"]) if extra else 0
+                rows.append(train_and_score(label, cfg, out / "runs" / task / f"{common.slug(label)}-{seed}", task,
+                                            dirs, every))
+    return {"rows": rows, "budget": budget,
+            "tasks": {t: {"generator": TASKS[t][0], "settings": TASKS[t][1], "beyond": list(TASKS[t][2])}
+                      for t in tasks}}
+
+
+def measure_passkey(args, seeds: list[int], out: Path, sizes: dict) -> dict:
+    from ..checkpoint import load_model
+    from ..eval import passkey
+
+    task_dir = make_task("passkey", PASSKEY, out / "data" / "passkey", sizes)
+    context = longest_example(task_dir)
+    rows = []
+    for seed in seeds:
+        run = out / "runs" / "passkey" / f"attention-{seed}"
+        t0 = time.perf_counter()
+        summary = common.train_fresh(base_config(task_dir, context, args, seed), run)
+        model, tokenizer, _ = load_model(run)
+        lengths = [m * context for m in PASSKEY_MULTIPLIERS]
+        for method in ("vanilla", "lminfinite"):
+            for r in passkey.evaluate(model, tokenizer, lengths, n_per_length=args.passkey_examples,
+                                      depths=PASSKEY_DEPTHS, method=method, n_global=10, seed=seed):
+                rows.append({**r, "seed": seed, "multiplier": r["length"] // context})
+        print(f"passkey seed {seed}: " + ", ".join(f"{r['method']} {r['multiplier']}x d{r['depth']}: {r['accuracy']:.2f}"
+                                                   for r in rows if r["seed"] == seed)
+              + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        params, loss = model.num_params(), summary.get("loss")
+    return {"rows": rows, "context": context, "params": params, "train_loss": loss, "settings": PASSKEY,
+            "n_local": context, "n_global": 10}
+
+
+def settings(args) -> dict:
+    """The flags the report's regenerating command names."""
+    return {k: getattr(args, k) for k in ("parts", "seeds", "steps", "d_model", "passkey_examples", "threads", "out",
+                                          "docs", "quick")}
+
+
+def measure(args) -> dict:
+    parts = common.names(args.parts, PARTS, "--parts", "part")
+    seeds = common.numbers(args.seeds, int, "--seeds")
+    if not parts:
+        raise LmlabError("--parts: name at least one of " + ", ".join(PARTS))
+    if not seeds or min(seeds) < 0:
+        raise LmlabError("--seeds: give at least one seed, each >= 0")
+    if args.d_model % 4:
+        raise LmlabError(f"--d-model must be a multiple of 4 (the heads), got {args.d_model}")
+    out = Path(args.out)
+    sizes = QUICK_SIZES if args.quick else SIZES
+    t0 = time.perf_counter()
+    res: dict = {"settings": settings(args), "machine": common.machine(), "seeds": seeds, "sizes": sizes,
+                 "model": {"n_layers": 2, "d_model": args.d_model, "n_heads": 4, "tokenizer": "char",
+                           "batch_size": 32, "steps": args.steps, "meta": META}}
+    if "archs" in parts or "meta" in parts:
+        tasks, archs = (list(TASKS), list(ARCHS)) if "archs" in parts else (["mqar"], ["attention (AF)"])
+        res["archs"] = measure_archs(tasks, archs, args, seeds, out, sizes, "meta" in parts)
+    if "passkey" in parts:
+        res["passkey"] = measure_passkey(args, seeds, out, sizes)
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def run(args) -> int:
+    from .tasks_report import write_report
+
+    path = Path(args.docs) / "tasks-results.json"
+    if args.render_only:
+        measured = common.read_json(path)
+    else:
+        common.use_quick(args, QUICK)
+        measured = measure(args)
+        common.write_json(path, measured)
+    print(f"report: {write_report(measured, Path(args.docs))}")
+    return 0
