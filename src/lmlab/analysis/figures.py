@@ -112,3 +112,46 @@ def sink_shares(stats: dict, path) -> str:
     ax.set_ylabel("attention to position 0")
     ax.set_ylim(0, 1)
     return _save(fig, path)
+
+
+def key_cosines(keys: dict, path) -> str:
+    """Cosine of each rank's key to the top-1 key (binned), real and shuffled vocabulary; and
+    where the correct token ranks."""
+    plt = _plt()
+    labels = [f"{lo}" if hi - lo == 1 else f"{lo}-{hi - 1}" for lo, hi in keys["bins"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    x = range(len(labels))
+    axes[0].plot(x, keys["cos_to_top1"], marker="o", label="model's keys")
+    axes[0].plot(x, keys["cos_to_top1_shuffled"], marker="s", ls="--", label="shuffled vocabulary")
+    axes[0].set_ylabel("cosine to the top-1 key")
+    axes[1].bar(range(len(labels) + 1), keys["correct_rank_by_bin"])
+    axes[1].set_ylabel("share of correct next tokens")
+    for ax, ticks in ((axes[0], labels), (axes[1], ["0"] + labels)):
+        ax.set_xticks(range(len(ticks)), ticks, rotation=45, fontsize=7)
+        ax.set_xlabel("rank (0 = top-1)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def laundry_sweep(result: dict, path) -> str:
+    """Test accuracy against the scale of the channel (and of the random control), and by list length."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    sweep = [{"scale": 1.0, "test": result["test"]["accuracy"], "control_test_mean": result["test"]["accuracy"]}]
+    sweep = sorted(sweep + result["sweep"], key=lambda r: r["scale"])
+    axes[0].plot([r["scale"] for r in sweep], [r["test"] for r in sweep], marker="o", label="identified component")
+    axes[0].plot([r["scale"] for r in sweep], [r["control_test_mean"] for r in sweep], marker="s", ls="--",
+                 label="random direction (mean)")
+    axes[0].set_xlabel(f"scale of {result['writer']}'s component (writer into mover {result['mover']})")
+    axes[0].set_ylabel("test accuracy")
+    for label, rows in (("plain model", result["test"].get("by_length") or []),
+                        (f"scale {result['chosen_scale']:g}", result["test_by_length_at_chosen"] or [])):
+        axes[1].plot([r["length"] for r in rows], [r["accuracy"] for r in rows], marker="o", label=label)
+    axes[1].set_xlabel("list length")
+    axes[1].set_ylabel("test accuracy")
+    for ax in axes:
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

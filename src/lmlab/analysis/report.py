@@ -19,10 +19,16 @@ def pattern_names(layers=None) -> list[str]:
     return [f"blocks.{i}.attn.pattern" for i in layers] if layers else ["blocks.*.attn*.pattern"]
 
 
-def validate(model, what: str, layers=None, names=None) -> None:
+def validate(model, what: str, layers=None, names=None, rank_top: int = 3) -> None:
     """LmlabError before anything is written: no attention where one is needed, bad names."""
-    if what in ("heads", "sinks", "patterns") and not attention_sublayers(model):
+    if what in ("heads", "sinks", "patterns", "laundry") and not attention_sublayers(model):
         raise LmlabError(f"--what {what} needs attention, and the model's pattern {model.cfg.pattern!r} has no 'A'")
+    if what == "laundry" and len(attention_sublayers(model)) < 2:
+        raise LmlabError("--what laundry needs attention in at least two sublayers (an inhibition head and a mover)")
+    if what == "keys":
+        from .keys import check_top
+
+        check_top(model.head_weight().shape[0], rank_top)
     if what == "patterns":
         resolve(model, pattern_names(layers))
     if what == "cache":
@@ -108,3 +114,54 @@ def cache_report(model, ids, names, out: Path) -> dict:
     save_file({n: t.contiguous().cpu() for n, t in cache.items()}, path)
     shapes = {n: list(t.shape) for n, t in cache.items()}
     return {"json": _write(out, "cache.json", {"shapes": shapes}), "safetensors": str(path), "names": len(shapes)}
+
+
+def keys_report(model, tokenizer, ids, out: Path, top: int = 3, icn_answers: int = 4, icn_prompts: int = 8,
+                icn_prompt_tokens: int = 32, prompt: str | None = None) -> dict:
+    """The vocabulary key space over a text, and the ICN query shift on prompts cut from it (or `prompt`)."""
+    from .keys import icn_shift, key_space, text_prompts
+
+    keys = key_space(model, ids, top)
+    result = {"key_space": keys}
+    if icn_answers:
+        prompts = [prompt] if prompt else text_prompts(tokenizer, ids, icn_prompts, icn_prompt_tokens)
+        result["icn"] = icn_shift(model, tokenizer, prompts, icn_answers)
+    png = figures.key_cosines(keys, out / "keys.png")
+    return {"json": _write(out, "keys.json", result), "png": [png],
+            "middle_cos": keys["middle_cos"], "middle_cos_shuffled": keys["middle_cos_shuffled"],
+            "correct_rank_share": keys["correct_rank_share"],
+            "icn": {k: v for k, v in result.get("icn", {}).items() if k.startswith(("mean_rel", "share"))}}
+
+
+def load_laundry(task: str):
+    """(info, validation, test) of a Laundry List task directory, or of the generator's defaults
+    for task 'laundry' (made in memory)."""
+    from ..eval import tasks
+    from ..eval.tasks.score import load
+
+    if task == "laundry":
+        gen = tasks.get("laundry")
+        settings = gen.settings(["n_train=0"])
+        splits = gen.make(settings)
+        return gen.info(settings), splits["validation"], splits["test"]
+    info, test = load(task, "test")
+    if info.name != "laundry":
+        raise LmlabError(f"--task {task}: a laundry task is needed (lmlab task make laundry), this one is {info.name!r}")
+    _, validation = load(task, "validation")
+    if not validation:
+        raise LmlabError(f"--task {task}: the validation split is empty (the scale is chosen on it)")
+    return info, validation, test
+
+
+def laundry_report(model, tokenizer, task, out: Path, scales, controls: int = 4, seed: int = 0) -> dict:
+    """The Laundry List accuracy by list length, the mover and inhibition heads, the intervention.
+    `task`: what load_laundry returned."""
+    from .laundry import intervention
+
+    info, validation, test = task
+    result = intervention(model, tokenizer, info, validation, test, scales, controls, seed)
+    png = figures.laundry_sweep(result, out / "laundry.png")
+    return {"json": _write(out, "laundry.json", result), "png": [png], "mover": result["mover"],
+            "writer": result["writer"], "channel_share": result["channel"]["share"],
+            "accuracy": result["test"]["accuracy"], "chosen_scale": result["chosen_scale"],
+            "gain": result["gain"], "control_gain": result["control_gain"]}

@@ -29,6 +29,14 @@ def cut_at_stop(text: str, stop) -> str:
     return text[:min(hits)] if hits else text
 
 
+def icn_context(tokenizer, question: str, answers, context: int, explored_format: str = "{question}{answer}\n",
+                ask_format: str = "{question}") -> list[int]:
+    """The ids ICN asks with: each explored answer (texts) in `explored_format`, then `ask_format`,
+    cut to the last context - 1 tokens (room for the first answer token)."""
+    explored = "".join(explored_format.format(question=question, answer=a) for a in answers)
+    return tokenizer.encode(explored + ask_format.format(question=question))[-(context - 1):]
+
+
 @torch.no_grad()
 def navigate(model, tokenizer, question: str, n_answers: int = 5, max_new_tokens: int = 40, stop=("\n",),
              explored_format: str = "{question}{answer}\n", ask_format: str = "{question}",
@@ -49,8 +57,8 @@ def navigate(model, tokenizer, question: str, n_answers: int = 5, max_new_tokens
             banned[t] = True
     answers: list[Answer] = []
     for _ in range(n_answers):
-        explored = "".join(explored_format.format(question=question, answer=a.text) for a in answers) if use_context else ""
-        ids = tokenizer.encode(explored + ask_format.format(question=question))[-(ctx - 1):]
+        ids = icn_context(tokenizer, question, [a.text for a in answers] if use_context else [], ctx,
+                          explored_format, ask_format)
         logp = torch.log_softmax(model(torch.tensor([ids], device=device))[0][0, -1].float(), -1)
         for a in answers:
             banned[a.first_token] = True

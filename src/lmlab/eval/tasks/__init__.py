@@ -7,12 +7,13 @@ answer only. docs/evaluation.md describes every generator's format.
 from __future__ import annotations
 
 from ...errors import LmlabError
-from . import classify, continuation, induction, listops, passkey, recall, retrieval, selective_copy
+from . import classify, continuation, induction, laundry, listops, passkey, recall, retrieval, selective_copy
 from .generator import Generator
 
 GENERATORS: dict[str, Generator] = {g.name: g for g in (
     listops.GENERATOR, classify.GENERATOR, retrieval.GENERATOR, recall.ASSOC_RECALL, recall.MQAR,
     induction.GENERATOR, selective_copy.GENERATOR, passkey.GENERATOR, continuation.GENERATOR,
+    laundry.GENERATOR,
 )}
 
 
