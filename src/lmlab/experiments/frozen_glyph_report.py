@@ -204,10 +204,17 @@ def claims_of(results: dict) -> list[dict]:
 
 def report(results: dict) -> str:
     return "\n".join(part for part in (stale(results), markdown(results), seed_differences(results), fonts(results),
-                                        samples(results)) if part)
+                                        verdicts(results), samples(results)) if part)
 
 
 def write_report(results: dict, out: Path) -> None:
     """OUT/curves.png and OUT/report.md."""
     plot_curves(results, out / "curves.png")
     common.write_text(out / "report.md", report(results))
+
+
+def verdicts(results: dict) -> str:
+    """The claims list as a table (what docs/experiments/README.md gathers from every experiment)."""
+    lines = ["| claim | our number | verdict | why |", "|---|---|---|---|"]
+    lines += [f"| {c['claim']} | {c['number']} | **{c['verdict']}** | {c['why']} |" for c in results.get("claims", [])]
+    return "\n".join(lines) + "\n" if results.get("claims") else ""

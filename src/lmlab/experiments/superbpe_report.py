@@ -184,6 +184,9 @@ def report(results: dict, png_name: str, commands: list[str], notes: list[str] =
     found = findings(results)
     if found:
         lines += ["## Findings (read off the tables above)", "", *found, ""]
+    if results.get("claims"):
+        lines += ["## Verdicts", "", "| claim | our number | verdict | why |", "|---|---|---|---|",
+                  *[f"| {c['claim']} | {c['number']} | **{c['verdict']}** | {c['why']} |" for c in results["claims"]], ""]
     if notes:
         lines += ["## Notes", ""] + [x for n in notes for x in (n, "")]
     return "\n".join(lines) + "\n"
