@@ -332,7 +332,7 @@ def run(args) -> int:
             results[part]["wall_s"] = time.perf_counter() - t0
             results["claims"] = claims_of(results)
             common.write_json(results_path, results)
-        common.write_json(Path(args.docs) / RESULTS_COPY, results)  # the committed copy the claims index reads
+    common.write_json(Path(args.docs) / RESULTS_COPY, results)  # the committed copy the claims index reads
     path = write_report(results, Path(args.docs))
     print(f"wrote {path}")
     return 0
