@@ -53,7 +53,8 @@ def test_frozen_glyph_render_only(tmp_path):
     shutil.copy(DOCS / "experiments" / "frozen-glyph-results.json", tmp_path / "results.json")
     assert main(["experiment", "frozen-glyph", "--render-only", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
-    assert report.startswith("| corpus | embedding | seeds |") and "Differences per seed" in report
+    stale = frozen_glyph_report.stale(json.loads((tmp_path / "results.json").read_text()))
+    assert stale and report.startswith(stale + "\n| corpus | embedding | seeds |") and "Differences per seed" in report
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
