@@ -19,4 +19,14 @@ if [ -n "$extras" ] && [ -z "${LMLAB_NO_CHROMIUM:-}" ] && ! command -v chromium 
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "warning: could not install chromium; the playground-page test will be skipped" >&2
 fi
+# GNU Unifont (Debian's fonts-unifont), the paper's font for frozen glyph embeddings: without it the glyph
+# renderer falls back to matplotlib's DejaVu fonts and draws most non-Latin scripts as hex boxes.
+if [ ! -f /usr/share/fonts/opentype/unifont/unifont.otf ] && [ ! -f /usr/share/fonts/truetype/unifont/unifont.ttf ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-unifont >/dev/null) \
+      || echo "warning: could not install fonts-unifont; glyph embeddings will use the DejaVu fallback" >&2
+  else
+    echo "note: GNU Unifont not found; install it (sudo apt-get install fonts-unifont) or pass its .otf files with model.glyph_font" >&2
+  fi
+fi
 echo "lmlab is installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

@@ -101,6 +101,8 @@ CASES = [
     ("missing", "bench train -c {m}", "not found", None),
     ("missing", "bench generate {m}", "does not exist", None),
     ("missing", "experiment no-such-experiment", "invalid choice", None),
+    ("missing", "experiment all --quick --skip nosuch --out {p}/all", "unknown experiment 'nosuch'", None),
+    ("missing", "experiment index --results {m} --page {p}/README.md", "not a folder", None),
     ("missing", "demo -c {m} -o {p}/demo", "not found", None),
     ("missing", "train -o {p}/noresume --resume", "nothing to resume", None),
     # an empty file

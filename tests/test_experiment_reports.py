@@ -53,5 +53,33 @@ def test_frozen_glyph_render_only(tmp_path):
     shutil.copy(DOCS / "experiments" / "frozen-glyph-results.json", tmp_path / "results.json")
     assert main(["experiment", "frozen-glyph", "--render-only", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
-    assert report.startswith("| corpus | embedding | seeds |") and "Differences per seed" in report
+    stale = frozen_glyph_report.stale(json.loads((tmp_path / "results.json").read_text()))
+    assert stale and report.startswith(stale + "\n| corpus | embedding | seeds |") and "Differences per seed" in report
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_committed_claims_are_what_the_report_modules_decide_from_the_committed_numbers():
+    from lmlab.experiments import claims, superbpe_report
+
+    glyph = json.loads((DOCS / "experiments" / "frozen-glyph-results.json").read_text())
+    assert glyph["claims"] == frozen_glyph_report.claims_of(glyph)
+    doc = (DOCS / "experiments" / "frozen-glyph.md").read_text()
+    assert frozen_glyph_report.verdicts(glyph) in doc and frozen_glyph_report.fonts(glyph) in doc
+    assert frozen_glyph_report.stale(glyph) in doc  # the three-seed table predates the current renderer
+    core = json.loads((DOCS / "core-results.json").read_text())
+    assert core["claims"] == core_report.claims_of(core) and core["claims"][0]["verdict"] == "not measurable here"
+    sbpe = json.loads((DOCS / "experiments" / "superbpe-results.json").read_text())
+    assert sbpe["claims"] == superbpe_report.claims_of(sbpe, [sbpe["claims"][0]["command"]])
+    for row in sbpe["sweeps"][0]["rows"]:  # every headline comparison at one vocabulary size
+        bpe = next(r for r in sbpe["sweeps"][0]["rows"] if r["kind"] == "bpe" and r["vocab"] == row["vocab"])
+        assert row["vocab_reached"] == bpe["vocab_reached"]
+    for c in glyph["claims"] + core["claims"] + sbpe["claims"]:
+        assert set(c) == set(claims.FIELDS) and c["verdict"] in claims.VERDICTS
+
+
+def test_the_committed_claims_index_is_current(tmp_path):
+    from lmlab.experiments import claims
+
+    page = tmp_path / "README.md"
+    claims.index(DOCS, page)
+    assert page.read_text() == (DOCS / "experiments" / "README.md").read_text()

@@ -41,8 +41,14 @@ def test_frozen_glyph_quick(tmp_path):
     assert main(argv) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     report = assert_rerendered(argv, tmp_path / "report.md")
-    assert list(results) == ["english", "multilingual"]
-    for key, res in results.items():
+    assert list(results) == ["fonts", "settings", "english", "multilingual", "claims"]
+    assert results["fonts"]["renderer"] == "glyph-v3" and "DejaVuSans.ttf" in results["fonts"]["chain"]
+    assert f"Font chain: {', '.join(results['fonts']['chain'])}" in report
+    assert {c["verdict"] for c in results["claims"]} <= {"holds", "does not hold at this scale", "mixed"}
+    assert len(results["claims"]) == 3 and "Stale" not in report  # the current renderer drew these
+    for key in ("english", "multilingual"):
+        res = results[key]
+        assert res["glyphs"]["coverage"]["renderer"] == "glyph-v3" and f"{key}: {res['vocab_size']} tokens drawn" in report
         assert res["vocab_size"] == 512 and res["mc_items"] == 8
         assert len((tmp_path / f"items-{key}.jsonl").read_text().splitlines()) == 8
         assert set(res["glyphs"]["neighbours"]) <= {"a", "e", "的", "ть", "E"} and res["glyphs"]["neighbours"]["a"]
@@ -94,7 +100,19 @@ def test_inference_quick(tmp_path):
     knn = results["knn"]["in-domain (tinyshakespeare)"]
     assert knn["entries"] == 5000 and knn["eval_tokens"] == 1000  # --quick's caps
     assert f"{knn['entries']:,} ({knn['index']})" in page
-    assert [q["mode"] for q in results["voids"]["quality"]] == ["detect", "last", "skip"]
+    voids = results["voids"]
+    assert [(q["alpha"], q["mode"]) for q in voids["quality"]] == [
+        (a, m) for a in (0.2, 0.5, 0.8) for m in ("detect", "last", "skip")]
+    for q in voids["quality"]:
+        assert 0 <= q["void_share"] <= 1 and q["active_rate"][0] == 1.0  # layer 1 is never void
+        if q["mode"] == "detect":  # outputs untouched: the plain model's numbers exactly
+            assert (q["bpb"], q["mc_acc"]) == (voids["plain"]["bpb"], voids["plain"]["mc_acc"])
+    assert [f["layers"] for f in voids["first_layers"]] == [1] and voids["items"] == 8
+    papers = [c["paper"].split(":")[0] for c in results["claims"]]
+    assert papers == ["LM-Infinite"] * 3 + ["Void in Language Models"] * 2 + [
+        "Making the Most of your Model", "Correlation and Navigation in the Vocabulary Key Representation Space of Language Models"]
+    assert json.loads((tmp_path / "docs" / "inference-results.json").read_text())["claims"] == results["claims"]
+    assert "## Verdicts" in page and all(f"**{c['verdict']}**" in page for c in results["claims"])
     for section in ("## LM-Infinite", "## kNN-LM", "## Layer voids", "## Beam, conditional beam"):
         assert section in page
     for png in ("lminfinite_profile", "knn_token_changes", "knn_entropy", "voids_heatmap"):

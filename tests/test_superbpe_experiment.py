@@ -33,3 +33,16 @@ def test_experiment_end_to_end(tmp_path):
     text = doc.read_text()
     assert "| 320 | SuperBPE | 288 |" in text and "## Findings" in text
     assert doc.with_suffix(".png").stat().st_size > 1000
+
+
+def test_sweep_is_vocabulary_matched_where_bpe_runs_out_of_pairs():
+    from lmlab.experiments.superbpe import sweep
+
+    rng = random.Random(0)
+    words = "the sun rose over a quiet sea and the old ship sailed on".split()
+    text = "".join(" ".join(rng.choices(words, k=9)) + ".\n" for _ in range(200))
+    rows = sweep(text, text[:2000], [2000, 3000], [0.5], log=lambda *a: None)
+    bpe, sup = rows  # 3000 asks for no more than 2000 got: the same comparison, not repeated
+    assert bpe["vocab_requested"] == 2000 and bpe["vocab_reached"] < 2000
+    assert sup["vocab"] == bpe["vocab"] == bpe["vocab_reached"] and sup["transition"] == round(bpe["vocab"] * 0.5)
+    assert sup["vocab_reached"] <= bpe["vocab_reached"]

@@ -75,3 +75,26 @@ def test_skip_mode_drops_void_updates_and_phases_are_recorded():
     assert out[0] == int(logits[0, -1].argmax())
     with pytest.raises(LmlabError, match="void mode"):
         LayerVoids(model, mode="nope")
+
+
+@torch.no_grad()
+def test_first_layers_is_the_model_cut_after_k_blocks_and_void_share_counts_void_updates():
+    from lmlab.infer.voids import first_layers
+
+    model = make_model()
+    ids = torch.randint(0, 30, (1, 16))
+    names = [f"blocks.{i}.resid_post" for i in range(4)]
+    with capture(model, names) as acts:
+        full = model(ids)[0]
+    with first_layers(model, 2):
+        cut = model(ids)[0][0]
+        assert len(model.blocks) == 2
+    assert len(model.blocks) == 4 and torch.equal(model(ids)[0], full)  # restored
+    manual = torch.nn.functional.linear(model.final_norm(acts["blocks.1.resid_post"][0]), model.head_weight())
+    torch.testing.assert_close(cut, manual)
+    with pytest.raises(LmlabError):
+        with first_layers(model, 5):
+            pass
+    with LayerVoids(model, alpha=0.3, mode="skip") as lv:
+        model(ids)
+    assert lv.void_share() == float((~lv.active()).float().mean()) and 0 < lv.void_share() < 1

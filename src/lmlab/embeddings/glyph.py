@@ -26,7 +26,7 @@ from .. import jsonio
 from ..errors import LmlabError
 from . import EMBEDDINGS
 from .frozen import FrozenEmbedding, l2_normalise
-from .render import GlyphRenderer, default_font_chain
+from .render import RENDERER_VERSION, GlyphRenderer, default_font_chain
 
 CACHE_VERSION = "glyph-matrix-v1"
 
@@ -105,7 +105,8 @@ def build_glyph_matrix(texts: list[str], d_model: int, size: int = 32, fonts: li
         return torch.from_numpy(np.load(path)), json.loads(meta.read_text())
     bits, coverage = renderer.bits(texts)
     matrix = glyph_matrix_from_bits(bits, d_model, size)
-    report = {**coverage.as_dict(), "fonts": [Path(p).name for p in renderer.font_paths], "size": size,
+    report = {**coverage.as_dict(), "fonts": [Path(p).name for p in renderer.font_paths], "renderer": RENDERER_VERSION,
+              "size": size,
               "augment": augment, "d_model": d_model}
     if use_cache:
         folder.mkdir(parents=True, exist_ok=True)

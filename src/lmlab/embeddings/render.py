@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Bumped whenever a picture changes (v3: all 256 byte-fallback boxes distinct); caches and reports carry it.
+RENDERER_VERSION = "glyph-v3"
 UNIFONT_PATHS = (
     "/usr/share/fonts/opentype/unifont/unifont.otf",
     "/usr/share/fonts/opentype/unifont/unifont_upper.otf",
@@ -119,7 +121,7 @@ class GlyphRenderer:
 
     def identity(self) -> str:
         """What the pictures depend on: renderer version, font files (name + size), parameters."""
-        h = hashlib.sha256(f"glyph-v3|{self.size}|{self.augment}|{self.seed}".encode())
+        h = hashlib.sha256(f"{RENDERER_VERSION}|{self.size}|{self.augment}|{self.seed}".encode())
         for path in self.font_paths:
             h.update(f"|{Path(path).name}:{os.path.getsize(path)}".encode())
         return h.hexdigest()[:16]

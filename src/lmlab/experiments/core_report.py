@@ -69,3 +69,29 @@ def write_report(results: dict, doc) -> Path:
     if results.get("curves"):
         plot(results["curves"], doc.parent / PNG)
     return common.write_text(doc, markdown(results))
+
+
+NANOGPT_LOSS = 1.47  # nanoGPT's shakespeare_char validation loss after 5,000 iterations of batch 64 (its README)
+
+
+def claims_of(results: dict) -> list[dict]:
+    """The one outside reference the core measures against: nanoGPT's shakespeare_char loss."""
+    from .claims import claim
+
+    s = results["settings"]
+    r = next((v for k, v in results["runs"].items() if k.startswith("shakespeare-char")), None)
+    if r is None or r.get("val_loss") is None:
+        return []
+    reached = r["steps"] >= 5000 and r["tokens"] >= 5000 * 64 * 256
+    return [claim(
+        "nanoGPT shakespeare_char (a reference point, not a seed paper)",
+        f"The shakespeare_char shape reaches validation loss {NANOGPT_LOSS} after 5,000 iterations of batch 64.",
+        f"the shakespeare-char preset, {r['steps']} steps of batch {s['sc_batch']} ({r['tokens']:,} tokens) in a "
+        f"{s['minutes']:g}-minute budget, one seed",
+        f"validation loss {r['val_loss']:.3f} nats/char after {r['steps']} steps",
+        ("holds" if r["val_loss"] <= NANOGPT_LOSS + 0.02 else "does not hold at this scale") if reached
+        else "not measurable here",
+        "the reference's 5,000 iterations of batch 64 are hours on this machine's CPU" if not reached
+        else f"rule: within 0.02 of {NANOGPT_LOSS}",
+        "docs/core.md", f"lmlab experiment core --sc-steps {s['sc_steps']} --sc-batch {s['sc_batch']} "
+                        f"--minutes {s['minutes']:g}")]

@@ -114,7 +114,7 @@ def prepare_corpus(args, out: Path, key: str, docs=None):
 def glyph_sheet(tok, args, path: Path) -> dict:
     from ..embeddings.sheet import neighbours, write_sheet
     from ..embeddings.glyph import build_glyph_matrix, token_texts
-    from ..embeddings.render import GlyphRenderer, default_font_chain
+    from ..embeddings.render import RENDERER_VERSION, GlyphRenderer, default_font_chain
 
     texts = token_texts(tok, tok.vocab_size)
     fonts = default_font_chain([f for f in args.font.split(os.pathsep) if f])
@@ -123,7 +123,17 @@ def glyph_sheet(tok, args, path: Path) -> dict:
     rows = [(q, [(texts[i], s) for i, s in neighbours(matrix.clone(), ids[q], 8)]) for q in QUERIES if q in ids]
     sheet = [t for t in texts[257:] if t.strip()][::max(1, (len(texts) - 257) // args.sheet_tokens)][:args.sheet_tokens]
     write_sheet(path, GlyphRenderer(fonts=fonts), sheet, rows)
-    return {"coverage": report, "neighbours": {q: [[t, round(s, 3)] for t, s in n] for q, n in rows}}
+    return {"coverage": {**report, "renderer": RENDERER_VERSION},
+            "neighbours": {q: [[t, round(s, 3)] for t, s in n] for q, n in rows}}
+
+
+def font_record(args) -> dict:
+    """The font chain the glyph runs drew with, whether Unifont was among it, and the renderer version."""
+    from ..embeddings.render import RENDERER_VERSION, UNIFONT_PATHS, default_font_chain
+
+    chain = default_font_chain([f for f in args.font.split(os.pathsep) if f])
+    return {"chain": [Path(p).name for p in chain], "unifont": any("unifont" in Path(p).name.lower() for p in chain),
+            "system_unifont": any(os.path.isfile(p) for p in UNIFONT_PATHS), "renderer": RENDERER_VERSION}
 
 
 def one_run(args, run_dir: Path, folder, tok_dir, val_fraction, emb, seed, items, held) -> dict:
@@ -169,10 +179,13 @@ def summarise(per_seed: list[dict]) -> dict:
 def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: list[int]) -> dict:
     """Every run, seed-major; OUT/results.json (and the report) rewritten after each one."""
     from ..eval.choice import items_from_documents, save_items
-    from .frozen_glyph_report import write_report
+    from .frozen_glyph_report import claims_of, write_report
 
     work = Path(args.work) if args.work else out
-    results, prepared, per_seed = {}, {}, {}
+    results, prepared, per_seed = {"fonts": font_record(args)}, {}, {}
+    results["settings"] = {"steps": args.steps, "batch_size": args.batch_size, "context": args.context,
+                           "layers": args.layers, "d_model": args.d_model, "seeds": seeds, "device": args.device,
+                           "quick": args.quick}
     for key in corpora:  # corpora, tokenizers, items and glyph sheets first: cheap, and needed by every run
         folder, tok_dir, tok, val_fraction, held = prepare_corpus(args, work, key)
         cont = max(8, min(40, args.context // 4))  # a choice must fit the window even at 1 char/token
@@ -193,6 +206,7 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
                             items, held)
                 per_seed.setdefault((key, emb), []).append(r)
                 results[key]["runs"][emb] = summarise(per_seed[(key, emb)])
+                results["claims"] = claims_of(results)
                 common.write_json(out / "results.json", results)
                 write_report(results, out)
                 print(f"{key:12s} {emb:9s} seed {seed}: val_bpb {r['val_bpb']:.4f}  mc acc {r['mc']['acc']:.3f} "
@@ -201,12 +215,14 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
 
 
 def run(args) -> int:
-    from .frozen_glyph_report import markdown, write_report
+    from .frozen_glyph_report import claims_of, markdown, write_report
 
     common.use_quick(args, QUICK)
     out = Path(args.out)
     if args.render_only:
         results = common.read_json(out / "results.json")
+        results["claims"] = claims_of(results)  # derived from the numbers: kept current with the verdict rules
+        common.write_json(out / "results.json", results)
         write_report(results, out)
     else:
         corpora = common.names(args.corpora, CORPORA, "--corpora", "corpus")

@@ -5,6 +5,7 @@ docs/experiments/frozen-glyph-results.json (tests/test_experiment_reports.py che
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from . import common
@@ -14,7 +15,13 @@ COMPARISONS = (("glyph", "trainable"), ("binary", "glyph"), ("gaussian", "glyph"
 SAMPLE_CHARS = 150
 
 
+def corpora(results: dict) -> dict:
+    """The per-corpus entries of results.json (the other keys: fonts, settings, claims)."""
+    return {k: v for k, v in results.items() if isinstance(v, dict) and "runs" in v}
+
+
 def plot_curves(results: dict, path: Path) -> None:
+    results = corpora(results)
     keys = [k for k in results if results[k]["runs"]]
     if not keys:
         return
@@ -36,6 +43,7 @@ def plot_curves(results: dict, path: Path) -> None:
 
 def markdown(results: dict) -> str:
     """The headline table: one row per corpus and embedding, mean (± sd) over seeds."""
+    results = corpora(results)
     lines = ["| corpus | embedding | seeds | val bits/byte | MC acc | MC acc_norm | tokens/s | trained params | frozen | minutes |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, res in results.items():
@@ -56,6 +64,7 @@ def markdown(results: dict) -> str:
 
 def seed_differences(results: dict) -> str:
     """Validation bits/byte of one embedding minus another's, seed by seed ('' if no pair ran)."""
+    results = corpora(results)
     rows, seeds = [], []
     for key, res in results.items():
         runs = res["runs"]
@@ -82,6 +91,7 @@ def _one_line(text: str) -> str:
 
 def samples(results: dict) -> str:
     """Each model's sample from its first seed, one table per corpus."""
+    results = corpora(results)
     keys = [k for k in results if results[k]["runs"]]
     if not keys:
         return ""
@@ -98,11 +108,113 @@ def samples(results: dict) -> str:
     return "\n".join(lines)
 
 
+def fonts(results: dict) -> str:
+    """Which experiment the numbers belong to: the font chain, renderer and coverage each corpus ran with."""
+    lines = []
+    f = results.get("fonts")
+    if f:
+        lines.append(f"Font chain: {', '.join(f['chain']) or 'none'} (GNU Unifont "
+                     f"{'in it' if f['unifont'] else 'absent: most non-Latin scripts are hex boxes'}); renderer "
+                     f"{f['renderer']}.")
+    for key, res in corpora(results).items():
+        cov = res.get("glyphs", {}).get("coverage")
+        if not cov:
+            continue
+        drawn = ", ".join(f"{name} {n:,}" for name, n in cov["chars_by_font"].items())
+        lines.append(f"{key}: {cov['tokens']:,} tokens drawn with {', '.join(cov['fonts'])}, renderer "
+                     f"{cov.get('renderer', 'not recorded (before glyph-v3, whose byte boxes are all distinct)')}; "
+                     f"characters per font: {drawn}; {cov['tokens_with_fallback']:,} tokens use the hex-box fallback; "
+                     f"{cov['duplicate_rows']:,} duplicate rows.")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def stale(results: dict) -> str:
+    """Why the numbers may not be what the current renderer gives ('' when they are current)."""
+    from ..embeddings.render import RENDERER_VERSION
+
+    used = {res.get("glyphs", {}).get("coverage", {}).get("renderer") for res in corpora(results).values()
+            if res.get("glyphs")} or {results.get("fonts", {}).get("renderer")}
+    if used == {RENDERER_VERSION}:
+        return ""
+    return (f"Stale: these runs used a renderer older than {RENDERER_VERSION} (or did not record it); "
+            f"{RENDERER_VERSION} changed the pictures of the byte-fallback tokens, so the glyph rows would differ "
+            "slightly if re-run.")
+
+
+def claims_of(results: dict) -> list[dict]:
+    """The paper's claims, decided from the seed-paired differences by a stated rule."""
+    from .claims import claim
+
+    paper = "Emergent Semantics Beyond Token Embeddings: Transformer LMs with Frozen Visual Unicode Representations"
+    cs = corpora(results)
+    st = results.get("settings", {})
+    first = next((r for res in cs.values() for r in res["runs"].values()), None)
+    if not first:
+        return []
+    n = len(first["seeds"])
+    note = stale(results)
+    setting = (f"{st.get('layers', 4)}-layer d_model {st.get('d_model', 128)} models, {st.get('steps', 600)} steps, "
+               f"{n} seed(s), unicode tokenizer, english-prose and multilingual corpora"
+               + ("; stale renderer (see report)" if note else ""))
+    command = "lmlab experiment frozen-glyph --seeds 1337,1338,1339 --figures docs/experiments/img"
+    report = "docs/experiments/frozen-glyph.md"
+
+    def paired(key, a, b, field=None):
+        runs = cs[key]["runs"]
+        get = (lambda r: r["val_bpb"]) if field is None else (lambda r: r["mc"][field])
+        other = {r["seed"]: get(r) for r in runs[b]["seeds"]}
+        return [get(r) - other[r["seed"]] for r in runs[a]["seeds"] if r["seed"] in other]
+
+    out = []
+    keys = [k for k in cs if {"glyph", "trainable"} <= set(cs[k]["runs"])]
+    if keys:
+        d = {k: paired(k, "glyph", "trainable") for k in keys}
+        beats = all(x < 0 for k in keys for x in d[k])
+        loses = all(sum(d[k]) > 0 for k in keys)
+        out.append(claim(paper, "Frozen glyph embeddings give a better LM than trainable ones in the same model.", setting,
+                         "; ".join(f"{k}: glyph − trainable {min(d[k]):+.4f} to {max(d[k]):+.4f} bits/byte per seed"
+                                   for k in keys),
+                         "holds" if beats else "does not hold at this scale" if loses else "mixed",
+                         "rule: glyph lower in every seed and corpus holds; higher on average in every corpus does "
+                         "not", report, command))
+        mc = {k: paired(k, "glyph", "trainable", "acc") for k in keys}
+        se = max(math.sqrt(0.25 * 0.75 / cs[k]["mc_items"]) for k in keys)
+        out.append(claim(paper, "Frozen glyph models score higher on a multiple-choice benchmark (the paper: MMLU) than "
+                         "trainable-embedding models.", setting + f"; log-likelihood multiple choice, "
+                         f"{cs[keys[0]]['mc_items']} held-out items per corpus",
+                         "; ".join(f"{k}: glyph − trainable MC acc {sum(mc[k]) / len(mc[k]):+.3f} mean over seeds"
+                                   for k in keys),
+                         "holds" if all(sum(mc[k]) / len(mc[k]) > 2 * se for k in keys)
+                         else "does not hold at this scale" if all(abs(sum(mc[k]) / len(mc[k])) <= 2 * se or
+                                                                     sum(mc[k]) < 0 for k in keys) else "mixed",
+                         f"rule: a gain above 2 standard errors of one accuracy ({2 * se:.3f}) in every corpus holds",
+                         report, command))
+    keys = [k for k in cs if {"glyph", "binary", "gaussian"} <= set(cs[k]["runs"])]
+    if keys:
+        d = {k: paired(k, "binary", "glyph") + paired(k, "gaussian", "glyph") for k in keys}
+        out.append(claim(paper, "The glyph pictures carry information: frozen glyph embeddings beat content-free frozen "
+                         "codes (binary, Gaussian).", setting,
+                         "; ".join(f"{k}: control − glyph {min(d[k]):+.4f} to {max(d[k]):+.4f} bits/byte" for k in keys),
+                         "holds" if all(x > 0 for k in keys for x in d[k]) else
+                         "does not hold at this scale" if all(x < 0 for k in keys for x in d[k]) else "mixed",
+                         "rule: every control worse than glyph in every seed and corpus holds (a control the paper "
+                         "implies rather than runs)", report, command))
+    return out
+
+
 def report(results: dict) -> str:
-    return "\n".join(part for part in (markdown(results), seed_differences(results), samples(results)) if part)
+    return "\n".join(part for part in (stale(results), markdown(results), seed_differences(results), fonts(results),
+                                        verdicts(results), samples(results)) if part)
 
 
 def write_report(results: dict, out: Path) -> None:
     """OUT/curves.png and OUT/report.md."""
     plot_curves(results, out / "curves.png")
     common.write_text(out / "report.md", report(results))
+
+
+def verdicts(results: dict) -> str:
+    """The claims list as a table (what docs/experiments/README.md gathers from every experiment)."""
+    lines = ["| claim | our number | verdict | why |", "|---|---|---|---|"]
+    lines += [f"| {c['claim']} | {c['number']} | **{c['verdict']}** | {c['why']} |" for c in results.get("claims", [])]
+    return "\n".join(lines) + "\n" if results.get("claims") else ""

@@ -9,6 +9,7 @@ report from saved JSON without measuring again.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from pathlib import Path
@@ -40,11 +41,16 @@ QUICK_MODEL = {"model": {"n_layers": 2, "d_model": 64}, "train": {"max_steps": 3
 QUICK_PASSKEY_MODEL = {"model": {"d_model": 64}, "train": {"max_steps": 10, "eval_batches": 2}}
 QUICK_TOKENS = {"eval_tokens": 1000, "knn_tokens": 5000}
 PASSKEY_RUN = "passkey-char"
+RESULTS_COPY = "inference-results.json"  # beside inference.md
 PASSKEY_DEPTHS = (0.1, 0.5, 0.9, 1.0)   # 1.0: the key right before the question, within n_local at any length
 # Decoding speed: the trained model above and a randomly initialised larger one (speed does not
 # depend on the weights), batch 1 and 16.
 SPEED_MODELS = {"medium": dict(n_layers=6, d_model=384, n_heads=6, context=128, vocab_size=256)}
 SPEED_MULTIPLIERS = (1, 2, 4, 8, 16, 32)
+LONG_MULTIPLIERS = (1, 2, 4, 8, 16, 32, 64)   # perplexity windows, in training contexts
+PASSKEY_MULTIPLIERS = (1, 2, 4, 8)
+QUICK_LONG = (1, 2, 4)
+VOID_ITEMS, VOID_ITEMS_QUICK = 200, 8   # multiple-choice items from the held-out text
 
 
 def add_arguments(p) -> None:
@@ -66,8 +72,8 @@ def measure_lminfinite(model, tokenizer, cfg, out: Path, args) -> dict:
     from ..eval.long import evaluate_long
 
     val = common.token_split(cfg, tokenizer)[1]
-    res = {"long": evaluate_long(model, val, tokenizer.token_nbytes(), (1, 2, 4, 8), n_windows=2 if args.quick else 8,
-                                 n_global=10)}
+    res = {"long": evaluate_long(model, val, tokenizer.token_nbytes(), QUICK_LONG if args.quick else LONG_MULTIPLIERS,
+                                 n_windows=2 if args.quick else 8, n_global=10)}
     res["speed"] = measure_speed(model, args)
     corpus = out / "passkey.txt"
     if not corpus.is_file():
@@ -79,13 +85,13 @@ def measure_lminfinite(model, tokenizer, cfg, out: Path, args) -> dict:
     pk_model, pk_tok, pk_cfg = common.train_or_reuse(pk_cfg, out / PASSKEY_RUN)
     ctx = pk_model.cfg.context
     res["passkey_model"] = {"layers": pk_model.cfg.n_layers, "d_model": pk_model.cfg.d_model, "context": ctx,
-                            "params": pk_model.num_params(), "steps": pk_cfg.train.max_steps,
+                            "params": pk_model.num_params(), "steps": trained_steps(out / PASSKEY_RUN),
                             "batch": pk_cfg.train.batch_size, "train_or_load_s": time.perf_counter() - t0,
                             "corpus": "passkey.corpus(4000, 200, seed=0, answers=3)",
                             **_last_val(out / PASSKEY_RUN)}
     rows = []
     for method in ("vanilla", "lminfinite"):
-        rows += passkey.evaluate(pk_model, pk_tok, [ctx, 2 * ctx, 4 * ctx, 8 * ctx],
+        rows += passkey.evaluate(pk_model, pk_tok, [m * ctx for m in (QUICK_LONG if args.quick else PASSKEY_MULTIPLIERS)],
                                  n_per_length=1 if args.quick else 20, depths=PASSKEY_DEPTHS,
                                  method=method, n_global=10, seed=1)
     res["passkey"] = rows
@@ -102,12 +108,22 @@ def measure_speed(model, args) -> list[dict]:
     for name, kw in {} if args.quick else SPEED_MODELS.items():
         torch.manual_seed(0)
         models[name] = Transformer(ModelConfig(**kw)).eval()
+    cells = [((1, 8), (1, 16))] if args.quick else [(SPEED_MULTIPLIERS, (1, 16))]
     rows = []
     for name, m in models.items():
-        for r in decode_speed_table(m, (1, 8) if args.quick else SPEED_MULTIPLIERS, (1, 16),
-                                    n_new=8 if args.quick else 32, repeats=1 if args.quick else 5, n_global=10):
-            rows.append({"model": name, "params": m.num_params(), "layers": m.cfg.n_layers, "d_model": m.cfg.d_model, **r})
+        for mults, batches in cells:
+            for r in decode_speed_table(m, mults, batches, n_new=8 if args.quick else 32, repeats=1 if args.quick else 5,
+                                        n_global=10):
+                rows.append({"model": name, "params": m.num_params(), "layers": m.cfg.n_layers, "d_model": m.cfg.d_model,
+                             **r})
     return rows
+
+
+def trained_steps(run: Path) -> int:
+    """The step of the checkpoint a run is loaded from (a run stopped early has fewer than max_steps)."""
+    from ..checkpoint import read_state, resolve
+
+    return int(read_state(resolve(run))["step"])
 
 
 def _last_val(run: Path) -> dict:
@@ -170,18 +186,47 @@ def _prompts(tokenizer, ids: np.ndarray, n: int, length: int, seed: int) -> list
     return out
 
 
+VOID_ALPHAS = (0.2, 0.5, 0.8)   # 0.8: the paper's; lower alphas mark fewer layers void
+
+
 def measure_voids(model, tokenizer, cfg, out: Path, args) -> dict:
+    """bpb and a multiple-choice score with voids detected / answered from the last active layer /
+    skipped, per alpha; the share of layer updates skipped and the wall time of each evaluation;
+    the first-k-layers models as the compute-saving baseline at the same depth."""
+    from ..eval.choice import items_from_documents, score_items
     from ..eval.perplexity import evaluate_ids
     from ..infer.generate import generate
-    from ..infer.voids import LayerVoids
+    from ..infer.voids import LayerVoids, first_layers
 
     val = common.token_split(cfg, tokenizer)[1][: args.eval_tokens + 1]
     nbytes = tokenizer.token_nbytes()
-    res = {"alpha": 0.8, "quality": []}
-    for mode in ("detect", "last", "skip"):
-        with LayerVoids(model, 0.8, mode) as lv:
-            r = evaluate_ids(model, val, nbytes)
-        res["quality"].append({"mode": mode, "bpb": r["bpb"], "ppl": r["ppl"], "active_rate": lv.rates()["prompt"]})
+    held = tokenizer.decode(common.token_split(cfg, tokenizer)[1].tolist())
+    items = items_from_documents([held], n_items=VOID_ITEMS_QUICK if args.quick else VOID_ITEMS, n_choices=4,
+                                 context_chars=64, continuation_chars=32, seed=0)
+
+    def scored(make_context):
+        seconds = []
+        for _ in range(2):  # the faster of two passes: other jobs on a shared CPU only ever add time
+            t0 = time.perf_counter()
+            with make_context() as lv:
+                r = evaluate_ids(model, val, nbytes)
+            seconds.append(time.perf_counter() - t0)
+        seconds = min(seconds)
+        with make_context():
+            mc = score_items(model, tokenizer, items, batch_size=16)
+        row = {"bpb": r["bpb"], "ppl": r["ppl"], "eval_s": seconds, "mc_acc": mc["acc"], "mc_acc_norm": mc["acc_norm"]}
+        if isinstance(lv, LayerVoids):
+            row.update(void_share=lv.void_share(), active_rate=lv.rates()["prompt"])
+        return row
+
+    plain = scored(contextlib.nullcontext)
+    res = {"alpha": 0.8, "items": len(items), "eval_tokens": len(val) - 1, "plain": plain, "quality": [],
+           "first_layers": []}
+    for alpha in VOID_ALPHAS:
+        for mode in ("detect", "last", "skip"):
+            res["quality"].append({"alpha": alpha, "mode": mode, **scored(lambda: LayerVoids(model, alpha, mode))})
+    for k in range(1, model.cfg.n_layers):
+        res["first_layers"].append({"layers": k, **scored(lambda: first_layers(model, k))})
     # 32 + 96 tokens fit the context: no sliding re-encode, so every later call is one generated token.
     prompts = _prompts(tokenizer, val, 4, 32, seed=3)
     new = 96
@@ -260,7 +305,7 @@ MEASURE = {"lminfinite": measure_lminfinite, "knn": measure_knn, "voids": measur
 
 
 def run(args) -> int:
-    from .inference_report import write_report
+    from .inference_report import claims_of, write_report
 
     parts = common.names(args.parts, PARTS, "--parts", "part")
     out = Path(args.out)
@@ -275,13 +320,19 @@ def run(args) -> int:
             cfg = common.configured(cfg, **QUICK_MODEL)
         model, tokenizer, cfg = common.train_or_reuse(cfg, out / "shakespeare-char")
         results["machine"] = {**common.machine(), "threads": args.threads, "params": model.num_params()}
+        results["model"] = {"layers": cfg.model.n_layers, "d_model": cfg.model.d_model, "heads": cfg.model.n_heads,
+                            "context": cfg.model.context, "steps": trained_steps(out / "shakespeare-char"),
+                            "batch": cfg.train.batch_size}
+        results["command"] = "nice lmlab experiment inference" + (" --quick" if args.quick else "")
         for part in parts:
             print(f"measuring {part} ...")
             t0 = time.perf_counter()
             torch.manual_seed(0)
             results[part] = MEASURE[part](model, tokenizer, cfg, out, args)
             results[part]["wall_s"] = time.perf_counter() - t0
+            results["claims"] = claims_of(results)
             common.write_json(results_path, results)
+    common.write_json(Path(args.docs) / RESULTS_COPY, results)  # the committed copy the claims index reads
     path = write_report(results, Path(args.docs))
     print(f"wrote {path}")
     return 0

@@ -1,6 +1,7 @@
 """Write docs/inference.md and its PNGs from the JSON that `lmlab experiment inference` measured."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -273,13 +274,40 @@ def _knn(r: dict, figs: Path) -> str:
 
 
 def _voids(r: dict, figs: Path) -> str:
-    md = [f"## Layer voids (alpha = {r['alpha']})\n",
-          "Same tinyshakespeare model (4 layers), held-out text. `detect` leaves the output alone (the baseline).\n"]
-    md.append(_table(["mode", "bpb", "ppl", "active rate per layer (prompt)"],
-                     [[q["mode"], q["bpb"], q["ppl"], ", ".join(f"{a:.2f}" for a in q["active_rate"])]
-                      for q in r["quality"]]))
-    md.append("\nActive-layer rate per phase (4 held-out prompts of 32 tokens, up to 96 sampled tokens each, T = 0.8):\n")
-    md.append(_table(["phase"] + [f"layer {i + 1}" for i in range(len(r["rates"]["prompt"]))],
+    p, L = r["plain"], len(r["rates"]["prompt"])
+    md = ["## Layer voids\n",
+          f"Same tinyshakespeare model ({L} layers), {r['eval_tokens']:,} held-out tokens for bits per byte, and "
+          f"{r['items']} four-way multiple-choice items cut from the held-out text (`lmlab.eval.choice`: a 64-character "
+          "passage, the true 32-character continuation among three from elsewhere; chance 0.25, one accuracy's "
+          f"standard error about {_se(p['mc_acc'], r['items']):.3f}). `detect` leaves the output alone; `last` answers "
+          "from the last non-void layer; `skip` drops void layers' updates. *skipped* = share of (token, layer) "
+          "updates found void, i.e. what a skip would save if the void test did not need the layer's output; "
+          "*eval s* = wall time of the bits-per-byte pass (same run, shared CPU). The last rows are the honest "
+          "compute-saving baseline: the same model with only its first k blocks (then its final norm and head).\n"]
+    rows = [["plain model", "-", "-", p["bpb"], p["mc_acc"], p["mc_acc_norm"], "0.00", f"{p['eval_s']:.1f}", "-"]]
+    for q in r["quality"]:
+        rows.append([q["mode"], q["alpha"], ", ".join(f"{a:.2f}" for a in q["active_rate"]), q["bpb"], q["mc_acc"],
+                     q["mc_acc_norm"], f"{q['void_share']:.2f}", f"{q['eval_s']:.1f}",
+                     f"{q['eval_s'] / p['eval_s']:.2f}x"])
+    for f in r["first_layers"]:
+        rows.append([f"first {f['layers']} of {L} layers", "-", "-", f["bpb"], f["mc_acc"], f["mc_acc_norm"],
+                     f"{1 - f['layers'] / L:.2f}", f"{f['eval_s']:.1f}", f"{f['eval_s'] / p['eval_s']:.2f}x"])
+    md.append(_table(["mode", "alpha", "active rate per layer", "bpb", "MC acc", "MC acc_norm", "skipped",
+                      "eval s", "vs plain"], rows))
+    paper = next((q for q in r["quality"] if q["alpha"] == 0.8 and q["mode"] == "last"), None)
+    same_depth = _closest_depth(r["first_layers"], paper["void_share"], L) if paper else None
+    if paper and same_depth and paper["bpb"] > p["bpb"]:
+        md.append(f"\nWhy skipping raises bits per byte here (the paper reports a gain): at the paper's alpha 0.8 the "
+                  f"rule finds {paper['void_share']:.0%} of all layer updates void, almost all of them in the last "
+                  f"layers (active rates {', '.join(f'{a:.2f}' for a in paper['active_rate'])}), so `last` answers "
+                  f"most tokens from an early layer's state, which the head was never trained to read. That is close "
+                  f"to cutting the network to its first {same_depth['layers']} layers ({same_depth['bpb']:.3f} "
+                  f"bits/byte, against {paper['bpb']:.3f} for `last` and {p['bpb']:.3f} for the plain model). "
+                  f"The paper's 7B models are many times deeper; a {L}-layer model has no "
+                  "redundant depth to give up.\n")
+    md.append("\nActive-layer rate per phase at alpha 0.8 (4 held-out prompts of 32 tokens, up to 96 sampled tokens "
+              "each, T = 0.8):\n")
+    md.append(_table(["phase"] + [f"layer {i + 1}" for i in range(L)],
                      [[ph] + list(r["rates"][ph]) for ph in ("prompt", "generation")]))
     md.append(f"\nGeneration speed: {r['speed']['plain']:.0f} tok/s plain, {r['speed']['voids']:.0f} tok/s with "
               f"void tracking (`last` mode): every layer is still computed, the hooks only add work.\n")
@@ -297,6 +325,16 @@ def _voids(r: dict, figs: Path) -> str:
         plt.close(fig)
         md.append("\n![active layers per token](inference/voids_heatmap.png)\n")
     return "\n".join(md)
+
+
+def _se(p: float, n: int) -> float:
+    """Standard error of an accuracy p measured on n items."""
+    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+
+
+def _closest_depth(first_layers: list[dict], void_share: float, n_layers: int) -> dict | None:
+    """The first-k-layers row whose share of dropped layers is closest to `void_share`."""
+    return min(first_layers, key=lambda f: abs(1 - f["layers"] / n_layers - void_share), default=None)
 
 
 def _decoding(r: dict) -> str:
@@ -329,14 +367,19 @@ def write_report(results: dict, docs: Path) -> Path:
         m = results["machine"]
         walls = ", ".join(f"{p} {results[p]['wall_s'] / 60:.1f} min" for p in ("lminfinite", "knn", "voids", "decoding")
                           if p in results and "wall_s" in results[p])
-        parts.append(f"## Measurements\n\nRegenerate everything: `nice lmlab experiment inference` (trains the two "
+        mo = results.get("model", {})
+        parts.append(f"## Measurements\n\nRegenerate everything: `{results.get('command', COMMAND)}` (trains the two "
                      f"small models first if `runs/infer` lacks them; `--parts knn` etc. for a subset; "
-                     f"`--render-only` redraws this page from `runs/infer/results.json`). "
+                     f"`--render-only` redraws this page from `runs/infer/results.json`, copied to "
+                     f"`docs/inference-results.json`). "
                      f"Measured on {m['cpu']}, {m['threads']} thread(s), torch {m['torch']}, a CPU shared with other "
-                     f"jobs (timings are same-run ratios). The main model: char-level, 4 layers, d_model 128, 4 heads, RoPE, "
-                     f"context 128, {m['params']:,} parameters, 2000 steps of 16 x 128 tokens on the tinyshakespeare "
-                     f"training split (`MODEL` in `lmlab/experiments/inference.py`). "
-                     f"Wall time per part in the last run: {walls}.\n")
+                     f"jobs (timings are same-run ratios). The main model: char-level, {mo.get('layers')} layers, "
+                     f"d_model {mo.get('d_model')}, {mo.get('heads')} heads, RoPE, context {mo.get('context')}, "
+                     f"{m['params']:,} parameters, {mo.get('steps')} steps of {mo.get('batch')} x {mo.get('context')} "
+                     f"tokens on the tinyshakespeare training split (`MODEL` in `lmlab/experiments/inference.py`). "
+                     f"Wall time per part in the last run: {walls}."
+                     + ("" if "knn" in results else " kNN-LM is not in these results (`--parts knn` measures it).")
+                     + "\n")
     if "lminfinite" in results:
         parts.append(_lminfinite(results["lminfinite"], figs))
     if "knn" in results:
@@ -345,4 +388,169 @@ def write_report(results: dict, docs: Path) -> Path:
         parts.append(_voids(results["voids"], figs))
     if "decoding" in results:
         parts.append(_decoding(results["decoding"]))
-    return common.write_text(docs / "inference.md", "\n".join(parts))
+    parts.append(_verdicts(results))
+    return common.write_text(docs / "inference.md", "\n".join(p for p in parts if p))
+
+
+# --- verdicts -----------------------------------------------------------------------------------
+REPORT = "docs/inference.md"
+COMMAND = "nice lmlab experiment inference"
+
+
+def _lminfinite_claims(r: dict, setting: str) -> list[dict]:
+    from .claims import claim
+
+    out = []
+    long = r["long"]
+    by = {(x["method"], x["multiplier"]): x["bpb"] for x in long["rows"]}
+    mults = sorted({x["multiplier"] for x in long["rows"]})
+    top, base = max(mults), by["vanilla", 1]
+    flat = all(by["lminfinite", m] <= 1.05 * base for m in mults)
+    blows = by["vanilla", top] > 1.2 * base
+    out.append(claim(
+        "LM-Infinite: Simple On-the-Fly Length Generalization for Large Language Models",
+        "Without training, LM-Infinite keeps perplexity flat far beyond the training length, where the vanilla model's explodes.",
+        f"{setting}; windows up to {top}x the context ({top * long['context']} tokens), {long['n_windows']} per length",
+        f"bits/byte at 1x {base:.3f}; at {top}x vanilla {by['vanilla', top]:.3f}, LM-Infinite {by['lminfinite', top]:.3f} "
+        f"(worst LM-Infinite length {max(by['lminfinite', m] for m in mults):.3f})",
+        "holds" if flat and blows else "mixed" if flat or blows else "does not hold at this scale",
+        "rule: LM-Infinite within 5% of the 1x bits/byte at every length and vanilla more than 20% above it at the longest",
+        REPORT, COMMAND + " --parts lminfinite"))
+    speed = [x for x in r["speed"] if "model" in x]
+    longest = {}
+    for x in speed:
+        key = (x["model"], x["batch"])
+        if x["multiplier"] >= longest.get(key, {"multiplier": 0})["multiplier"]:
+            longest[key] = x
+    ups = [x["speedup"] for x in longest.values()]
+    out.append(claim(
+        "LM-Infinite: Simple On-the-Fly Length Generalization for Large Language Models",
+        "LM-Infinite decodes faster than vanilla attention on long inputs (the paper: 2.72x at 32k tokens), its cache being bounded.",
+        f"greedy decoding after prompts of 1x-{max(x['multiplier'] for x in speed)}x the context, trained model and a "
+        "random-init 6x384 model, batch 1 and 16, fastest of 5 runs, 1 CPU thread",
+        "; ".join(f"{m} batch {b} at {x['multiplier']}x: {x['speedup']:.2f}x" for (m, b), x in longest.items()),
+        "holds" if min(ups) > 1.2 else "mixed" if max(ups) > 1.2 else "does not hold at this scale",
+        "rule: speed-up above 1.2x at the longest prompt for every model and batch; batch 1 is bound by reading the weights",
+        REPORT, COMMAND + " --parts lminfinite"))
+    pk = r.get("passkey")
+    if pk:
+        ctx = r["passkey_model"]["context"]
+        acc = lambda m, cond: float(np.mean([x["accuracy"] for x in pk if x["method"] == m and cond(x)]))
+        inside = acc("vanilla", lambda x: x["length"] <= ctx)
+        near = acc("lminfinite", lambda x: x["length"] > ctx and x["depth"] >= 1.0)
+        van_near = acc("vanilla", lambda x: x["length"] > ctx and x["depth"] >= 1.0)
+        far = acc("lminfinite", lambda x: x["length"] > ctx and x["depth"] < 1.0)
+        longest_pk = max(x["length"] for x in pk)
+        holds = near >= 0.8 * inside and near > van_near
+        out.append(claim(
+            "LM-Infinite: Simple On-the-Fly Length Generalization for Large Language Models",
+            "Beyond the training length LM-Infinite still retrieves a passkey (within its local window), where vanilla fails.",
+            f"2-layer char model trained on synthetic passkey text, context {ctx}, prompts up to {longest_pk} tokens, "
+            f"{pk[0].get('n', 20)} keys per cell, greedy",
+            f"exact match: at the training length {inside:.2f}; beyond it, key near the question: LM-Infinite {near:.2f}, "
+            f"vanilla {van_near:.2f}; key in the masked middle: LM-Infinite {far:.2f}",
+            "holds" if holds and inside >= 0.5 else "mixed" if near > van_near else "does not hold at this scale",
+            "rule: LM-Infinite keeps 80% of the in-length accuracy and beats vanilla; holds only if the model retrieves "
+            "at least half the keys at its training length",
+            REPORT, COMMAND + " --parts lminfinite"))
+    return out
+
+
+def _voids_claims(r: dict, setting: str) -> list[dict]:
+    from .claims import claim
+
+    p = r["plain"]
+    acting = [q for q in r["quality"] if q["mode"] != "detect"]
+    se = _se(p["mc_acc"], r["items"])
+    bpb_gain = [q for q in acting if q["bpb"] < p["bpb"] - 1e-3]
+    mc_gain = [q for q in acting if q["mc_acc"] > p["mc_acc"] + 2 * se]
+    all_worse = all(q["bpb"] > p["bpb"] + 1e-3 for q in acting)
+    if bpb_gain or mc_gain:
+        verdict = "mixed" if all_worse else "holds"
+    else:
+        verdict = "does not hold at this scale" if all_worse else "mixed"
+    best_bpb = min(acting, key=lambda q: q["bpb"])
+    best_mc = max(acting, key=lambda q: q["mc_acc"])
+    alphas = ", ".join(f"{a:g}" for a in dict.fromkeys(q["alpha"] for q in acting))
+    quality = claim(
+        "Void in Language Models",
+        "Answering from the last non-void layer (L2 Adaptive Computation) improves a benchmark score while using "
+        "fewer layers (the paper: Qwen2.5-7B MMLU 69.2 -> 71.3 with 30% of layers).",
+        f"{setting}; alpha in {{{alphas}}}, modes last and skip; {r['eval_tokens']:,} held-out tokens, "
+        f"{r['items']} multiple-choice items from held-out text",
+        f"plain: {p['bpb']:.3f} bits/byte, MC acc {p['mc_acc']:.3f}; best bits/byte with voids {best_bpb['bpb']:.3f} "
+        f"({best_bpb['mode']}, alpha {best_bpb['alpha']:g}); best MC acc {best_mc['mc_acc']:.3f} "
+        f"({best_mc['mode']}, alpha {best_mc['alpha']:g})",
+        verdict,
+        f"rule: holds if any setting lowers bits/byte or raises MC acc by more than 2 standard errors ({2 * se:.3f}); "
+        f"the model has {len(p.get('active_rate', r['rates']['prompt']))} layers, little depth to spare",
+        REPORT, COMMAND + " --parts voids")
+    paper = next(q for q in r["quality"] if q["alpha"] == 0.8 and q["mode"] == "skip")
+    ratio = paper["eval_s"] / p["eval_s"]
+    compute = claim(
+        "Void in Language Models",
+        "Skipping void layers saves computation.",
+        f"{setting}; alpha 0.8, skip mode, wall time of one bits-per-byte pass against the plain model's (same run)",
+        f"{paper['void_share']:.0%} of layer updates found void; wall time {ratio:.2f}x the plain model's",
+        "holds" if ratio < 0.95 and paper["void_share"] > 0.05 else "does not hold at this scale",
+        "rule: holds if the pass takes under 0.95x the plain time; every layer still runs, since the void test of a "
+        "layer needs that layer's output",
+        REPORT, COMMAND + " --parts voids")
+    return [quality, compute]
+
+
+def _decoding_claims(r: dict, setting: str) -> list[dict]:
+    from .claims import claim
+
+    rows = {x["method"]: x for x in r["rows"]}
+    beam, cond = rows.get("beam 4"), rows.get("conditional beam 4")
+    icn = rows.get("in-context navigation (4)")
+    out = []
+    if beam and cond:
+        better = cond["rep_4"] < beam["rep_4"] and cond["degenerate"] <= beam["degenerate"]
+        close = cond["logprob_per_token"] >= beam["logprob_per_token"] - 0.05
+        out.append(claim(
+            "Making the Most of your Model: Methods for Finetuning and Applying Pretrained Transformers",
+            "Conditional beam search finds outputs of high likelihood that are not degenerate (empty or repetitive).",
+            f"{setting}; beam 4 with and without a degeneracy classifier, {r['prompts']} held-out prompts, "
+            f"{r['new_tokens']} new tokens",
+            f"rep-4 {beam['rep_4']:.3f} -> {cond['rep_4']:.3f}, degenerate {beam['degenerate']:.2f} -> "
+            f"{cond['degenerate']:.2f}, log p/token {beam['logprob_per_token']:.3f} -> {cond['logprob_per_token']:.3f}",
+            "holds" if better and close else "mixed" if better or close else "does not hold at this scale",
+            "rule: less repetition, no more degenerate outputs, log p within 0.05 nats/token of plain beam search",
+            REPORT, COMMAND + " --parts decoding"))
+    if icn and beam:
+        out.append(claim(
+            "Correlation and Navigation in the Vocabulary Key Representation Space of Language Models",
+            "In-context navigation (earlier answers in the context, a new first token each time) gives more diverse "
+            "answers than the top-ranked list of one decoding.",
+            f"{setting}; 4 answers per prompt, {r['prompts']} held-out prompts",
+            f"distinct-2 among one prompt's answers: in-context navigation {icn['distinct_2_within_prompt']:.3f}, "
+            f"beam 4 {beam['distinct_2_within_prompt']:.3f}",
+            "holds" if icn["distinct_2_within_prompt"] > beam["distinct_2_within_prompt"] else "does not hold at this scale",
+            "rule: higher distinct-2 among a prompt's answers than the 4 beam hypotheses",
+            REPORT, COMMAND + " --parts decoding"))
+    return out
+
+
+def claims_of(results: dict) -> list[dict]:
+    """The paper claims these measurements decide (LM-Infinite, voids, conditional beam, ICN), by stated rules."""
+    m = results.get("model", {})
+    setting = (f"char-level {m.get('layers')}-layer d_model {m.get('d_model')} model ({results['machine']['params']:,} "
+               f"params), {m.get('steps')} steps on tinyshakespeare, context {m.get('context')}, one seed")
+    out = []
+    for part, fn in (("lminfinite", _lminfinite_claims), ("voids", _voids_claims), ("decoding", _decoding_claims)):
+        if part in results:
+            out += fn(results[part], setting)
+    return out
+
+
+def _verdicts(results: dict) -> str:
+    cs = results.get("claims", [])
+    if not cs:
+        return ""
+    md = ["## Verdicts\n", "Each paper claim measured above, decided by the rule named in its row (the same list is "
+          "the `claims` of the results JSON; `docs/experiments/README.md` gathers all experiments'):\n"]
+    md.append(_table(["paper", "claim", "our number", "verdict", "why"],
+                     [[c["paper"].split(":")[0], c["claim"], c["number"], f"**{c['verdict']}**", c["why"]] for c in cs]))
+    return "\n".join(md)

@@ -92,22 +92,30 @@ def sweep(train_text: str, held_text: str, vocabs: list[int], fractions: list[fl
     """One row per tokenizer: kind, vocab, t, bytes/token on held-out text, training seconds."""
     from ..tokenizers import bpe
 
-    rows = []
-    for vocab in vocabs:
+    rows, done = [], set()
+    for requested in vocabs:
         t0 = time.perf_counter()
-        base = train_tokenizer("bpe", train_text, vocab)
+        base = train_tokenizer("bpe", train_text, requested)
         hf_seconds = time.perf_counter() - t0
+        # Vocabulary-matched: where BPE runs out of pairs seen twice short of the request, SuperBPE gets the
+        # ids BPE reached, so every comparison is at one vocabulary size.
+        vocab = base.vocab_size
+        if vocab in done:
+            log(f"bpe {requested}: {vocab} ids again, the same comparison as before; skipped")
+            continue
+        done.add(vocab)
         base_bpt = bytes_per_token(base, held_text)
-        rows.append({"kind": "bpe", "vocab": vocab, "vocab_reached": base.vocab_size, "transition": None,
-                     "bytes_per_token": base_bpt, "token_reduction": 0.0, "superword_share": 0.0,
+        rows.append({"kind": "bpe", "vocab": vocab, "vocab_requested": requested, "vocab_reached": vocab,
+                     "transition": None, "bytes_per_token": base_bpt, "token_reduction": 0.0, "superword_share": 0.0,
                      "train_seconds": hf_seconds})
-        log(f"bpe {vocab}: {base.vocab_size} ids, {base_bpt:.3f} bytes/token ({hf_seconds:.1f} s)")
+        log(f"bpe {requested}: {vocab} ids, {base_bpt:.3f} bytes/token ({hf_seconds:.1f} s)")
         for frac in fractions:
             t = max(bpe.N_BYTES + 1, int(round(vocab * frac)))
             tok = train_tokenizer("superbpe", train_text, vocab, t)
             bpt = bytes_per_token(tok, held_text)
             rows.append({
-                "kind": "superbpe", "vocab": vocab, "vocab_reached": tok.vocab_size, "transition": t,
+                "kind": "superbpe", "vocab": vocab, "vocab_requested": requested, "vocab_reached": tok.vocab_size,
+                "transition": t,
                 "transition_reached": tok.transition, "bytes_per_token": bpt,
                 "token_reduction": 1 - base_bpt / bpt, "superword_share": superword_share(tok, held_text),
                 "stage1_seconds": tok.train_seconds["stage1"], "stage2_seconds": tok.train_seconds["stage2"],
@@ -188,9 +196,10 @@ def compare_lms(args, spec: str, rows: list[dict], out: Path, log=print) -> list
     corpus_file = base / "train.txt"
     corpus_file.write_text(train_text, encoding="utf-8")
     toks = {"bpe": train_tokenizer("bpe", train_text, args.lm_vocab)}
+    vocab = toks["bpe"].vocab_size  # vocabulary-matched, as in the sweep
     for f in fracs:
-        t = max(bpe.N_BYTES + 1, int(round(args.lm_vocab * f)))
-        toks[f"superbpe t={t}"] = train_tokenizer("superbpe", train_text, args.lm_vocab, t)
+        t = max(bpe.N_BYTES + 1, int(round(vocab * f)))
+        toks[f"superbpe t={t}"] = train_tokenizer("superbpe", train_text, vocab, t)
     bpt = {k: bytes_per_token(tok, train_text) for k, tok in toks.items()}
     contexts = {k: max(8, int(round(args.lm_context * bpt["bpe"] / b))) for k, b in bpt.items()}
     train_bytes = len(train_text.encode())
@@ -211,6 +220,12 @@ def compare_lms(args, spec: str, rows: list[dict], out: Path, log=print) -> list
     return entries
 
 
+def results_copy(doc) -> Path:
+    """docs/experiments/superbpe.md -> docs/experiments/superbpe-results.json."""
+    doc = Path(doc)
+    return doc.with_name(doc.stem + "-results.json")
+
+
 def read_previous(paths: list[Path]) -> dict:
     """The sweeps (and their machine) and the LMs (and theirs) from the first files that have them."""
     previous: dict = {}
@@ -226,7 +241,7 @@ def read_previous(paths: list[Path]) -> dict:
 
 
 def run(args) -> int:
-    from .superbpe_report import write_report
+    from .superbpe_report import claims_of, write_report
 
     common.use_quick(args, QUICK)
     out = Path(args.out)
@@ -272,8 +287,10 @@ def run(args) -> int:
             common.write_json(out / "results.json", results)  # keep what is done
     if args.skip_sweep and previous.get("machine"):
         results["machine"] = previous["machine"]
+    results["claims"] = claims_of(results, args.command)
     common.write_json(out / "results.json", results)
     if args.doc:
+        common.write_json(results_copy(args.doc), results)  # beside the page: the committed copy
         doc = write_report(results, args.doc, args.command, args.note)
         print(f"wrote {doc} and {doc.with_suffix('.png')}")
     print(out / "results.json")

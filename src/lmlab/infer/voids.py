@@ -9,8 +9,11 @@ Modes (attached with forward hooks, so any decoding loop or evaluation runs unch
   last    answer from the last non-void layer: its state replaces the final one (then final norm, head)
   skip    a void layer's update is dropped for that token (h_l := h_(l-1)), later layers see that
 Every layer is still computed: detection needs its output, so voids save no time here.
+`first_layers(model, k)` is the compute-saving baseline to compare with: only blocks 1..k run.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -31,6 +34,19 @@ def void_mask(deltas: torch.Tensor, alpha: float = 0.8) -> torch.Tensor:
     """Void flags [..., L] from norm changes D [..., L] (layer 1 = index 0 never void)."""
     cols = deltas.unbind(-1)
     return torch.stack([is_void(cols[l], list(cols[:l]), alpha) for l in range(len(cols))], -1)
+
+
+@contextlib.contextmanager
+def first_layers(model, k: int):
+    """Within the block, `model` runs its first k blocks only (then its final norm and head)."""
+    if not 1 <= k <= len(model.blocks):
+        raise LmlabError(f"first_layers: k must be in 1..{len(model.blocks)}, not {k}")
+    blocks = model.blocks
+    model.blocks = torch.nn.ModuleList(list(blocks)[:k])
+    try:
+        yield model
+    finally:
+        model.blocks = blocks
 
 
 class LayerVoids:
@@ -97,6 +113,11 @@ class LayerVoids:
         """Active-layer flags [N, L] of every recorded token (of one phase, if given)."""
         rows = [m.reshape(-1, m.shape[-1]) for p, m in self.records if phase in (None, p)]
         return torch.cat(rows) if rows else torch.zeros(0, self._n_layers, dtype=torch.bool)
+
+    def void_share(self) -> float:
+        """Fraction of (token, layer) updates that were void: the layers a skip would drop."""
+        a = self.active()
+        return float((~a).float().mean()) if len(a) else 0.0
 
     def rates(self) -> dict:
         """Per-layer fraction of tokens for which the layer is active, per phase."""
