@@ -61,6 +61,8 @@ CASES = [
     ("missing", "info {m}", "does not exist", None),
     ("range", "experiment architectures --steps 0 --out {p}/exp", "must be >= 1", None),
     ("range", "experiment superbpe --held-out 1.5 --out {p}/exp", "must be in (0, 1)", None),
+    ("range", "experiment btm --expert-steps 0 --work {p}/exp", "must be >= 1", None),
+    ("range", "experiment btm --lr -1 --work {p}/exp", "--lr", None),
     ("type", "task make nope -o {p}/t", "unknown task", None),
     ("range", "edit {r} --curvature-mass 1.5 --data tinyshakespeare -o {p}/edited", "curvature", None),
     ("type", "probe {r} --task nope", "invalid choice", None),
