@@ -66,6 +66,8 @@ CASES = [
     ("range", "experiment hso --steps 0 --work {p}/exp", "must be >= 1", None),
     ("range", "experiment hso --hso-lrs 0 --work {p}/exp --doc {p}/exp/hso.md", "step sizes > 0", None),
     ("range", "experiment hso --chunk 128 --work {p}/exp --doc {p}/exp/hso.md", "below the model's context", None),
+    ("range", "experiment btm --expert-steps 0 --work {p}/exp", "must be >= 1", None),
+    ("range", "experiment btm --lr -1 --work {p}/exp", "--lr", None),
     ("type", "task make nope -o {p}/t", "unknown task", None),
     ("type", "eval {r} --task nope", "known tasks: passkey", None),
     ("type", "eval {r} --task {p}/badtask", "badtask/test.jsonl:2: expected an object", None),

@@ -4,6 +4,9 @@ Each run is seconds of training on the shared corpora; --render-only must then w
 from the results JSON without measuring anything, which is what makes the pages' numbers the JSON's.
 """
 import json
+import math
+
+import pytest
 
 from lmlab.cli import main
 from lmlab.experiments import architectures
@@ -117,3 +120,35 @@ def test_inference_quick(tmp_path):
         assert section in page
     for png in ("lminfinite_profile", "knn_token_changes", "knn_entropy", "voids_heatmap"):
         assert (tmp_path / "docs" / "inference" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_btm_quick(tmp_path):
+    from lmlab.experiments import btm
+
+    doc = tmp_path / "docs" / "btm.md"
+    argv = ["experiment", "btm", "--quick", "--work", str(tmp_path / "runs"), "--doc", str(doc)]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "docs" / "btm-results.json").read_text())
+    page = assert_rerendered(argv, doc)
+    assert list(results["scores"]) == [*btm.DOMAINS, btm.UNSEEN]
+    assert results["data"]["code"]["files"] >= 1 and len(results["data"]["languages"]) == 18
+    for text, sc in results["scores"].items():
+        assert sc["single"]["seed"] > 0 and sc["single"]["dense"] > 0
+        for group, members in (("domain", btm.DOMAINS), ("random", btm.RANDOM)):
+            st = sc["sets"][group]
+            assert list(st["experts"]) == list(members)
+            assert sum(st["dev_prior"].values()) == pytest.approx(1.0)
+            posts = st["document_posteriors"]
+            assert len(posts) == 3 and all(sum(p) == pytest.approx(1.0) for p in posts)
+            # Bayes' mixture of 4 from a uniform prior: at most log2(4) bits per window above its best member
+            n = results["data"]["sizes"][text]["test_bytes"] - 1  # byte tokens: one target per byte but the first
+            assert st["ensemble_uniform"] <= min(st["experts"].values()) + 2 * math.ceil(n / 32) / n + 1e-9
+    (c1, c2, c3) = results["claims"]
+    assert {c["verdict"] for c in results["claims"]} <= {"holds", "mixed", "does not hold at this scale"}
+    assert c1["number"] in page and c1["command"] == f"lmlab experiment btm --quick --work {tmp_path / 'runs'}"
+    assert "| dense (compute-matched) | " in page and "--quick smoke run" in page
+    assert (tmp_path / "docs" / "img" / "btm-posteriors.png").read_bytes()[:4] == b"\x89PNG"
+    for name in (*btm.DOMAINS, *btm.RANDOM, "dense"):
+        steps = [json.loads(line)["step"] for line in
+                 (tmp_path / "runs" / "btm" / "experts" / name / "metrics.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, (12 if name == "dense" else 3) + 1))

@@ -202,3 +202,67 @@ def test_export_reads_a_sharded_checkpoint(tmp_path):
         assert main(["export", str(tmp_path / name), "--to", "hf", str(tmp_path / f"hf-{name}"), "--no-check"]) == 0
     assert (tmp_path / "hf-plain" / "model.safetensors").read_bytes() == \
         (tmp_path / "hf-sharded" / "model.safetensors").read_bytes()
+
+
+def resume_argv(run, settings):
+    argv = ["-m", "lmlab.cli", "train", "-c", str(run / "config.toml"), "-o", str(run), "--resume"]
+    for s in settings:
+        argv += ["--set", s]
+    return argv
+
+
+def test_resume_on_two_ranks_from_the_four_rank_shards(runs, tmp_path):
+    """4 ranks (dp 2 x tp 2) -> 2 ranks (fsdp over the same 2 data ranks, no tp): the step-10 shards
+    are resharded on load and steps 11-20 follow the uninterrupted 4-rank run."""
+    run = tmp_path / "fsdp+tp"
+    shutil.copytree(runs / "fsdp+tp", run)
+    shutil.rmtree(run / "checkpoints" / "step_0000020")
+    (run / "checkpoints" / "latest").write_text("step_0000010")
+    run_ranks(resume_argv(run, ["train.parallel=fsdp", "train.tp_size=0"]), 2)
+    resumed, whole = read_metrics(run), read_metrics(runs / "fsdp+tp")
+    assert [r["step"] for r in resumed] == list(range(1, 21))
+    for a, b in zip(resumed[10:], whole[10:]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    state = checkpoint.read_state(checkpoint.resolve(run))
+    assert state["step"] == 20 and sorted(state["dcp_sha256"]) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+
+
+def test_a_killed_rank_stops_the_other_with_one_line_and_the_run_resumes_exactly(tmp_path, monkeypatch):
+    """SIGKILL one of 2 tp ranks once a checkpoint is complete: the survivor exits within the
+    group timeout with a one-line error, and a resume from the last complete checkpoint trains
+    along the uninterrupted run's losses (constant learning rate: max_steps moves nothing)."""
+    import signal
+    import time
+
+    monkeypatch.setenv("LMLAB_DIST_TIMEOUT", "60")
+    run = tmp_path / "killed"
+    procs = launch([*train_argv(run, LAYOUTS["tp"][1]), "--set", "train.max_steps=100000"], 2)
+    latest, deadline = run / "checkpoints" / "latest", time.time() + 300
+    try:
+        while not latest.is_file() and time.time() < deadline and procs[0].poll() is None:
+            time.sleep(0.01)
+        assert latest.is_file(), procs[0].communicate()[1][-3000:]
+        procs[1].send_signal(signal.SIGKILL)
+        _, err = procs[0].communicate(timeout=120)  # LMLAB_DIST_TIMEOUT bounds a silent peer; a dead one fails at once
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+    assert procs[0].returncode == 2 and procs[1].returncode == -signal.SIGKILL
+    assert err.strip().splitlines()[-1].startswith("error: rank 0: lost contact with another rank")
+    assert "Traceback" not in err
+    step = checkpoint.read_state(checkpoint.resolve(run))["step"]
+    assert step % 10 == 0 and step >= 10
+    run_ranks(resume_argv(run, [f"train.max_steps={step + 3}"]), 2)
+    reference = tmp_path / "reference"
+    threads = torch.get_num_threads()
+    try:
+        train(config.load("tiny", [*SETTINGS, *LAYOUTS["tp"][2], "train.threads=1", f"train.max_steps={step + 3}"]),
+              reference, progress=False, echo=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    resumed, whole = read_metrics(run), read_metrics(reference)
+    assert [r["step"] for r in resumed] == [r["step"] for r in whole] == list(range(1, step + 4))
+    for a, b in zip(resumed, whole):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)

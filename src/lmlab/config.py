@@ -229,7 +229,7 @@ def validate(cfg: Config) -> Config:
 # (batch, data order, optimizer moments) that the checkpoint belongs to.
 RESUMABLE = ("train.max_steps", "train.max_minutes", "train.eval_every", "train.eval_batches", "train.ckpt_every",
              "train.keep_last", "train.log_every", "train.progress", "train.tensorboard", "train.threads",
-             "train.device", "train.dtype", "train.compile", "train.parallel", "train.lr", "train.min_lr",
+             "train.device", "train.dtype", "train.compile", "train.parallel", "train.tp_size", "train.lr", "train.min_lr",
              "train.warmup_steps", "data.cache_dir", "generate.*")
 
 

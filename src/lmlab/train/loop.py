@@ -95,7 +95,13 @@ def _train_group(cfg, out: Path, resume: bool, progress: bool | None, echo) -> d
     device = pick_device(cfg.train.device)
     device, owns_group = par.init(device, cfg)
     try:
-        result = _train(cfg, out, resume, progress, echo, device)
+        try:
+            result = _train(cfg, out, resume, progress, echo, device)
+        except Exception as e:
+            lost = par.lost_rank(e) if owns_group else None
+            if lost is None:
+                raise
+            raise lost from None
         if owns_group:
             # leave together: a rank that tore its gloo group down while rank 0 was still writing
             # the last checkpoint sometimes aborted at exit ("terminate called without an active

@@ -105,9 +105,40 @@ def init(device: torch.device, cfg=None) -> tuple[torch.device, bool]:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
+    timeout = group_timeout()
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
-                            device_id=device if device.type == "cuda" else None)
+                            device_id=device if device.type == "cuda" else None,
+                            **({"timeout": timeout} if timeout else {}))
     return device, True
+
+
+TIMEOUT_ENV = "LMLAB_DIST_TIMEOUT"
+
+
+def group_timeout():
+    """$LMLAB_DIST_TIMEOUT seconds: how long a collective waits for a silent rank before it fails
+    (unset: torch's default, 30 minutes for gloo; a rank that dies outright fails at once)."""
+    from datetime import timedelta
+
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise LmlabError(f"{TIMEOUT_ENV} must be a positive number of seconds, not {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+def lost_rank(error: BaseException) -> LmlabError | None:
+    """The one-line error for a collective that failed because another rank died or went silent."""
+    if not (isinstance(error, dist.DistError) or (isinstance(error, RuntimeError) and "gloo" in str(error).lower())):
+        return None
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return LmlabError(f"rank {rank()}: lost contact with another rank ({first}); stopped. Continue from the last "
+                      f"complete checkpoint with --resume")
 
 
 def shutdown() -> None:
