@@ -9,6 +9,8 @@ from ..errors import LmlabError
 from .sampling import apply_repetition_penalty, choose
 from .textstream import TextStream
 
+Step = Callable[[torch.Tensor, object], torch.Tensor]  # (ids [B, T], cache) -> next-token logits [B, T, V]
+
 
 def check_prompt(prompt_ids, context: int) -> None:
     if len(prompt_ids) == 0:
@@ -19,31 +21,33 @@ def check_prompt(prompt_ids, context: int) -> None:
 
 @torch.no_grad()
 def decode_steps(model, prompt: torch.Tensor, max_new_tokens: int, temperature: float = 0.8, top_k: int = 0,
-                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0) -> Iterator[torch.Tensor]:
+                 top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0, step: Step | None = None,
+                 forced: torch.Tensor | None = None) -> Iterator[torch.Tensor]:
     """Yield the next ids [B] for prompts [B, T], one step at a time.
 
     When the cache is full the last half-context is re-encoded into a fresh cache (a sliding
-    window), so generation can run past the training context.
+    window), so generation can run past the training context. `step(ids, cache)` gives the
+    next-token logits [B, T, V] (default: the model's own; kNN-LM passes its mixture). `forced`
+    [B, n] feeds these ids instead of sampled ones (teacher forcing with the same cache discipline).
     """
+    step = step or (lambda ids, cache: model(ids, cache=cache)[0])
     model.eval()
     context = model.cfg.context
     device = prompt.device
     generator = torch.Generator(device=device).manual_seed(seed)
     seq = prompt
     cache = model.new_cache(context)
-    logits, _ = model(seq, cache=cache)
-    logits = logits[:, -1]
-    for _ in range(max_new_tokens):
+    logits = step(seq, cache)[:, -1]
+    for i in range(max_new_tokens):
         logits = apply_repetition_penalty(logits, seq, repetition_penalty)
-        nxt = choose(logits, temperature, top_k, top_p, generator)
+        nxt = choose(logits, temperature, top_k, top_p, generator) if forced is None else forced[:, i]
         yield nxt
         seq = torch.cat([seq, nxt[:, None]], dim=1)
         if cache.pos >= context:
             cache = model.new_cache(context)
-            logits, _ = model(seq[:, -(context // 2):], cache=cache)
+            logits = step(seq[:, -(context // 2):], cache)[:, -1]
         else:
-            logits, _ = model(nxt[:, None], cache=cache)
-        logits = logits[:, -1]
+            logits = step(nxt[:, None], cache)[:, -1]
 
 
 def sample_ids(model, prompt_ids: list[int], max_new_tokens: int, **kw) -> Iterator[int]:
@@ -56,7 +60,7 @@ def sample_ids(model, prompt_ids: list[int], max_new_tokens: int, **kw) -> Itera
 
 def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int = 0,
              top_p: float = 1.0, repetition_penalty: float = 1.0, seed: int = 0, stop=(),
-             stream: Callable[[str], None] | None = None) -> str:
+             stream: Callable[[str], None] | None = None, step: Step | None = None) -> str:
     """Generate a continuation of `prompt` (returned without the prompt); `stream` gets text pieces."""
     if not prompt:
         raise LmlabError("the prompt is empty; give at least one character")
@@ -64,7 +68,7 @@ def generate(model, tokenizer, prompt: str, max_new_tokens: int = 200, temperatu
     text = TextStream(tokenizer, stop)
     emit = stream or (lambda piece: None)
     for token in sample_ids(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                            repetition_penalty=repetition_penalty, seed=seed):
+                            repetition_penalty=repetition_penalty, seed=seed, step=step):
         if token == tokenizer.eot_id:
             break
         if piece := text.push(token):
