@@ -152,3 +152,19 @@ def test_btm_quick(tmp_path):
         steps = [json.loads(line)["step"] for line in
                  (tmp_path / "runs" / "btm" / "experts" / name / "metrics.jsonl").read_text().splitlines()]
         assert steps == list(range(1, (12 if name == "dense" else 3) + 1))
+def test_knnlm_quick(tmp_path):
+    doc = tmp_path / "docs" / "knnlm.md"
+    argv = ["experiment", "knnlm", "--quick", "--work", str(tmp_path / "runs"), "--doc", str(doc)]
+    assert main(argv) == 0
+    results = json.loads((tmp_path / "docs" / "knnlm-results.json").read_text())
+    page = assert_rerendered(argv, doc)
+    assert len(results["tokens"]) == 4 and len(results["claims"]) == 3
+    for cell in results["tokens"].values():
+        assert cell["entries"] == 3000 and cell["val_tokens"] == 300 and cell["test_tokens"] == 300
+        r = cell["rows"]["tuned on validation"]
+        assert f"| {r['base']['ppl']:.3f} | {r['knn']['ppl']:.3f} | {r['frac_better']:.3f} | {r['frac_worse']:.3f} |" in page
+    gen = results["generation"]
+    assert list(gen["settings"]) == ["plain LM", "kNN-LM, tuned on validation", "kNN-LM, paper default"]
+    assert all(len(s["runs"]) == 2 and len(s["runs"][0]["entropy"]["h_knn"]) == 24 for s in gen["settings"].values())
+    assert {c["verdict"] for c in results["claims"]} == {"not measurable here"} and "--quick" in page
+    assert (tmp_path / "docs" / "img" / "knnlm-entropy.png").read_bytes()[:4] == b"\x89PNG"

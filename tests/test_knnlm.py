@@ -139,3 +139,58 @@ def test_cli_build_and_eval(tiny_run, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["loss"] == pytest.approx(r["base"]["loss"], rel=1e-6)
     assert main(["knn", "build", str(tiny_run), "--data", "tinyshakespeare", "-o", str(store)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_lambda_zero_samples_exactly_the_plain_model(setup):
+    """Sampling from the mixture at lambda 0 is the plain sampler, penalties and filters included."""
+    from lmlab.infer.generate import decode_steps, sample_ids
+
+    model, ids, path = setup
+    store = knnlm.Datastore.load(path)
+    prompt = [int(t) for t in ids[:6]]
+    kw = dict(temperature=1.0, top_k=12, top_p=0.9, repetition_penalty=1.3, seed=5)
+    plain = list(sample_ids(model, prompt, 30, **kw))  # 36 tokens > context 16: the window slides too
+    assert knnlm.generate_ids(model, store, prompt, 30, lmbda=0.0, k=8, **kw) == plain
+    # Batched, through the step hook: every row equals its own plain sampling.
+    x = torch.from_numpy(np.stack([ids[:6], ids[10:16]]))
+    mixed = torch.stack(list(decode_steps(model, x, 20, seed=2, step=knnlm.knn_step(model, store, 0.0, 8))), 1)
+    assert torch.equal(mixed, torch.stack(list(decode_steps(model, x, 20, seed=2)), 1))
+    # lambda > 0 really changes what is drawn.
+    assert knnlm.generate_ids(model, store, prompt, 30, lmbda=0.9, k=8, knn_temperature=0.01, **kw) != plain
+
+
+def test_teacher_forcing_feeds_the_given_tokens(setup):
+    from lmlab.infer.generate import decode_steps
+
+    model, ids, path = setup
+    store = knnlm.Datastore.load(path)
+    x, forced = torch.from_numpy(ids[None, :6]), torch.from_numpy(ids[None, 6:30])
+    rec = []
+    out = torch.stack(list(decode_steps(model, x, 24, step=knnlm.knn_step(model, store, 0.25, 8, record=rec),
+                                        forced=forced)), 1)
+    assert torch.equal(out, forced) and len(rec) == 25  # one record per call, the last after the last token
+    # Within the context, the recorded LM entropy is that of the full forward pass over the true text.
+    full = torch.log_softmax(model(torch.from_numpy(ids[None, :16]))[0].float(), -1)
+    torch.testing.assert_close(torch.stack([r["h_lm"][0] for r in rec[:10]]), knnlm.entropy(full[0, 5:15]),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_raised_and_lowered_shares_on_a_hand_example():
+    """Five tokens, two equidistant neighbours each: p_kNN(target) = 0, 0.5 or 1."""
+    from lmlab.experiments.knnlm import breakdown
+
+    p_lm = torch.tensor([0.2, 0.6, 0.95, 0.4, 0.05], dtype=torch.float64)
+    hit = torch.tensor([[1, 1], [1, 0], [1, 1], [0, 0], [0, 1]], dtype=torch.bool)  # p_kNN: 1, .5, 1, 0, .5
+    nb = {"base": p_lm.log(), "dist": torch.zeros(5, 2), "hit": hit}
+    mixed = knnlm.mix_target_logprobs(nb, 0.5).numpy()
+    expected = np.log(0.5 * np.array([1, 0.5, 1, 0, 0.5]) + 0.5 * p_lm.numpy())
+    np.testing.assert_allclose(mixed, expected, rtol=1e-12)
+    r = knnlm.per_token_report(nb["base"].numpy(), mixed, nbytes=5)
+    assert (r["frac_better"], r["frac_worse"]) == (0.6, 0.4)  # raised: tokens 0, 2, 4; lowered: 1, 3
+    for lmbda in (0.05, 0.5, 0.95):  # any lambda in (0, 1): raised exactly where p_kNN > p_LM
+        w = breakdown(nb, {"lmbda": lmbda, "k": 2, "temperature": 1.0})
+        assert w["knn_above_lm"] == 0.6 and w["nearest_holds_target"] == 0.6 and w["target_in_k"] == 0.8
+        shares = [(b["share"], b["raised"]) for b in w["by_confidence"]]
+        assert shares == [(0.2, 1.0), (0.4, 0.5), (0.2, 0.0), (0.2, 1.0)]  # p_LM bins (0,.1], (.1,.5], (.5,.9], (.9,1]
+    w = breakdown(nb, {"lmbda": 0.5, "k": 1, "temperature": 1.0})  # the nearest neighbour alone
+    assert w["knn_above_lm"] == 0.6 and w["target_in_k"] == 0.6

@@ -102,12 +102,10 @@ def run_generate_options(args, model, tokenizer, prompt: str, kw: dict) -> int |
         out(prompt + tokenizer.decode(_until_eot(ids, tokenizer)) + "\n")
     elif args.knn:
         from ..infer import knnlm
+        from ..infer.generate import generate
 
-        store = knnlm.Datastore.load(args.knn)
-        store.check_model(model)
-        ids = knnlm.generate_ids(model, store, tokenizer.encode(prompt), kw["max_new_tokens"], args.lmbda, args.k,
-                                 args.knn_temperature, kw["temperature"], kw["seed"])
-        out(prompt + tokenizer.decode(_until_eot(ids, tokenizer)) + "\n")
+        step = knnlm.knn_step(model, knnlm.Datastore.load(args.knn), args.lmbda, args.k, args.knn_temperature)
+        out(prompt + generate(model, tokenizer, prompt, **kw, step=step) + "\n")  # top-k/p, penalty, stop: as plain
     elif args.hso:
         from ..infer import hso
         from ..infer.generate import generate

@@ -284,36 +284,43 @@ def entropy(logp: torch.Tensor) -> torch.Tensor:
     return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
 
 
-@torch.no_grad()
+def knn_step(model, store: Datastore, lmbda: float = 0.25, k: int = 1024, knn_temperature: float = 1.0,
+             record: list | None = None):
+    """A `step` for `lmlab.infer.generate.decode_steps` that samples from the kNN-LM mixture.
+
+    It returns the mixture's log-probabilities shifted to the model's own logit offset
+    (logits + log p - log p_LM), so lambda = 0 gives the model's logits bit for bit and repetition
+    penalties act as on the plain model. With `record`, each call appends the last position's
+    entropies (nats, tensors [B]) as {"h_lm", "h_knn", "h_mix"}: the critique's exposure-bias view.
+    """
+    store.check_model(model)
+
+    def step(ids, cache):
+        keys, logits = keys_and_logits(model, ids, cache)
+        lm = F.log_softmax(logits.float(), dim=-1)
+        knn = knn_logprobs(store, keys.reshape(-1, keys.shape[-1]), lm.shape[-1], k, knn_temperature).view_as(lm)
+        mix = interpolate(lm, knn, lmbda)
+        if record is not None:
+            record.append({"h_lm": entropy(lm[:, -1]), "h_knn": entropy(knn[:, -1]), "h_mix": entropy(mix[:, -1])})
+        return logits.float() + (mix - lm)
+
+    return step
+
+
 def generate_ids(model, store: Datastore, prompt_ids: list[int], max_new_tokens: int, lmbda: float = 0.25,
                  k: int = 1024, knn_temperature: float = 1.0, temperature: float = 1.0, seed: int = 0,
-                 record: list | None = None) -> list[int]:
-    """Sample from the kNN-LM mixture (temperature 0: greedy). With `record`, append per step
-    {"h_lm", "h_knn", "h_mix"} entropies (nats): the critique's entropy-vs-position measurement."""
+                 record: list | None = None, **sampling) -> list[int]:
+    """Sample from the kNN-LM mixture (temperature 0: greedy; `sampling`: top_k, top_p,
+    repetition_penalty as in plain generation). With `record`, append per generated token
+    {"h_lm", "h_knn", "h_mix"} entropies (nats) of the distribution it was drawn from."""
+    from .generate import check_prompt, decode_steps
+
+    check_prompt(prompt_ids, model.cfg.context)
     model.eval()
-    device = next(model.parameters()).device
-    ctx = model.cfg.context
-    gen = torch.Generator(device=device).manual_seed(seed)
-    seq = list(prompt_ids)[-ctx:]
-    if not seq:
-        raise LmlabError("the prompt is empty; give at least one character")
-    cache = model.new_cache(ctx)
-    lm, knn, mix = mixed_logprobs(model, store, torch.tensor([seq], device=device), lmbda, k, knn_temperature, cache)
-    out = []
-    for _ in range(max_new_tokens):
-        lm_t, knn_t, mix_t = lm[0, -1], knn[0, -1], mix[0, -1]
-        if record is not None:
-            record.append({"h_lm": float(entropy(lm_t)), "h_knn": float(entropy(knn_t)), "h_mix": float(entropy(mix_t))})
-        if temperature <= 0:
-            nxt = int(mix_t.argmax())
-        else:
-            nxt = int(torch.multinomial((mix_t / temperature).softmax(-1), 1, generator=gen))
-        out.append(nxt)
-        seq.append(nxt)
-        if cache.pos >= ctx:  # slide: re-encode the last half context into a fresh cache
-            cache = model.new_cache(ctx)
-            x = torch.tensor([seq[-(ctx // 2):]], device=device)
-        else:
-            x = torch.tensor([[nxt]], device=device)
-        lm, knn, mix = mixed_logprobs(model, store, x, lmbda, k, knn_temperature, cache)
+    steps: list = []
+    step = knn_step(model, store, lmbda, k, knn_temperature, steps)
+    prompt = torch.tensor([prompt_ids], device=next(model.parameters()).device)
+    out = [int(t[0]) for t in decode_steps(model, prompt, max_new_tokens, temperature, seed=seed, step=step, **sampling)]
+    if record is not None:  # one record per call; the last call (after the last token) has no token
+        record += [{name: float(h[0]) for name, h in r.items()} for r in steps[:len(out)]]
     return out
