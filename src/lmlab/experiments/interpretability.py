@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from . import common
-from ..options import COUNT, NONNEG_INT
+from ..options import COUNT, NONNEG_FLOAT, NONNEG_INT
 
 NAME = "interpretability"
 HELP = "Talking Heads / Laundry List, trajectories, vocabulary key space, attention sinks, measured here"
@@ -46,6 +46,10 @@ def add_arguments(p) -> None:
     p.add_argument("--icn-prompts", type=COUNT, default=16)
     p.add_argument("--icn-answers", type=COUNT, default=4)
     p.add_argument("--controls", type=COUNT, default=4, help="random directions in the intervention's control")
+    p.add_argument("--max-minutes", type=NONNEG_FLOAT, default=0.0,
+                   help="wall-clock budget of each training run (0 = none); the steps reached are reported")
+    p.add_argument("--laundry-vocab", type=COUNT, default=10, help="item symbols of the task")
+    p.add_argument("--laundry-lengths", default="2,3,4,5,6", help="list lengths of the task")
     p.add_argument("--seed", type=NONNEG_INT, default=1337)
     p.add_argument("--threads", type=NONNEG_INT, default=0, help="torch threads (0 = default)")
     p.add_argument("--device", default="auto")
@@ -60,7 +64,7 @@ def results_path(doc: Path) -> Path:
 def settings(args) -> dict:
     keys = ("work", "corpus", "text_steps", "text_layers", "laundry_steps", "laundry_examples", "laundry_test",
             "laundry_d_model", "laundry_context", "mix_chars", "d_model", "context", "batch_size", "eval_tokens", "icn_prompts", "icn_answers", "controls", "seed",
-            "quick")
+            "max_minutes", "laundry_vocab", "laundry_lengths", "quick")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -72,7 +76,7 @@ def run_config(args, corpus: str, layers: int, steps: int, d_model: int, context
         model=dict(n_layers=layers, d_model=d_model, n_heads=4, context=context),
         data=dict(corpus=corpus),
         train=dict(max_steps=steps, batch_size=args.batch_size, lr=2e-3, warmup_steps=min(100, steps // 10 + 1),
-                   eval_every=max(1, steps // 4), eval_batches=8, ckpt_every=steps, seed=args.seed,
+                   eval_every=max(1, steps // 4), eval_batches=8, ckpt_every=steps, seed=args.seed, max_minutes=args.max_minutes,
                    device=args.device, threads=args.threads, dtype="float32", progress=False))
 
 
@@ -83,7 +87,8 @@ def laundry_task(work: Path, args) -> Path:
     out = work / "laundry-task"
     if not (out / "test.jsonl").is_file():
         tasks.make("laundry", [f"n_train={args.laundry_examples}", f"n_validation={max(1, args.laundry_test // 2)}",
-                               f"n_test={args.laundry_test}",
+                               f"n_test={args.laundry_test}", f"vocab={args.laundry_vocab}",
+                               f"lengths={args.laundry_lengths}",
                                f"seed={args.seed}"], out)
     return out
 
@@ -141,6 +146,11 @@ def copy_figures(measures: dict, img: Path) -> dict:
     return out
 
 
+def _last(run: Path, key: str):
+    """The run's last logged `key` (None for a run without metrics.jsonl)."""
+    return common.last_record(run, key).get(key) if (run / "metrics.jsonl").is_file() else None
+
+
 def measure(args, doc: Path) -> dict:
     import torch
 
@@ -150,13 +160,13 @@ def measure(args, doc: Path) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
+    task_dir = laundry_task(work, args)  # first: bad task settings are refused before any training
     text_cfg = run_config(args, args.corpus, args.text_layers, args.text_steps, args.d_model, args.context)
     model, tokenizer, cfg = common.train_or_reuse(text_cfg, work / "text")
     model.eval()
     _, held_out = common.token_split(cfg, tokenizer)
     measures = text_measures(model, tokenizer, held_out[:args.eval_tokens + 1], work / "analysis", args)
 
-    task_dir = laundry_task(work, args)
     corpus_text = "".join(d.text for d in read_corpus(args.corpus, "text", ""))
     train_text, _ = common.split_text(corpus_text, cfg.data.val_fraction, at="line")
     mix = mixed_corpus(train_text, task_dir, work / "laundry-mix.txt", args.mix_chars)
@@ -170,9 +180,11 @@ def measure(args, doc: Path) -> dict:
     measures["laundry"] = {"data": common.read_json(summary["json"]), "png": summary["png"]}
     figures = copy_figures(measures, doc.parent / "img")
     return {"settings": settings(args), "machine": common.machine(), "figures": figures,
-            "text_run": {"val_bpb": common.last_record(work / "text", "val_bpb").get("val_bpb"),
+            "text_run": {"val_bpb": _last(work / "text", "val_bpb"),
+                         "steps": _last(work / "text", "step"),
                          "params": model.num_params(), "held_out_tokens": min(len(held_out), args.eval_tokens + 1)},
-            "laundry_run": {"val_bpb": common.last_record(work / "laundry", "val_bpb").get("val_bpb"),
+            "laundry_run": {"val_bpb": _last(work / "laundry", "val_bpb"),
+                            "steps": _last(work / "laundry", "step"),
                             "params": lmodel.num_params()},
             **{what: m["data"] for what, m in measures.items()}}
 

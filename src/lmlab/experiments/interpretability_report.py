@@ -20,7 +20,7 @@ REPORT = "docs/experiments/interpretability.md"
 def command(s: dict) -> str:
     if s["quick"]:
         return f"lmlab experiment interpretability --quick --work {s['work']}"
-    flags = ("corpus", "text_steps", "text_layers", "laundry_steps", "laundry_examples", "laundry_test", "laundry_d_model",
+    flags = ("max_minutes", "laundry_vocab", "laundry_lengths", "corpus", "text_steps", "text_layers", "laundry_steps", "laundry_examples", "laundry_test", "laundry_d_model",
              "laundry_context", "mix_chars", "d_model",
              "context", "batch_size", "eval_tokens", "icn_prompts", "icn_answers", "controls", "seed")
     return "lmlab experiment interpretability --work {} ".format(s["work"]) + " ".join(
@@ -31,24 +31,33 @@ def _verdict(holds: bool, mixed: bool = False) -> str:
     return "holds" if holds else "mixed" if mixed else "does not hold at this scale"
 
 
+def _steps(r: dict, run: str, planned: int) -> str:
+    """'N steps' as reached (a wall-clock budget may stop a run early)."""
+    reached = r.get(run, {}).get("steps") or planned
+    return f"{reached} steps" + (f" (of {planned} planned, stopped by --max-minutes)" if reached < planned else "")
+
+
 def _laundry_claims(r: dict, s: dict) -> list[dict]:
     L = r["laundry"]
     rows = L["test"]["by_length"]
     short, long_ = rows[0], rows[-1]
     drop = short["accuracy"] - long_["accuracy"]
     separated = long_["ci95"][1] < short["ci95"][0]            # the 95% intervals do not overlap
+    above_guess = short["accuracy"] > 1 / short["length"] + 0.05   # better than naming a random list item
     ch = L["channel"]
     gain, control = L["gain"], L["control_gain"] or 0.0
     rel = f"{gain / L['test']['accuracy']:+.0%} relative" if L["test"]["accuracy"] else "no relative change from 0"
-    setting = (f"2 layers x 4 heads, d {s['laundry_d_model']}, context {s['laundry_context']}, {s['laundry_steps']} steps, seed {s['seed']}, char tokens; "
+    setting = (f"2 layers x 4 heads, d {s['laundry_d_model']}, context {s['laundry_context']}, {_steps(r, 'laundry_run', s['laundry_steps'])}, seed {s['seed']}, char tokens; "
                f"{s['corpus']} text mixed with {s['laundry_examples']} Laundry List examples (LM loss on all tokens)")
     return [
         dict(paper=PAPERS["talking"], claim="Laundry List recall accuracy falls as the list grows.",
              setting=setting,
              number=f"test accuracy {short['accuracy']:.3f} at {short['length']} items, {long_['accuracy']:.3f} at "
-                    f"{long_['length']} items (n = {short['n']}, {long_['n']})",
-             verdict=_verdict(drop > 0.1 and separated, drop > 0),
-             why="rule: holds if the drop exceeds 10 points with non-overlapping Wilson 95% intervals; mixed if it falls less"),
+                    f"{long_['length']} items (n = {short['n']}, {long_['n']}; naming a random list item: "
+                    f"{1 / short['length']:.2f}, {1 / long_['length']:.2f})",
+             verdict=_verdict(drop > 0.1 and separated and above_guess, drop > 0),
+             why="rule: holds if the drop exceeds 10 points with non-overlapping Wilson 95% intervals and the short "
+                 "lists beat a random list item by 5 points; mixed if it only falls"),
         dict(paper=PAPERS["talking"],
              claim="A low-rank channel: one SVD component of an earlier head's OV carries most of its composition with the mover head.",
              setting=setting,
@@ -67,7 +76,8 @@ def _laundry_claims(r: dict, s: dict) -> list[dict]:
 
 
 def _text_setting(s: dict) -> str:
-    return (f"{s['text_layers']} layers x 4 heads, d {s['d_model']}, {s['text_steps']} steps, seed {s['seed']}, "
+    return (f"{s['text_layers']} layers x 4 heads, d {s['d_model']}, context {s['context']}, "
+            f"{_steps(s['_results'], 'text_run', s['text_steps'])}, seed {s['seed']}, "
             f"char tokens, {s['corpus']} (held-out last 10%, {s['eval_tokens']} tokens)")
 
 
@@ -160,7 +170,7 @@ def _sinks_claims(r: dict, s: dict) -> list[dict]:
 
 
 def claims(results: dict, doc) -> list[dict]:
-    s = results["settings"]
+    s = dict(results["settings"], _results=results)
     out = (_laundry_claims(results, s) + _dynamics_claims(results, s) + _keys_claims(results, s)
            + _sinks_claims(results, s))
     report = Path(doc).as_posix() if Path(doc).as_posix().endswith(REPORT) else REPORT
@@ -174,7 +184,7 @@ def _figures(results: dict, what: str) -> str:
 
 
 def markdown(results: dict) -> str:
-    s, m = results["settings"], results["machine"]
+    s, m = dict(results["settings"], _results=results), results["machine"]
     rows = "\n".join(f"| {c['paper'].split(':')[0]} | {c['claim']} | {c['number']} | **{c['verdict']}** |"
                      for c in results["claims"])
     L = results["laundry"]
@@ -203,7 +213,7 @@ Verdict rules are stated in each claim's `why` in `interpretability-results.json
 - **Text model**: {_text_setting(s)}; {results['text_run']['params']:,} parameters, validation bits per
   byte {results['text_run']['val_bpb']:.3f}.
 - **Laundry List model**: two blocks of 4 heads, width {s['laundry_d_model']}, context {s['laundry_context']}, {results['laundry_run']['params']:,}
-  parameters, {s['laundry_steps']} steps on the training part of {s['corpus']} *mixed* with
+  parameters, {_steps(results, 'laundry_run', s['laundry_steps'])} on the training part of {s['corpus']} *mixed* with
   {s['laundry_examples']} Laundry List examples (one example line after every {s['mix_chars']} characters of
   text; the loss on every token, so the model is a text model that has also seen the task). A Laundry
   List example (`lmlab task make laundry`) lists distinct items, then names all but one again; the
