@@ -10,6 +10,12 @@ from . import common
 IMG = Path("img")  # relative to the doc
 
 
+def save_figure(plt, fig, png: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def mean_sd(values) -> str:
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if v.size == 0:
@@ -89,9 +95,7 @@ def plot_curvature(part: dict, png: Path) -> None:
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, png)
 
 
 def curvature_md(part: dict, s: dict, png: Path) -> str:
@@ -212,9 +216,7 @@ def plot_hallucination(part: dict, png: Path) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, png)
 
 
 # --- probes -----------------------------------------------------------------------------------
@@ -258,9 +260,7 @@ def plot_probes(part: dict, png: Path) -> None:
     ax.set_ylabel("held-out probe accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, png)
 
 
 # --- forgetting -------------------------------------------------------------------------------
@@ -384,9 +384,7 @@ def plot_forgetting(part: dict, png: Path) -> None:
     axes[1].legend()
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, png)
 
 
 # --- moral ------------------------------------------------------------------------------------
@@ -475,9 +473,7 @@ def plot_moral(part: dict, png: Path) -> None:
     ax.set_ylabel("phrases")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, png)
 
 
 # --- icl --------------------------------------------------------------------------------------
@@ -561,9 +557,7 @@ def plot_icl(part: dict, png: Path) -> None:
         ax.set_xlabel("in-context pairs n")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, png)
 
 
 SECTIONS = {"curvature": (plot_curvature, "knowledge-curvature.png"),
