@@ -77,3 +77,16 @@ def test_finetune_trains_on_the_task_and_writes_a_normal_run(run, tmp_path, caps
     assert state["step"] == 3 and state["config"]["data"]["task"] == str((out / "task").resolve())
     assert main(["eval", str(out), "--task", str(out / "task")]) == 0
     assert main(["probe", str(out), "--task", "shuffled", "--per-class", "10"]) == 0
+
+
+def test_written_task_holds_the_random_labels_splits_of_draws(tmp_path):
+    from lmlab.data.task_files import read_split
+
+    tasks = [labelled.get("author"), labelled.get("shuffled")]
+    labelled.write_mixture(tmp_path / "t", tasks, 20, 5, 7, 60, randomise=True)
+    written = {(ex.input, ex.target) for ex in read_split(tmp_path / "t" / "train.jsonl")}
+    drawn = labelled.splits_of(tasks, 20, 5, 7, 60, randomise=True)
+    assert written == {(t + task.prompt, lab) for task in tasks for t, lab in drawn[task.name]["train"]}
+    true = labelled.splits_of(tasks, 20, 5, 7, 60)
+    test = {(ex.input, ex.target) for ex in read_split(tmp_path / "t" / "test.jsonl")}
+    assert test == {(t + task.prompt, lab) for task in tasks for t, lab in true[task.name]["test"]}  # true labels

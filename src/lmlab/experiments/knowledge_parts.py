@@ -56,8 +56,9 @@ def forgetting_seed(args, work: Path, seed: int, base: Path, echo) -> dict:
     _, tok, cfg = load_model(base)
     max_bytes = labelled.fitting_bytes(tasks, cfg.model.context)
     by_task = labelled.splits_of(tasks, args.task_train, args.task_test, seed, max_bytes)
-    k = TASK_NAMES.index(forget.name)
-    random_rows = labelled.random_labels(by_task[forget.name]["train"], forget.labels, seed + k)
+    # the forget set with the random labels it is trained on (as write_mixture below draws them)
+    random_rows = labelled.splits_of([forget], args.task_train, args.task_test, seed, max_bytes,
+                                     randomise=True)[forget.name]["train"]
     solved, forgot = work / f"solved-{seed}", work / f"forgot-{forget.name}-{seed}"
     for run in (solved, forgot):
         if run.exists() and not common.has_checkpoint(run):
