@@ -1,9 +1,9 @@
 """The icl part of `lmlab experiment knowledge`: in-context softmax regression against one
 gradient-descent step on the same in-context pairs (the "weight shifting" of Li et al., 2023).
 
-A small causal Transformer reads x_1, y_1, x_2, y_2, ... (one token per vector, a flag telling
-which) and predicts y_i at each x_i from the pairs before it, trained with soft cross-entropy on
-fresh sequences every step. With n pairs in context and a query q it predicts p_tf(q); the
+A small Transformer reads one token per pair (x_j, y_j) and query tokens (q, flag); each query
+sees a given number of the pairs (InContextRegressor), so one pass trains with every number of
+pairs; soft cross-entropy on fresh sequences every step. With n pairs in context and a query q it predicts p_tf(q); the
 baseline is p_gd(q) = softmax(W_1 q), W_1 one step from 0 (eval/tasks/softmax_regression.py),
 its step size the one on a grid that brings it closest to the Transformer on separate
 calibration sequences. The Transformer's implied update: the matrix M whose M q best fits its
@@ -21,37 +21,44 @@ LR_GRID = tuple(2 ** (k / 2) for k in range(-8, 9))  # 0.0625 .. 16
 
 
 class InContextRegressor(nn.Module):
-    def __init__(self, dim: int, classes: int, width: int, layers: int, heads: int, max_pairs: int):
+    """Pair tokens [x_j, y_j, 0] then query tokens [q, 0, 1]; a query sees only the first
+    `visible` pairs and itself (so one pass trains every number of pairs at once), pairs see the
+    pairs before them. No positions: the pairs are a set, told apart by their content."""
+
+    def __init__(self, dim: int, classes: int, width: int, layers: int, heads: int):
         super().__init__()
         self.dim, self.classes = dim, classes
         self.inp = nn.Linear(dim + classes + 1, width)
-        self.pos = nn.Embedding(2 * max_pairs + 1, width)
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, classes)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Logits [B, n, classes] of y_i read at every x_i (x [B, n, dim], y [B, n, classes])."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor, q: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """Logits [B, Q, classes] for queries q [B, Q, dim], query k seeing pairs 0..visible[k]-1 of (x, y)."""
         B, n, _ = x.shape
-        zx = torch.cat([x, torch.zeros(B, n, self.classes), torch.zeros(B, n, 1)], -1)
-        zy = torch.cat([torch.zeros(B, n, self.dim), y, torch.ones(B, n, 1)], -1)
-        z = torch.stack([zx, zy], 2).reshape(B, 2 * n, -1)[:, : 2 * n - 1]  # the last y is never read
-        h = self.inp(z) + self.pos.weight[: 2 * n - 1]
-        mask = nn.Transformer.generate_square_subsequent_mask(2 * n - 1)
-        h = self.norm(self.body(h, mask=mask, is_causal=True))
-        return self.out(h[:, 0::2])
+        Q = q.shape[1]
+        pairs = torch.cat([x, y, torch.zeros(B, n, 1)], -1)
+        queries = torch.cat([q, torch.zeros(B, Q, self.classes), torch.ones(B, Q, 1)], -1)
+        blocked = torch.ones(n + Q, n + Q, dtype=torch.bool)
+        blocked[:n, :n] = torch.ones(n, n, dtype=torch.bool).triu(1)
+        blocked[n:, :n] = torch.arange(n)[None, :] >= visible[:, None]
+        blocked[n:, n:] = ~torch.eye(Q, dtype=torch.bool)
+        h = self.body(self.inp(torch.cat([pairs, queries], 1)), mask=blocked)
+        return self.out(self.norm(h[:, n:]))
 
 
 def train_regressor(s: dict, seed: int, echo) -> InContextRegressor:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = InContextRegressor(s["dim"], s["classes"], s["width"], s["layers"], 4, s["max_pairs"] + 1)
+    model = InContextRegressor(s["dim"], s["classes"], s["width"], s["layers"], 4)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=max(s["steps"], 1), pct_start=0.1)
+    n = s["max_pairs"]
+    visible = torch.arange(n + 1)  # query k is x_k (k = n: a fresh point) and sees the k pairs before it
     for step in range(s["steps"]):
-        x, y, _ = sr.sample(s["batch"], s["max_pairs"] + 1, s["dim"], s["classes"], gen)
-        loss = sr.soft_cross_entropy(model(x, y), y)
+        x, y, _ = sr.sample(s["batch"], n + 1, s["dim"], s["classes"], gen)
+        loss = sr.soft_cross_entropy(model(x[:, :n], y[:, :n], x, visible), y)
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -64,12 +71,8 @@ def train_regressor(s: dict, seed: int, echo) -> InContextRegressor:
 
 @torch.no_grad()
 def query(model, x, y, q) -> torch.Tensor:
-    """[B, Q, classes]: the model's prediction for each query q [B, Q, dim] after the n pairs of (x, y)."""
-    B, Q, _ = q.shape
-    n = x.shape[1]
-    xs = torch.cat([x.repeat_interleave(Q, 0), q.reshape(B * Q, 1, -1)], 1)
-    ys = torch.cat([y.repeat_interleave(Q, 0), torch.zeros(B * Q, 1, y.shape[-1])], 1)
-    return torch.softmax(model(xs, ys)[:, n], -1).reshape(B, Q, -1)
+    """[B, Q, classes]: the model's prediction for each query q [B, Q, dim] after all n pairs of (x, y)."""
+    return torch.softmax(model(x, y, q, torch.full((q.shape[1],), x.shape[1])), -1)
 
 
 def implied_update(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
