@@ -24,8 +24,33 @@ def test_knowledge_quick(tmp_path):
     probes = results["parts"]["probes"]["0"]
     assert probes["labels"] == list(knowledge.PROBE_LANGUAGES) and list(probes["accuracy"]) == ["0", "1"]
     assert "smoke run" in page and "--quick" in page
-    for png in ("curvature", "reliability", "facts", "probes"):
+    for png in ("curvature", "reliability", "facts", "probes", "forgetting", "moral", "icl"):
         assert (tmp_path / "docs" / "img" / f"knowledge-{png}.png").read_bytes()[:4] == b"\x89PNG"
+    forgetting = results["parts"]["forgetting"]["0"]
+    assert list(forgetting["stages"]) == ["base", "solved", "forgot"] and forgetting["forget_task"] == "author"
+    assert set(forgetting["stages"]["forgot"]) == {"language_test", "author_test", "shuffled_test", "forget_set_true",
+                                                  "forget_set_random"}
+    assert list(forgetting["probes"]["forgot"]["accuracy"]) == ["0", "1"]
+    assert results["parts"]["moral"]["0"]["phrases"] == 80
+    icl = results["parts"]["icl"]["0"]
+    assert [r["n"] for r in icl["rows"]] == [1, 2, 4]
+    claims = results["claims"]
+    assert {c["paper"] for c in claims} >= {"Unforgettable Generalization in Language Models",
+                                            "The Closeness of In-Context Learning and Weight Shifting for Softmax Regression"}
+    verdicts = {"holds", "does not hold at this scale", "mixed", "not measurable here"}
+    assert all(c["verdict"] in verdicts and c["number"] and c["command"].startswith("lmlab experiment knowledge")
+               for c in claims)
+
+
+def test_knowledge_keeps_the_parts_it_did_not_rerun(tmp_path):
+    doc = tmp_path / "knowledge.md"
+    base = ["experiment", "knowledge", "--quick", "--work", str(tmp_path / "runs"), "--doc", str(doc)]
+    assert main(base + ["--parts", "icl"]) == 0
+    first = json.loads((tmp_path / "knowledge-results.json").read_text())
+    assert main(base + ["--parts", "moral"]) == 0
+    results = json.loads((tmp_path / "knowledge-results.json").read_text())
+    assert list(results["parts"]) == ["moral", "icl"] and results["parts"]["icl"] == first["parts"]["icl"]
+    assert results["part_settings"]["icl"]["parts"] == "icl"
 
 
 def test_knowledge_rejects_unknown_part(capsys):

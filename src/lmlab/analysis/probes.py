@@ -100,3 +100,13 @@ def language_task(directory, languages=None, per_language: int = 100, min_chars:
         texts += lines[:per_language]
         labels += [k] * len(lines[:per_language])
     return texts, labels, [f.stem for f in files]
+
+
+def label_task_texts(name: str, per_class: int, context: int, seed: int = 0):
+    """(texts, labels, names) of a label task's test region (eval/tasks/labelled.py), prompt left out."""
+    from ..eval.tasks import labelled
+
+    task = labelled.get(name)
+    rows = labelled.make(task, {"test": per_class * len(task.labels)}, seed,
+                         labelled.fitting_bytes([task], context))["test"]
+    return [t for t, _ in rows], [task.labels.index(lab) for _, lab in rows], list(task.labels)

