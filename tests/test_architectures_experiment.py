@@ -37,6 +37,10 @@ def test_toy_grid_writes_report_with_measured_rows_and_spread(tmp_path):
     assert lmu[0]["flops_per_token"] == lmu[1]["flops_per_token"] and lmu[0]["state_bytes"] == lmu[1]["state_bytes"]
     for png in ("architectures_bpb.png", "architectures_loss.png"):
         assert (tmp_path / "docs" / png).read_bytes()[:4] == b"\x89PNG"
+    args.seeds, args.reuse_only = 3, True  # a bigger grid from the finished runs only: nothing trained
+    assert architectures.run(args) == 0
+    md = (tmp_path / "docs" / "architectures.md").read_text()
+    assert "4 of the 6 runs this command plans finished" in md and "--seeds 3" in md and "--reuse-only" in md
 
 
 def test_unknown_variant_is_a_clear_error(tmp_path):
@@ -100,6 +104,8 @@ def test_self_guided_verdict_follows_the_seed_spread():
     assert verdicts(measured(dense + plain + same))[SELF_GUIDED] == "does not hold at this scale"
     one_seed = verdicts(measured(dense[:1] + plain[:1] + better[:1]))
     assert one_seed[SELF_GUIDED] == "not measurable here"
+    pooled = verdicts(measured(dense + plain[:1] + better[:1]))  # one-seed rows borrow dense's spread
+    assert pooled[SELF_GUIDED] == "holds"
 
 
 def test_equal_compute_and_slope_verdicts_read_dense_flops_curve():

@@ -58,6 +58,7 @@ CASES = [
     ("missing", "info {m}", "does not exist", None),
     ("range", "experiment architectures --steps 0 --out {p}/exp", "must be >= 1", None),
     ("range", "experiment architectures --seeds 0 --out {p}/exp", "must be >= 1", None),
+    ("missing", "experiment architectures --reuse-only --out {p}/exp", "none of the grid's", None),
     ("range", "experiment architectures --width 24 --out {p}/exp", "multiples of 16", None),
     ("type", "experiment architectures --scale-widths 32,wide --out {p}/exp", "comma-separated list", None),
     ("range", "experiment superbpe --held-out 1.5 --out {p}/exp", "must be in (0, 1)", None),

@@ -61,6 +61,8 @@ def add_arguments(p) -> None:
     p.add_argument("--cost-context", type=COUNT, default=1024,
                    help="context of the decoding-cost probe's untrained models (default 1024)")
     p.add_argument("--reuse", action="store_true", help="keep runs already finished in --out")
+    p.add_argument("--reuse-only", action="store_true",
+                   help="train nothing: report the runs of the grid already finished in --out, the rest as not run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override the shared config for every run (repeatable)")
     p.add_argument("--quick", action="store_true", help="a smoke run: every variant, 2 steps of a tiny model")
@@ -241,7 +243,7 @@ def decode_cost(names: list[str], args) -> list[dict]:
 def settings(args) -> dict:
     """The flags the report's regenerating command names."""
     return {k: getattr(args, k) for k in ("steps", "seeds", "width", "scale_widths", "threads", "gen_tokens",
-                                          "cost_context", "variants", "overrides", "out", "docs", "quick")}
+                                          "cost_context", "variants", "overrides", "out", "docs", "quick", "reuse_only")}
 
 
 def measure(args) -> dict:
@@ -256,14 +258,19 @@ def measure(args) -> dict:
     for name, why in skipped.items():
         print(f"{name}: skipped ({why})", flush=True)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     plan = planned_runs(names, args.seeds, args.width, scale_widths)
+    if args.reuse_only and not any((out / f"{run_key(r)}.json").is_file() for r in plan):
+        raise LmlabError(f"{out}: none of the grid's {len(plan)} runs has finished there (--reuse-only trains none)")
     measured = {"settings": settings(args), "machine": common.machine(), "planned": plan, "results": [],
                 "skipped": skipped, "decode_cost": decode_cost(names, args)}
     for i, run in enumerate(plan, 1):
         cached = out / f"{run_key(run)}.json"
-        res = common.read_json(cached) if args.reuse and cached.is_file() else None
-        if res is None or res.get("steps") != args.steps:
+        res = common.read_json(cached) if (args.reuse or args.reuse_only) and cached.is_file() else None
+        if res is not None and res.get("steps") != args.steps:
+            res = None
+        if res is None and args.reuse_only:
+            continue
+        if res is None:
             res = run_one(run, args)
             common.write_json(cached, res)
         measured["results"].append(res)
@@ -271,6 +278,8 @@ def measure(args) -> dict:
         print(f"[{i}/{len(plan)}] {res['key']}: val_bpb {res['val_bpb']:.4f}  params {res['params']:,}  "
               f"train {res['train_tok_per_s']:.0f} tok/s  rep3 {res['rep3_greedy']:.2f}  ({res['wall_s']:.0f} s)",
               flush=True)
+    if not measured["results"]:
+        raise LmlabError(f"{out}: none of the grid's {len(plan)} runs has {args.steps} steps (--reuse-only trains none)")
     return measured
 
 

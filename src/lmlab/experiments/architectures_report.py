@@ -1,8 +1,8 @@
 """Tables, plots and claims for `lmlab experiment architectures`, from the OUT/results.json it wrote.
 
 Runs are grouped by (variant, width) over seeds: mean and sample standard deviation. A difference
-counts only beyond twice its standard error over seeds (NOISE_SE); with one seed there is no spread
-and a claim that needs one is "not measurable here".
+counts only beyond twice its standard error over seeds (NOISE_SE); a one-seed row borrows the std
+pooled over rows with two or more seeds, and with no such row a claim is "not measurable here".
 """
 from __future__ import annotations
 
@@ -63,12 +63,19 @@ def groups(results: list[dict]) -> dict:
     return out
 
 
-def difference(a: dict, b: dict) -> tuple[float, float | None]:
-    """(mean a - mean b, its standard error over seeds, None without two seeds on both sides)."""
+def pooled_std(g: dict) -> float | None:
+    """The seed std pooled over every group with two or more seeds: the spread assumed for one-seed rows."""
+    var = [v["std"] ** 2 for v in g.values() if v["std"] is not None]
+    return math.sqrt(statistics.fmean(var)) if var else None
+
+
+def difference(a: dict, b: dict, pooled: float | None) -> tuple[float, float | None]:
+    """(mean a - mean b, its standard error over seeds; a one-seed side takes the pooled std, None without one)."""
     d = a["bpb"] - b["bpb"]
-    if a["std"] is None or b["std"] is None:
+    sa, sb = (v["std"] if v["std"] is not None else pooled for v in (a, b))
+    if sa is None or sb is None:
         return d, None
-    return d, math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    return d, math.sqrt(sa ** 2 / a["n"] + sb ** 2 / b["n"])
 
 
 def beyond_noise(d: float, se: float | None) -> int:
@@ -110,9 +117,11 @@ def _unanimous(signs: list[int], good: int) -> str:
 
 
 def _dense_noise(g: dict) -> float | None:
-    """NOISE_SE x dense's mean seed std over its widths: how far a bits/byte difference must go to count."""
+    """NOISE_SE x dense's mean seed std over its widths (else the pooled std): how far a bits/byte
+    difference from dense's FLOPs curve must go to count."""
     stds = [v["std"] for (n, _), v in g.items() if n == "dense" and v["std"] is not None]
-    return NOISE_SE * statistics.fmean(stds) if stds else None
+    spread = statistics.fmean(stds) if stds else pooled_std(g)
+    return NOISE_SE * spread if spread is not None else None
 
 
 def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
@@ -120,6 +129,7 @@ def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
     w = s["width"]
     base = g.get(("dense", w))
     fits = scaling_fits(g)
+    pooled = pooled_std(g)
     out = []
     nm = "not measurable here"
 
@@ -136,9 +146,9 @@ def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
         signs = [0 if noise is None or abs(r) <= noise else (-1 if r < 0 else 1) for _, _, r, _ in rows]
         number = "; ".join(f"{n} d{wd} {r:+.3f}" for n, wd, r, _ in rows) + " bits/byte vs dense's fit at the same FLOPs"
         verdict = nm if noise is None or not rows else _unanimous(signs, -1)
-        why = ("one seed: no spread to judge against" if noise is None else
+        why = ("no row with two seeds: no spread to judge against" if noise is None else
                f"rule: every structured row below dense's FLOPs fit by more than {noise:.3f} ({NOISE_SE:g} x "
-               "dense's mean seed std) = holds, every one not below = does not hold, else mixed")
+               "dense's mean seed std, else the pooled one) = holds, every one not below = does not hold, else mixed")
         out.append(_claim("ffn", claim, setting, number if rows else "no structured rows", verdict, why, cmd))
 
     # 2. steeper scaling
@@ -156,7 +166,7 @@ def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
                  for n in slopes if n != "dense"]
         out.append(_claim("ffn", claim, setting, number, _unanimous(signs, -1),
                           f"rule: a slope difference counts when over dense's {span:.2f} decades it moves bits/byte "
-                          f"by more than {noise:.3f} ({NOISE_SE:g} x dense's mean seed std); every structured slope "
+                          f"by more than {noise:.3f} ({NOISE_SE:g} x dense's mean seed std, else the pooled one); every structured slope "
                           "steeper = holds, none = does not hold, else mixed", cmd))
 
     # 3. self-guided training
@@ -166,13 +176,13 @@ def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
         out.append(_claim("ffn", claim, setting, "no structured variant run with and without it", nm,
                           "needs both rows of a structured kind", cmd))
     else:
-        diffs = [(n, *difference(sgt, plain), sgt["train_flops"] / plain["train_flops"]) for n, plain, sgt in pairs]
+        diffs = [(n, *difference(sgt, plain, pooled), sgt["train_flops"] / plain["train_flops"]) for n, plain, sgt in pairs]
         number = "; ".join(f"{n}: {d:+.3f}" + (f" ± {se:.3f} s.e." if se is not None else "") +
                            f" bits/byte at {r:.2f}x the FLOPs" for n, d, se, r in diffs)
         verdict = nm if any(se is None for _, _, se, _ in diffs) else \
             _unanimous([beyond_noise(d, se) for _, d, se, _ in diffs], -1)
         out.append(_claim("ffn", claim, setting, number, verdict,
-                          "one seed: no spread" if verdict == nm else
+                          "no row with two seeds: no spread" if verdict == nm else
                           f"rule: lower beyond {NOISE_SE:g} s.e. for every kind = holds, for none = does not hold",
                           cmd))
 
@@ -183,7 +193,7 @@ def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
     if hy is None or base is None:
         out.append(_claim("hybrid", claim, setting, "hybrid or dense not run", nm, "needs both rows", cmd))
     else:
-        d, se = difference(hy, base)
+        d, se = difference(hy, base, pooled)
         late = [c for c in measured.get("decode_cost", []) if c["position"] > c["context"] // 2]
         state = {c["name"]: c["state_bytes"] for c in late}
         number = (f"bits/byte {_pm(hy)} vs dense {_pm(base)}; generation {hy['gen_tok_per_s']:.0f} vs "
@@ -195,7 +205,7 @@ def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
         faster = hy["gen_tok_per_s"] >= base["gen_tok_per_s"]
         verdict = nm if se is None else ("holds" if quality <= 0 and faster else
                                          "mixed" if quality <= 0 or faster else "does not hold at this scale")
-        why = ("one seed: no spread" if se is None else
+        why = ("no row with two seeds: no spread" if se is None else
                "rule: quality not worse beyond noise and generation at least as fast = holds; one of the two = mixed"
                + ("; on this CPU at a 64-token context the M mixer's per-step work outweighs the shorter KV cache"
                   if not faster else ""))
@@ -209,7 +219,7 @@ def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
     if lmu is None or base is None or "lmu (LF)" not in late or "dense" not in late:
         out.append(_claim("lmu", claim, setting, "lmu or dense not run", nm, "needs both rows and the cost probe", cmd))
     else:
-        d, se = difference(lmu, base)
+        d, se = difference(lmu, base, pooled)
         growth = {n: late[n]["flops_per_token"] / early[n]["flops_per_token"] for n in ("lmu (LF)", "dense")}
         number = (f"decode FLOPs/token position {late['dense']['position']} vs {early['dense']['position']}: "
                   f"LMU x{growth['lmu (LF)']:.2f}, dense x{growth['dense']:.2f}; state "
@@ -219,7 +229,7 @@ def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
         quality = beyond_noise(d, se)
         verdict = nm if se is None else ("holds" if constant and quality <= 0 else
                                          "mixed" if constant else "does not hold at this scale")
-        why = ("one seed: no spread on quality" if se is None else
+        why = ("no row with two seeds: no spread on quality" if se is None else
                "rule: constant cost and state, and bits/byte not worse than dense beyond noise = holds; "
                "constant cost but worse quality = mixed")
         out.append(_claim("lmu", claim, setting, number, verdict, why, cmd))
@@ -286,7 +296,9 @@ def _cell(v: dict | None, fmt) -> str:
 
 def _estimate(measured: dict, g: dict) -> str:
     """The default grid's expected time, from this run's mean wall time per run at each width."""
-    from .architectures import planned_runs
+    import argparse
+
+    from .architectures import add_arguments, planned_runs
 
     per_width = {}
     for (_, wd), v in g.items():
@@ -294,11 +306,14 @@ def _estimate(measured: dict, g: dict) -> str:
     if not per_width:
         return ""
     mean_all = statistics.fmean(x for xs in per_width.values() for x in xs)
-    plan = planned_runs(list(VARIANTS), 3, 64, [32, 128])
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    d = parser.parse_args([])  # the default command's grid
+    plan = planned_runs(list(VARIANTS), d.seeds, d.width, common.numbers(d.scale_widths, int, "--scale-widths"))
     total = sum(statistics.fmean(per_width[r["width"]]) if r["width"] in per_width else mean_all * r["width"] / 64
                 for r in plan)
-    return (f"The default command (`nice lmlab experiment architectures`: every variant, 3 seeds, widths 64 and "
-            f"32/128 for the scaling rows, 3,000 steps) is {len(plan)} runs, about {total / 3600:.1f} hours on this "
+    return (f"The default command (`nice lmlab experiment architectures`: every variant, {d.seeds} seeds, width "
+            f"{d.width} and {d.scale_widths} for the scaling rows, {d.steps:,} steps) is {len(plan)} runs, about {total / 3600:.1f} hours on this "
             f"machine at the wall time per run measured here ({mean_all:.0f} s on average; widths not measured "
             "scaled linearly).")
 
@@ -329,7 +344,9 @@ def write_report(measured: dict) -> Path:
         "```",
         "",
         f"{done} of the {planned} runs this command plans finished"
-        + (" (the rest were stopped for time and show as *not run*)." if done < planned else "."),
+        + (" (the rest were stopped for time and show as *not run*)." if done < planned else ".")
+        + (" This page was rendered with `--reuse-only` from the runs finished in the run directory; the command"
+           " above trains them all." if s.get("reuse_only") else ""),
         _estimate(measured, g),
         "",
         f"Setup: {su.get('tokenizer')} tokenizer on {su.get('corpus')}, {su.get('n_layers')} layers, "
@@ -341,7 +358,8 @@ def write_report(measured: dict) -> Path:
         "held-out windows. *FLOPs* are matmul FLOPs of a training step per token, counted by",
         "`torch.utils.flop_counter` on the built model (MoE: the routed experts only; self-guided rows: the dense",
         "guide while it is on; the LMU's FFT convolution is not a matmul and is not counted). Spread is the sample",
-        f"standard deviation over seeds; a difference counts beyond {NOISE_SE:g} standard errors. Machine: "
+        f"standard deviation over seeds; a row with one seed is given the std pooled over the rows with two or more; "
+        f"a difference counts beyond {NOISE_SE:g} standard errors. Machine: "
         f"{common.describe(measured['machine'])}, shared with other jobs (load {measured['machine']['load_avg_1min']:.1f}"
         " at the start): speeds are indicative.",
         "",
