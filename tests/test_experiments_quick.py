@@ -87,10 +87,18 @@ def test_architectures_quick(tmp_path):
     assert main(argv) == 0
     measured = json.loads((tmp_path / "runs" / "results.json").read_text())
     page = assert_rerendered(argv, tmp_path / "docs" / "architectures.md")
-    assert [r["name"] for r in measured["results"]] == list(architectures.VARIANTS) and not measured["skipped"]
+    widths = [(r["name"], r["width"]) for r in measured["results"]]
+    assert widths == [(n, 16) for n in architectures.VARIANTS] + [(n, 32) for n in architectures.SCALING]
+    assert not measured["skipped"] and measured["planned"] == [{k: r[k] for k in ("name", "width", "seed")}
+                                                               for r in measured["results"]]
     for r in measured["results"]:
-        assert r["steps"] == 2 and r["setup"]["d_model"] == 16 and r["tokens"] == 2 * 8 * 16
-        assert f"| {r['name']} |" in page and f"| {r['val_bpb']:.4f} |" in page and f"| {r['params']:,} |" in page
+        assert r["steps"] == 2 and r["tokens"] == 2 * 8 * 16 and r["train_flops_per_token"] > 0
+        if r["width"] == 16:
+            assert f"| {r['name']} |" in page and f"| {r['val_bpb']:.3f} (1 seed) |" in page
+            assert f"| {r['params']:,} ({r['params_nonembed']:,}) |" in page
+    claims = json.loads((tmp_path / "docs" / "architectures-results.json").read_text())["claims"]
+    assert len(claims) == 6 and all(c["verdict"] == "not measurable here" for c in claims)  # one seed: no spread
+    assert all(c["command"].startswith("nice lmlab experiment architectures --quick --threads 1") for c in claims)
     assert "nice lmlab experiment architectures --quick --threads 1 --out" in page
 
 

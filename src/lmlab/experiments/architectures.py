@@ -1,10 +1,13 @@
-"""Architecture variants on equal terms: same data, token budget, seed and training schedule.
+"""Architecture variants on equal terms: same data, token budget, seeds and training schedule.
 
-Trains a dense baseline and each variant (norms, structured FFNs, MoE, SSM / LMU mixers, a
-hybrid pattern, meta-tokens) and measures validation bits per byte, parameters, training
-tokens/s and generation tokens/s into OUT/results.json (one OUT/VARIANT.json per variant too,
-for --reuse); architectures_report.py writes docs/experiments/architectures.md and its plots.
-Variants whose module is not in this checkout are skipped with a note.
+Trains a dense baseline and each variant (SwiGLU, MoE, structured FFNs with and without
+self-guided training, the `AMF MF` hybrid, the LMU pattern, meta-tokens) at one width over
+several seeds, and dense plus the structured FFNs at further widths (the scaling rows). Each run
+records validation bits per byte, parameters, matmul FLOPs per training token, speeds and samples
+into OUT/RUN.json (reused by --reuse); OUT/results.json holds every finished run, rewritten after
+each, so a stopped grid still renders. A decoding-cost probe (untrained models, long context)
+measures per-token cost and state size at an early and a late position for attention, LMU and the
+hybrid. architectures_report.py writes docs/experiments/architectures.md, its plots and claims.
 """
 from __future__ import annotations
 
@@ -12,60 +15,97 @@ import time
 from pathlib import Path
 
 from ..errors import LmlabError
-from . import common
 from ..options import COUNT
+from . import common
 
 NAME = "architectures"
-HELP = "dense baseline vs norm / FFN / MoE / SSM / LMU / hybrid / meta-token variants (bits per byte, speed)"
+HELP = "dense vs SwiGLU / MoE / structured FFNs (+ self-guided) / hybrid / LMU / meta-tokens over seeds and widths"
 
+SELF_GUIDED = 0.5  # the fraction of training with the decaying dense guide
 # name -> the config fields it changes from the shared base
 VARIANTS = {
     "dense": {},
-    "rmsnorm": {"model": {"norm": "rmsnorm"}},
-    "crmsnorm": {"model": {"norm": "crmsnorm"}},
     "swiglu": {"model": {"ffn": "swiglu"}},
-    "lowrank": {"model": {"ffn": "lowrank"}},
-    "blockdense": {"model": {"ffn": "blockdense"}},
-    "blockshuffle": {"model": {"ffn": "blockshuffle"}},
     "moe": {"model": {"ffn": "moe"}},
-    "ssm (MF)": {"model": {"pattern": "MF"}},
+    "lowrank": {"model": {"ffn": "lowrank"}},
+    "lowrank+sgt": {"model": {"ffn": "lowrank", "self_guided": SELF_GUIDED}},
+    "blockdense": {"model": {"ffn": "blockdense"}},
+    "blockdense+sgt": {"model": {"ffn": "blockdense", "self_guided": SELF_GUIDED}},
+    "blockshuffle": {"model": {"ffn": "blockshuffle"}},
+    "blockshuffle+sgt": {"model": {"ffn": "blockshuffle", "self_guided": SELF_GUIDED}},
+    "hybrid (AMF MF)": {"model": {"pattern": "AMF MF"}},
     "lmu (LF)": {"model": {"pattern": "LF"}},
-    "hybrid (AMF MF)": {"model": {"pattern": "AMF MF AMF MF"}},
-    "hybrid (ALF LF)": {"model": {"pattern": "ALF LF ALF LF"}},
     "meta-tokens": {"model": {"meta_tokens": 4, "meta_rate": 0.05}},
 }
+SCALING = ("dense", "lowrank", "blockdense", "blockshuffle")  # also trained at every --scale-widths width
+DECODE_COST = ("dense", "lmu (LF)", "hybrid (AMF MF)")  # the decoding-cost probe's patterns
 PROMPT = "ROMEO:\nWhat light"
-# --quick: every variant, two steps of a width-16 model
-QUICK_STEPS, QUICK_GEN_TOKENS = 2, 5
-QUICK = {"model": {"d_model": 16, "context": 16}, "train": {"eval_batches": 1}}
+SAMPLE_TOKENS, SAMPLE_TEMPERATURE = 200, 0.8
+FIRST_SEED = 1337
+# --quick: every variant, two steps of a width-16 model, one extra width, one seed
+QUICK_FLAGS = {"steps": 2, "gen_tokens": 5, "seeds": 1, "width": 16, "scale_widths": "32", "cost_context": 64}
+QUICK = {"model": {"context": 16}, "train": {"eval_batches": 1}}
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--steps", type=COUNT, default=300, help="training steps per variant (default 300)")
+    p.add_argument("--steps", type=COUNT, default=3000, help="training steps per run (default 3000)")
+    p.add_argument("--seeds", type=COUNT, default=3, help=f"seeds per variant, {FIRST_SEED} upwards (default 3)")
+    p.add_argument("--width", type=COUNT, default=64, help="d_model of the main grid (default 64)")
+    p.add_argument("--scale-widths", default="32,128",
+                   help="further d_model values for " + ", ".join(SCALING) + " (comma-separated; '' = none)")
     p.add_argument("--variants", default="", help="comma-separated subset of: " + ", ".join(VARIANTS))
     p.add_argument("--out", default="runs/architectures", help="run directories (default runs/architectures)")
     p.add_argument("--docs", default="docs/experiments", help="where architectures.md and its PNGs go")
     p.add_argument("--threads", type=COUNT, default=1, help="torch threads (default 1: robust on a shared CPU)")
     p.add_argument("--gen-tokens", type=COUNT, default=200, help="tokens generated to time generation")
-    p.add_argument("--reuse", action="store_true", help="keep results of variants already finished in --out")
+    p.add_argument("--cost-context", type=COUNT, default=1024,
+                   help="context of the decoding-cost probe's untrained models (default 1024)")
+    p.add_argument("--reuse", action="store_true", help="keep runs already finished in --out")
+    p.add_argument("--reuse-only", action="store_true",
+                   help="train nothing: report the runs of the grid already finished in --out, the rest as not run")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override the shared config for every variant (repeatable)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"a smoke run: every variant, {QUICK_STEPS} steps of a tiny model")
+                   help="override the shared config for every run (repeatable)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: every variant, 2 steps of a tiny model")
     p.add_argument("--render-only", action="store_true", help="write the report from OUT/results.json")
 
 
-def base_config(steps: int, threads: int):
-    """What every variant shares: a 4-layer char model on tinyshakespeare, float32 on one CPU."""
+def base_config(steps: int, threads: int, width: int, seed: int):
+    """What every run shares: a 2-layer char model on tinyshakespeare, float32 on one CPU."""
     from .. import config
 
     return config.Config(
-        model=config.ModelConfig(n_layers=4, d_model=128, n_heads=4, context=128),
+        model=config.ModelConfig(n_layers=2, d_model=width, n_heads=4, context=64),
         tokenizer=config.TokenizerConfig(kind="char"),
         data=config.DataConfig(corpus="tinyshakespeare"),
-        train=config.TrainConfig(max_steps=steps, batch_size=8, lr=2e-3, min_lr=2e-4, warmup_steps=30,
-                                 eval_every=max(steps // 3, 1), eval_batches=8, ckpt_every=steps, dtype="float32",
-                                 device="cpu", progress=False, log_every=1, seed=1337, threads=threads))
+        train=config.TrainConfig(max_steps=steps, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=min(100, steps),
+                                 eval_every=max(steps // 6, 1), eval_batches=16, ckpt_every=steps, dtype="float32",
+                                 device="cpu", progress=False, log_every=10, seed=seed, threads=threads))
+
+
+def planned_runs(names: list[str], seeds: int, width: int, scale_widths: list[int]) -> list[dict]:
+    """Every (variant, width, seed) of the grid, seed by seed, so a stopped grid has whole seeds."""
+    runs = []
+    for s in range(seeds):
+        for w in [width] + scale_widths:
+            runs += [{"name": n, "width": w, "seed": FIRST_SEED + s} for n in names if w == width or n in SCALING]
+    return runs
+
+
+def run_key(run: dict) -> str:
+    return f"{common.slug(run['name'])}-d{run['width']}-s{run['seed']}"
+
+
+def run_config(run: dict, args):
+    from .. import config
+
+    cfg = common.configured(base_config(args.steps, args.threads, run["width"], run["seed"]), **VARIANTS[run["name"]])
+    if args.quick:
+        cfg = common.configured(cfg, **QUICK)
+    config.apply_overrides(cfg, args.overrides)  # the user's --set, last
+    groups = cfg.model.pattern.split()
+    if len(groups) > 1 and cfg.model.n_layers % len(groups) == 0:  # a multi-layer pattern repeats to the depth
+        cfg.model.pattern = " ".join(groups * (cfg.model.n_layers // len(groups)))
+    return cfg
 
 
 def missing_requirement(changes: dict) -> str | None:
@@ -79,78 +119,168 @@ def missing_requirement(changes: dict) -> str | None:
     return None
 
 
-def run_variant(name: str, changes: dict, args) -> dict:
+def matmul_flops(model, batch: int, context: int, progress: float) -> float:
+    """Matmul FLOPs of one training step (forward + backward) per token, at training progress 0..1."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..model.training_hooks import set_progress
+
+    set_progress(model, progress)
+    model.train()
+    ids = torch.randint(0, model.cfg.vocab_size, (batch, context))
+    with FlopCounterMode(display=False) as counter:
+        logits, _ = model(ids)
+        logits.float().logsumexp(-1).mean().backward()
+    model.zero_grad(set_to_none=True)
+    set_progress(model, 1.0)
+    model.eval()
+    return counter.get_total_flops() / (batch * context)
+
+
+def train_flops_per_token(model, cfg) -> float:
+    """Matmul FLOPs per training token over the schedule: a self-guided FFN pays its dense guide
+    while the guide's weight is above zero (the first `self_guided` fraction of training)."""
+    b, t, g = cfg.train.batch_size, cfg.model.context, cfg.model.self_guided
+    plain = matmul_flops(model, b, t, 1.0)
+    return g * matmul_flops(model, b, t, 0.0) + (1 - g) * plain if g > 0 else plain
+
+
+def samples(model, tokenizer, cfg, gen_tokens: int) -> dict:
+    """Greedy and sampled continuations of PROMPT, their word 3-gram repetition, and generation speed."""
     import torch
 
-    from .. import config
-    from ..checkpoint import load_model
+    from ..eval.diversity import rep_n
     from ..infer.generate import sample_ids
 
-    steps = args.steps
-    cfg = common.configured(base_config(steps, args.threads), **changes)
-    if args.quick:
-        cfg = common.configured(cfg, **QUICK)
-    config.apply_overrides(cfg, args.overrides)  # the user's --set, last
-    out = Path(args.out) / common.slug(name)
+    prompt = tokenizer.encode(PROMPT)[: max(1, cfg.model.context // 2)]
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    n = sum(1 for _ in sample_ids(model, prompt, gen_tokens, temperature=0.0))
+    gen_s = time.perf_counter() - t0
+    greedy = tokenizer.decode(list(sample_ids(model, prompt, SAMPLE_TOKENS, temperature=0.0)))
+    sampled = tokenizer.decode(list(sample_ids(model, prompt, SAMPLE_TOKENS, temperature=SAMPLE_TEMPERATURE, seed=0)))
+    return {"gen_tok_per_s": n / gen_s, "prompt_tokens": len(prompt), "sample": greedy, "sample_t08": sampled,
+            "rep3_greedy": rep_n(greedy, 3), "rep3_sampled": rep_n(sampled, 3)}
+
+
+def run_one(run: dict, args) -> dict:
+    from ..checkpoint import load_model
+
+    cfg = run_config(run, args)
+    out = Path(args.out) / run_key(run)
+    t0 = time.perf_counter()
     result = common.train_fresh(cfg, out)
     model, tokenizer, _ = load_model(out)
-    torch.manual_seed(0)
-    prompt = tokenizer.encode(PROMPT)[: max(1, cfg.model.context // 2)]
-    t0 = time.perf_counter()
-    n = sum(1 for _ in sample_ids(model, prompt, args.gen_tokens, temperature=0.0))
-    gen_s = time.perf_counter() - t0
-    sample = tokenizer.decode(list(sample_ids(model, prompt, 120, temperature=0.0)))
-    machine = common.machine()
-    device = str(result.get("device", "cpu"))
-    return {"name": name, "overrides": common.as_settings(changes), "val_bpb": result.get("val_bpb"),
-            "val_loss": result.get("val_loss"), "params": model.num_params(),
-            "train_tok_per_s": result["tok_per_s"], "gen_tok_per_s": n / gen_s,
-            "tokens": steps * cfg.train.batch_size * cfg.model.context, "steps": steps,
-            "curve": common.curve(out, "loss"), "evals": common.curve(out, "val_bpb"), "sample": sample,
-            "setup": {"n_layers": cfg.model.n_layers, "d_model": cfg.model.d_model, "n_heads": cfg.model.n_heads,
-                      "context": cfg.model.context, "batch_size": cfg.train.batch_size, "corpus": cfg.data.corpus,
-                      "tokenizer": cfg.tokenizer.kind, "eval_windows": cfg.train.eval_batches * cfg.train.batch_size,
-                      "prompt_tokens": len(prompt), "device": result.get("device", "cpu"),
-                      "dtype": result.get("dtype", "float32"),
-                      "machine": machine["cuda"] if device.startswith("cuda") else f"{machine['arch']} CPU"}}
+    embed = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("embed.", "pos_embed.")))
+    flops = train_flops_per_token(model, cfg)
+    tokens = args.steps * cfg.train.batch_size * cfg.model.context
+    return {**run, "key": run_key(run), "overrides": common.as_settings(VARIANTS[run["name"]]),
+            "val_bpb": result.get("val_bpb"), "val_loss": result.get("val_loss"), "params": model.num_params(),
+            "params_nonembed": model.num_params() - embed, "train_flops_per_token": flops,
+            "train_flops": flops * tokens, "train_tok_per_s": result["tok_per_s"], "tokens": tokens,
+            "steps": args.steps, "evals": common.curve(out, "val_bpb"), "curve": common.curve(out, "loss"),
+            **samples(model, tokenizer, cfg, args.gen_tokens), "wall_s": time.perf_counter() - t0,
+            "setup": {"n_layers": cfg.model.n_layers, "n_heads": cfg.model.n_heads, "context": cfg.model.context,
+                      "batch_size": cfg.train.batch_size, "corpus": cfg.data.corpus, "tokenizer": cfg.tokenizer.kind,
+                      "pattern": cfg.model.pattern, "eval_windows": cfg.train.eval_batches * cfg.train.batch_size,
+                      "lr": cfg.train.lr, "device": result.get("device", "cpu"),
+                      "dtype": result.get("dtype", "float32")}}
+
+
+def state_bytes(cache) -> int:
+    """Bytes a sequence holds at the cache's position: the KV rows filled so far plus every recurrent state."""
+    import torch
+
+    total = 0
+    for layer in cache.layers:
+        for sub in layer:
+            for key, t in sub.items():
+                if isinstance(t, torch.Tensor):
+                    full = t.numel() * t.element_size()
+                    total += full * cache.pos // cache.max_len if key in ("k", "v") else full
+    return total
+
+
+def decode_cost(names: list[str], args) -> list[dict]:
+    """Per-token decoding cost at an early and a late position of a long context, untrained weights.
+
+    Cost does not depend on what the weights learned, so a fresh model of each pattern at the grid's
+    width and a long context shows how it grows with the position: matmul FLOPs of one step (CPU
+    attention over the KV cache is added as 4*d per cached position and layer, which the counter
+    misses inside fused attention), the bytes of state the sequence holds, and wall time per token.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..model.transformer import Transformer
+
+    ctx, steps = args.cost_context, 16
+    rows = []
+    for name in [n for n in DECODE_COST if n in names]:
+        cfg = run_config({"name": name, "width": args.width, "seed": FIRST_SEED}, args)
+        cfg.model.context, cfg.model.vocab_size = ctx, 65
+        torch.manual_seed(0)
+        model = Transformer(cfg.model).eval()
+        n_attn = sum(1 for b in model.blocks for k in b.sublayers if k.startswith("attn"))
+        ids = torch.randint(0, 65, (1, ctx))
+        for pos in (ctx // 16, ctx - steps - 1):
+            with torch.no_grad():
+                cache = model.new_cache(ctx)
+                model(ids[:, :pos], cache=cache)
+                with FlopCounterMode(display=False) as counter:
+                    model(ids[:, pos:pos + 1], cache=cache)
+                t0 = time.perf_counter()
+                for i in range(1, steps + 1):
+                    model(ids[:, pos + i:pos + i + 1], cache=cache)
+                per_token_s = (time.perf_counter() - t0) / steps
+            rows.append({"name": name, "pattern": cfg.model.pattern, "context": ctx, "position": pos,
+                         "flops_per_token": counter.get_total_flops() + 4 * cfg.model.d_model * pos * n_attn,
+                         "state_bytes": state_bytes(cache), "ms_per_token": 1e3 * per_token_s})
+    return rows
 
 
 def settings(args) -> dict:
     """The flags the report's regenerating command names."""
-    return {k: getattr(args, k) for k in ("steps", "threads", "gen_tokens", "variants", "overrides", "out", "docs",
-                                          "quick")}
+    return {k: getattr(args, k) for k in ("steps", "seeds", "width", "scale_widths", "threads", "gen_tokens",
+                                          "cost_context", "variants", "overrides", "out", "docs", "quick", "reuse_only")}
 
 
 def measure(args) -> dict:
     names = common.names(args.variants, VARIANTS, "--variants", "variant") or list(VARIANTS)
-    if args.steps < 1:
-        raise LmlabError("--steps must be at least 1")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results, skipped = [], {}
-    for name in names:
-        why = missing_requirement(VARIANTS[name])
-        if why:
-            skipped[name] = why
-            print(f"{name}: skipped ({why})", flush=True)
-            continue
-        cached = out / f"{common.slug(name)}.json"
-        if args.reuse and cached.is_file():
-            res = common.read_json(cached)
-            if res.get("steps") == args.steps:
-                results.append(res)
-                print(f"{name}: reused {cached}", flush=True)
-                continue
-        t0 = time.perf_counter()
-        res = run_variant(name, VARIANTS[name], args)
-        res["wall_s"] = time.perf_counter() - t0
-        common.write_json(cached, res)
-        results.append(res)
-        print(f"{name}: val_bpb {res['val_bpb']:.4f}  params {res['params']:,}  train {res['train_tok_per_s']:.0f} tok/s"
-              f"  gen {res['gen_tok_per_s']:.1f} tok/s  ({res['wall_s']:.0f} s)", flush=True)
-    if not results:
+    scale_widths = [w for w in common.numbers(args.scale_widths, int, "--scale-widths") if w != args.width]
+    if any(w % 16 for w in [args.width] + scale_widths):  # 4 heads, and the M mixer's 32-channel heads at 2x width
+        raise LmlabError("--width and --scale-widths must be multiples of 16")
+    skipped = {n: why for n in names if (why := missing_requirement(VARIANTS[n]))}
+    names = [n for n in names if n not in skipped]
+    if not names:
         raise LmlabError("no variant could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    return {"settings": settings(args), "machine": common.machine(), "results": results, "skipped": skipped}
+    for name, why in skipped.items():
+        print(f"{name}: skipped ({why})", flush=True)
+    out = Path(args.out)
+    plan = planned_runs(names, args.seeds, args.width, scale_widths)
+    if args.reuse_only and not any((out / f"{run_key(r)}.json").is_file() for r in plan):
+        raise LmlabError(f"{out}: none of the grid's {len(plan)} runs has finished there (--reuse-only trains none)")
+    measured = {"settings": settings(args), "machine": common.machine(), "planned": plan, "results": [],
+                "skipped": skipped, "decode_cost": decode_cost(names, args)}
+    for i, run in enumerate(plan, 1):
+        cached = out / f"{run_key(run)}.json"
+        res = common.read_json(cached) if (args.reuse or args.reuse_only) and cached.is_file() else None
+        if res is not None and res.get("steps") != args.steps:
+            res = None
+        if res is None and args.reuse_only:
+            continue
+        if res is None:
+            res = run_one(run, args)
+            common.write_json(cached, res)
+        measured["results"].append(res)
+        common.write_json(out / "results.json", measured)  # a stopped grid still renders
+        print(f"[{i}/{len(plan)}] {res['key']}: val_bpb {res['val_bpb']:.4f}  params {res['params']:,}  "
+              f"train {res['train_tok_per_s']:.0f} tok/s  rep3 {res['rep3_greedy']:.2f}  ({res['wall_s']:.0f} s)",
+              flush=True)
+    if not measured["results"]:
+        raise LmlabError(f"{out}: none of the grid's {len(plan)} runs has {args.steps} steps (--reuse-only trains none)")
+    return measured
 
 
 def run(args) -> int:
@@ -160,8 +290,7 @@ def run(args) -> int:
     if args.render_only:
         measured = common.read_json(path)
     else:
-        common.use_quick(args, {"steps": QUICK_STEPS, "gen_tokens": QUICK_GEN_TOKENS})
+        common.use_quick(args, QUICK_FLAGS)
         measured = measure(args)
-        common.write_json(path, measured)
     print(f"report: {write_report(measured)}")
     return 0

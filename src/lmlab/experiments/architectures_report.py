@@ -1,16 +1,37 @@
-"""Markdown table and plots for `lmlab experiment architectures`, from the OUT/results.json it wrote."""
+"""Tables, plots and claims for `lmlab experiment architectures`, from the OUT/results.json it wrote.
+
+Runs are grouped by (variant, width) over seeds: mean and sample standard deviation. A difference
+counts only beyond twice its standard error over seeds (NOISE_SE); a one-seed row borrows the std
+pooled over rows with two or more seeds, and with no such row a claim is "not measurable here".
+"""
 from __future__ import annotations
 
+import math
 import shlex
+import statistics
 from pathlib import Path
 
 from . import common
+from .architectures import FIRST_SEED, PROMPT, SAMPLE_TEMPERATURE, SCALING, VARIANTS
+
+NOISE_SE = 2.0
+REPORT = "docs/experiments/architectures.md"
+PAPERS = {"ffn": "Building on Efficient Foundations: Effectively Training LLMs with Structured Feedforward Layers",
+          "hybrid": "Hunyuan-TurboS: Advancing Large Language Models through Mamba-Transformer Synergy and "
+                    "Adaptive Chain-of-Thought",
+          "lmu": "LMUFormer: Low Complexity Yet Powerful Spiking Model With Legendre Memory Units",
+          "meta": "Language Modeling with Learned Meta-Tokens"}
+STRUCTURED = [n for n in SCALING if n != "dense"]
 
 
-def _command(s: dict) -> str:
+def command(s: dict) -> str:
     """The command line that measured these results (its settings as recorded)."""
     parts = ["lmlab", "experiment", "architectures"]
-    parts += ["--quick"] if s.get("quick") else ["--steps", str(s["steps"])]
+    if s.get("quick"):
+        parts += ["--quick"]
+    else:
+        parts += ["--steps", str(s["steps"]), "--seeds", str(s["seeds"]), "--width", str(s["width"]),
+                  "--scale-widths", s["scale_widths"]]
     parts += ["--threads", str(s["threads"])]
     if s["variants"]:
         parts += ["--variants", s["variants"]]
@@ -23,121 +44,387 @@ def _command(s: dict) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _ema(values, alpha=0.05):
-    out, m = [], None
-    for v in values:
-        m = v if m is None else (1 - alpha) * m + alpha * v
-        out.append(m)
+# --- aggregation ------------------------------------------------------------------------------
+def groups(results: list[dict]) -> dict:
+    """(name, width) -> mean and spread over the seeds that finished."""
+    by: dict = {}
+    for r in results:
+        by.setdefault((r["name"], r["width"]), []).append(r)
+    out = {}
+    for key, rs in by.items():
+        bpb = [r["val_bpb"] for r in rs]
+        out[key] = {"n": len(rs), "seeds": [r["seed"] for r in rs], "bpb": statistics.fmean(bpb),
+                    "std": statistics.stdev(bpb) if len(bpb) > 1 else None,
+                    **{k: statistics.fmean(r[k] for r in rs) for k in
+                       ("train_flops_per_token", "train_flops", "train_tok_per_s", "gen_tok_per_s", "rep3_greedy",
+                        "rep3_sampled", "wall_s")},
+                    "params": rs[0]["params"], "params_nonembed": rs[0]["params_nonembed"],
+                    "first": min(rs, key=lambda r: r["seed"])}
     return out
 
 
-def plots(results, docs: Path) -> list[str]:
+def pooled_std(g: dict) -> float | None:
+    """The seed std pooled over every group with two or more seeds: the spread assumed for one-seed rows."""
+    var = [v["std"] ** 2 for v in g.values() if v["std"] is not None]
+    return math.sqrt(statistics.fmean(var)) if var else None
+
+
+def difference(a: dict, b: dict, pooled: float | None) -> tuple[float, float | None]:
+    """(mean a - mean b, its standard error over seeds; a one-seed side takes the pooled std, None without one)."""
+    d = a["bpb"] - b["bpb"]
+    sa, sb = (v["std"] if v["std"] is not None else pooled for v in (a, b))
+    if sa is None or sb is None:
+        return d, None
+    return d, math.sqrt(sa ** 2 / a["n"] + sb ** 2 / b["n"])
+
+
+def beyond_noise(d: float, se: float | None) -> int:
+    """-1 lower (better) beyond noise, +1 higher beyond noise, 0 within noise."""
+    return 0 if se is None or abs(d) <= NOISE_SE * se else (-1 if d < 0 else 1)
+
+
+def fit(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Least squares bpb = a + b * log10(FLOPs) through (FLOPs, bpb) points; None with fewer than two."""
+    if len({x for x, _ in points}) < 2:
+        return None
+    xs, ys = [math.log10(x) for x, _ in points], [y for _, y in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return my - b * mx, b
+
+
+def scaling_fits(g: dict) -> dict:
+    """Per SCALING variant, (intercept, slope per decade of training FLOPs) over its widths."""
+    return {n: fit([(v["train_flops"], v["bpb"]) for (name, _), v in g.items() if name == n]) for n in SCALING}
+
+
+# --- claims -----------------------------------------------------------------------------------
+def _pm(v: dict) -> str:
+    return f"{v['bpb']:.3f}" + (f" ± {v['std']:.3f}" if v["std"] is not None else " (1 seed)")
+
+
+def _claim(paper, claim, setting, number, verdict, why, cmd) -> dict:
+    return {"paper": PAPERS[paper], "claim": claim, "setting": setting, "number": number, "verdict": verdict,
+            "why": why, "report": REPORT, "command": cmd}
+
+
+def _unanimous(signs: list[int], good: int) -> str:
+    if signs and all(s == good for s in signs):
+        return "holds"
+    if signs and all(s != good for s in signs):
+        return "does not hold at this scale"
+    return "mixed"
+
+
+def _dense_noise(g: dict) -> float | None:
+    """NOISE_SE x dense's mean seed std over its widths (else the pooled std): how far a bits/byte
+    difference from dense's FLOPs curve must go to count."""
+    stds = [v["std"] for (n, _), v in g.items() if n == "dense" and v["std"] is not None]
+    spread = statistics.fmean(stds) if stds else pooled_std(g)
+    return NOISE_SE * spread if spread is not None else None
+
+
+def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
+    s = measured["settings"]
+    w = s["width"]
+    base = g.get(("dense", w))
+    fits = scaling_fits(g)
+    pooled = pooled_std(g)
+    out = []
+    nm = "not measurable here"
+
+    # 1. structured FFNs against dense at equal training FLOPs, read off dense's own FLOPs curve
+    claim = "Structured FFNs (low-rank, block-diagonal) reach a lower loss than a dense model at equal training FLOPs."
+    if fits.get("dense") is None:
+        out.append(_claim("ffn", claim, setting, "dense trained at one width only", nm,
+                          "equal compute needs dense at two or more widths to interpolate", cmd))
+    else:
+        a, b = fits["dense"]
+        rows = [(n, wd, v["bpb"] - (a + b * math.log10(v["train_flops"])), v["std"])
+                for (n, wd), v in g.items() if n in STRUCTURED]
+        noise = _dense_noise(g)
+        signs = [0 if noise is None or abs(r) <= noise else (-1 if r < 0 else 1) for _, _, r, _ in rows]
+        number = "; ".join(f"{n} d{wd} {r:+.3f}" for n, wd, r, _ in rows) + " bits/byte vs dense's fit at the same FLOPs"
+        verdict = nm if noise is None or not rows else _unanimous(signs, -1)
+        why = ("no row with two seeds: no spread to judge against" if noise is None else
+               f"rule: every structured row below dense's FLOPs fit by more than {noise:.3f} ({NOISE_SE:g} x "
+               "dense's mean seed std, else the pooled one) = holds, every one not below = does not hold, else mixed")
+        out.append(_claim("ffn", claim, setting, number if rows else "no structured rows", verdict, why, cmd))
+
+    # 2. steeper scaling
+    claim = "Structured FFNs scale more steeply with training FLOPs than dense (a more negative slope)."
+    slopes = {n: f[1] for n, f in fits.items() if f is not None}
+    noise = _dense_noise(g)
+    if "dense" not in slopes or len(slopes) < 2 or noise is None:
+        out.append(_claim("ffn", claim, setting, "fewer than two widths or seeds per variant", nm,
+                          "a slope needs two or more widths, and its spread two or more seeds", cmd))
+    else:
+        span = math.log10(max(v["train_flops"] for (n, _), v in g.items() if n == "dense") /
+                          min(v["train_flops"] for (n, _), v in g.items() if n == "dense"))
+        number = ", ".join(f"{n} {v:+.3f}" for n, v in slopes.items()) + " bits/byte per decade of training FLOPs"
+        signs = [0 if abs(slopes[n] - slopes["dense"]) * span <= noise else (-1 if slopes[n] < slopes["dense"] else 1)
+                 for n in slopes if n != "dense"]
+        out.append(_claim("ffn", claim, setting, number, _unanimous(signs, -1),
+                          f"rule: a slope difference counts when over dense's {span:.2f} decades it moves bits/byte "
+                          f"by more than {noise:.3f} ({NOISE_SE:g} x dense's mean seed std, else the pooled one); every structured slope "
+                          "steeper = holds, none = does not hold, else mixed", cmd))
+
+    # 3. self-guided training
+    claim = "Self-guided training (a decaying dense guide early in training) improves structured FFNs' loss."
+    pairs = [(n, g[(n, w)], g[(n + "+sgt", w)]) for n in STRUCTURED if (n, w) in g and (n + "+sgt", w) in g]
+    if not pairs:
+        out.append(_claim("ffn", claim, setting, "no structured variant run with and without it", nm,
+                          "needs both rows of a structured kind", cmd))
+    else:
+        diffs = [(n, *difference(sgt, plain, pooled), sgt["train_flops"] / plain["train_flops"]) for n, plain, sgt in pairs]
+        number = "; ".join(f"{n}: {d:+.3f}" + (f" ± {se:.3f} s.e." if se is not None else "") +
+                           f" bits/byte at {r:.2f}x the FLOPs" for n, d, se, r in diffs)
+        verdict = nm if any(se is None for _, _, se, _ in diffs) else \
+            _unanimous([beyond_noise(d, se) for _, d, se, _ in diffs], -1)
+        out.append(_claim("ffn", claim, setting, number, verdict,
+                          "no row with two seeds: no spread" if verdict == nm else
+                          f"rule: lower beyond {NOISE_SE:g} s.e. for every kind = holds, for none = does not hold",
+                          cmd))
+
+    # 4. the hybrid
+    claim = "The AMF/MF Mamba-attention hybrid keeps Transformer quality while decoding more cheaply."
+    hy = g.get(("hybrid (AMF MF)", w))
+    cost = {(c["name"], c["position"]): c for c in measured.get("decode_cost", [])}
+    if hy is None or base is None:
+        out.append(_claim("hybrid", claim, setting, "hybrid or dense not run", nm, "needs both rows", cmd))
+    else:
+        d, se = difference(hy, base, pooled)
+        late = [c for c in measured.get("decode_cost", []) if c["position"] > c["context"] // 2]
+        state = {c["name"]: c["state_bytes"] for c in late}
+        number = (f"bits/byte {_pm(hy)} vs dense {_pm(base)}; generation {hy['gen_tok_per_s']:.0f} vs "
+                  f"{base['gen_tok_per_s']:.0f} tok/s; training {hy['train_tok_per_s']:.0f} vs "
+                  f"{base['train_tok_per_s']:.0f} tok/s")
+        if "hybrid (AMF MF)" in state and "dense" in state:
+            number += f"; state at position {late[0]['position']}: {state['hybrid (AMF MF)']:,} vs {state['dense']:,} bytes"
+        quality = beyond_noise(d, se)
+        faster = hy["gen_tok_per_s"] >= base["gen_tok_per_s"]
+        verdict = nm if se is None else ("holds" if quality <= 0 and faster else
+                                         "mixed" if quality <= 0 or faster else "does not hold at this scale")
+        why = ("no row with two seeds: no spread" if se is None else
+               "rule: quality not worse beyond noise and generation at least as fast = holds; one of the two = mixed"
+               + ("; on this CPU at a 64-token context the M mixer's per-step work outweighs the shorter KV cache"
+                  if not faster else ""))
+        out.append(_claim("hybrid", claim, setting, number, verdict, why, cmd))
+
+    # 5. LMUFormer
+    claim = "An LMU model decodes recurrently at a constant per-token cost with quality comparable to a Transformer."
+    lmu = g.get(("lmu (LF)", w))
+    early = {c["name"]: c for c in measured.get("decode_cost", []) if c["position"] <= c["context"] // 2}
+    late = {c["name"]: c for c in measured.get("decode_cost", []) if c["position"] > c["context"] // 2}
+    if lmu is None or base is None or "lmu (LF)" not in late or "dense" not in late:
+        out.append(_claim("lmu", claim, setting, "lmu or dense not run", nm, "needs both rows and the cost probe", cmd))
+    else:
+        d, se = difference(lmu, base, pooled)
+        growth = {n: late[n]["flops_per_token"] / early[n]["flops_per_token"] for n in ("lmu (LF)", "dense")}
+        number = (f"decode FLOPs/token position {late['dense']['position']} vs {early['dense']['position']}: "
+                  f"LMU x{growth['lmu (LF)']:.2f}, dense x{growth['dense']:.2f}; state "
+                  f"{late['lmu (LF)']['state_bytes']:,} vs dense {late['dense']['state_bytes']:,} bytes; bits/byte "
+                  f"{_pm(lmu)} vs dense {_pm(base)}")
+        constant = growth["lmu (LF)"] <= 1.0 + 1e-9 and late["lmu (LF)"]["state_bytes"] == early["lmu (LF)"]["state_bytes"]
+        quality = beyond_noise(d, se)
+        verdict = nm if se is None else ("holds" if constant and quality <= 0 else
+                                         "mixed" if constant else "does not hold at this scale")
+        why = ("no row with two seeds: no spread on quality" if se is None else
+               "rule: constant cost and state, and bits/byte not worse than dense beyond noise = holds; "
+               "constant cost but worse quality = mixed")
+        out.append(_claim("lmu", claim, setting, number, verdict, why, cmd))
+
+    # 6. meta-tokens
+    mt = g.get(("meta-tokens", w))
+    number = ("not run" if mt is None or base is None else
+              f"plain-text bits/byte {_pm(mt)} vs dense {_pm(base)}")
+    out.append(_claim("meta", "Meta-tokens with meta-attention improve long-range and length-generalisation tasks.",
+                      setting, number, nm, "the claim is about synthetic long-context tasks after fine-tuning and "
+                      "2x length generalisation; a 64-token char model on plain text cannot test it", cmd))
+    return out
+
+
+# --- plots ------------------------------------------------------------------------------------
+def plots(g: dict, measured: dict, docs: Path) -> list[str]:
     plt = common.pyplot()
-    names = [r["name"] for r in results]
-    files = []
+    w = measured["settings"]["width"]
+    main = [(n, g[(n, w)]) for n in VARIANTS if (n, w) in g]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     ax = axes[0]
-    bpb = [r["val_bpb"] for r in results]
-    colors = ["tab:gray" if n == "dense" else "tab:blue" for n in names]
-    ax.barh(names[::-1], bpb[::-1], color=colors[::-1])
-    lo = min(bpb)
-    ax.set_xlim(lo - 0.1 * (max(bpb) - lo + 1e-3) - 0.05, max(bpb) + 0.05)
-    ax.set_xlabel("validation bits per byte (lower is better)")
-    ax.set_title("Same data, tokens and seed")
+    names = [n for n, _ in main][::-1]
+    ax.barh(names, [v["bpb"] for _, v in main][::-1], xerr=[v["std"] or 0 for _, v in main][::-1],
+            color=["tab:gray" if n == "dense" else "tab:blue" for n in names])
+    lo, hi = min(v["bpb"] for _, v in main), max(v["bpb"] for _, v in main)
+    ax.set_xlim(lo - 0.1 * (hi - lo + 1e-3) - 0.05, hi + 0.05)
+    ax.set_xlabel("validation bits per byte (mean ± std over seeds)")
+    ax.set_title(f"d_model {w}: same data, tokens and seeds")
     ax = axes[1]
-    for r in results:
-        ax.scatter(r["train_tok_per_s"], r["val_bpb"], s=20 + r["params"] / 2e4,
-                   color="tab:gray" if r["name"] == "dense" else "tab:blue")
-        ax.annotate(r["name"], (r["train_tok_per_s"], r["val_bpb"]), fontsize=7, xytext=(3, 3),
-                    textcoords="offset points")
-    ax.set_xlabel("training tokens/s (median step)")
+    for n in SCALING:
+        pts = sorted((v["train_flops"], v["bpb"], v["std"] or 0) for (name, _), v in g.items() if name == n)
+        if pts:
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", label=n,
+                        color="black" if n == "dense" else None)
+    ax.set_xscale("log")
+    ax.set_xlabel("training matmul FLOPs")
     ax.set_ylabel("validation bits per byte")
-    ax.set_title("Quality vs training speed (marker area ~ parameters)")
+    ax.set_title("Scaling with width")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(docs / "architectures_bpb.png", dpi=110)
     plt.close(fig)
-    files.append("architectures_bpb.png")
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    palette = plt.get_cmap("tab20").colors
-    for i, r in enumerate(results):
-        steps = [s for s, _ in r["curve"]]
-        mixer = "pattern=" in " ".join(r["overrides"])  # M / L / hybrid rows dashed
-        ax.plot(steps, _ema([v for _, v in r["curve"]]), label=r["name"], ls="--" if mixer else "-",
-                lw=2.2 if r["name"] == "dense" else 1.2,
-                color="black" if r["name"] == "dense" else palette[(2 * i) % 20 + (i // 10) % 2])
+    for n, v in main:
+        ev = v["first"]["evals"]
+        ax.plot([s for s, _ in ev], [b for _, b in ev], marker=".", label=n, lw=2.2 if n == "dense" else 1.2,
+                color="black" if n == "dense" else None, ls="--" if "pattern" in " ".join(VARIANTS[n].get("model", {}))
+                else "-")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss, nats/token (EMA 0.05)")
-    ax.set_title("Training loss")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(f"Validation during training (seed {FIRST_SEED}, d_model {w})")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(docs / "architectures_loss.png", dpi=110)
     plt.close(fig)
-    files.append("architectures_loss.png")
-    return files
+    return ["architectures_bpb.png", "architectures_loss.png"]
+
+
+# --- the page ---------------------------------------------------------------------------------
+def _cell(v: dict | None, fmt) -> str:
+    return "not run" if v is None else fmt(v)
+
+
+def _estimate(measured: dict, g: dict) -> str:
+    """The default grid's expected time, from this run's mean wall time per run at each width."""
+    import argparse
+
+    from .architectures import add_arguments, planned_runs
+
+    per_width = {}
+    for (_, wd), v in g.items():
+        per_width.setdefault(wd, []).append(v["wall_s"])
+    if not per_width:
+        return ""
+    mean_all = statistics.fmean(x for xs in per_width.values() for x in xs)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    d = parser.parse_args([])  # the default command's grid
+    plan = planned_runs(list(VARIANTS), d.seeds, d.width, common.numbers(d.scale_widths, int, "--scale-widths"))
+    total = sum(statistics.fmean(per_width[r["width"]]) if r["width"] in per_width else mean_all * r["width"] / 64
+                for r in plan)
+    return (f"The default command (`nice lmlab experiment architectures`: every variant, {d.seeds} seeds, width "
+            f"{d.width} and {d.scale_widths} for the scaling rows, {d.steps:,} steps) is {len(plan)} runs, about {total / 3600:.1f} hours on this "
+            f"machine at the wall time per run measured here ({mean_all:.0f} s on average; widths not measured "
+            "scaled linearly).")
 
 
 def write_report(measured: dict) -> Path:
-    """SETTINGS.docs/architectures.md and its PNGs; `measured` is what architectures.measure returned."""
-    results, skipped, s = measured["results"], measured["skipped"], measured["settings"]
+    """SETTINGS.docs/architectures.md, its PNGs and architectures-results.json (with `claims`)."""
+    results, s = measured["results"], measured["settings"]
     docs = Path(s["docs"])
     docs.mkdir(parents=True, exist_ok=True)
-    files = plots(results, docs) if results else []
-    base = next((r for r in results if r["name"] == "dense"), None)
-    tokens = results[0]["tokens"] if results else 0
-    su = {"device": "cpu", "dtype": "float32", "machine": "x86_64 CPU", **(results[0]["setup"] if results else {})}
+    g = groups(results)
+    w = s["width"]
+    base = g.get(("dense", w))
+    files = plots(g, measured, docs) if results else []
+    su = results[0]["setup"] if results else {}
+    cmd = command(s)
+    setting = (f"{su.get('n_layers')} layers, d_model {w}, context {su.get('context')}, char tinyshakespeare, "
+               f"{s['steps']} steps x batch {su.get('batch_size')}, up to {s['seeds']} seeds, CPU")
+    claim_list = claims(measured, g, setting, "nice " + cmd)
+    done, planned = len(results), len(measured.get("planned", results))
     lines = [
         "# Architecture variants on equal terms",
         "",
-        "Generated by `lmlab experiment architectures` (src/lmlab/experiments/architectures.py); every number",
-        "below was measured by that run. Regenerate with:",
+        "Generated by `lmlab experiment architectures` (src/lmlab/experiments/architectures.py and",
+        "architectures_report.py); every number below was measured by that run. Regenerate with:",
         "",
         "```",
-        f"nice {_command(s)}",
+        f"nice {cmd}",
         "```",
         "",
-        f"Setup: {su['tokenizer']} tokenizer on {su['corpus']}, {su['n_layers']} layers, d_model {su['d_model']}, "
-        f"{su['n_heads']} heads, context {su['context']},",
-        f"batch {su['batch_size']}, {s['steps']} steps: the same {tokens:,} training tokens in the same order for every",
-        f"variant (seed 1337), AdamW with warm-up and cosine decay, {su['dtype']} on {su['device']} "
-        f"({s['threads']} CPU thread(s)). Validation bits",
-        f"per byte on {su['eval_windows']} fixed windows of the held-out split. Generation: greedy, "
-        f"{s['gen_tokens']} tokens after a",
-        f"{su['prompt_tokens']}-token prompt, with the KV cache / recurrent state (`lmlab.infer.generate.sample_ids`).",
-        f"Machine: {su['machine']}, torch {measured['machine']['torch']}. On the shared CPU other jobs ran alongside, so",
-        "speeds there are indicative only; ratios to the dense row say more than absolute numbers.",
+        f"{done} of the {planned} runs this command plans finished"
+        + (" (the rest were stopped for time and show as *not run*)." if done < planned else ".")
+        + (" This page was rendered with `--reuse-only` from the runs finished in the run directory; the command"
+           " above trains them all." if s.get("reuse_only") else ""),
+        _estimate(measured, g),
         "",
-        "| variant | config | val bits/byte | vs dense | params | train tok/s | vs dense | gen tok/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"Setup: {su.get('tokenizer')} tokenizer on {su.get('corpus')}, {su.get('n_layers')} layers, "
+        f"{su.get('n_heads')} heads, context {su.get('context')}, batch {su.get('batch_size')}, {s['steps']} steps",
+        f"({results[0]['tokens']:,} training tokens per run, the same batches for every variant of one seed; seeds "
+        f"{FIRST_SEED} upwards)," if results else "",
+        f"AdamW with warm-up and cosine decay from lr {su.get('lr')}, float32 on one CPU thread. Validation bits per "
+        f"byte on {su.get('eval_windows')} fixed",
+        "held-out windows. *FLOPs* are matmul FLOPs of a training step per token, counted by",
+        "`torch.utils.flop_counter` on the built model (MoE: the routed experts only; self-guided rows: the dense",
+        "guide while it is on; the LMU's FFT convolution is not a matmul and is not counted). Spread is the sample",
+        f"standard deviation over seeds; a row with one seed is given the std pooled over the rows with two or more; "
+        f"a difference counts beyond {NOISE_SE:g} standard errors. Machine: "
+        f"{common.describe(measured['machine'])}, shared with other jobs (load {measured['machine']['load_avg_1min']:.1f}"
+        " at the start): speeds are indicative.",
+        "",
+        f"## Main grid (d_model {w})",
+        "",
+        "| variant | config | seeds | val bits/byte | vs dense | params (non-emb.) | train MFLOPs/token | "
+        "vs dense | train tok/s | gen tok/s | rep-3 greedy | rep-3 T=0.8 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        d_bpb = f"{r['val_bpb'] - base['val_bpb']:+.3f}" if base else ""
-        d_speed = f"{r['train_tok_per_s'] / base['train_tok_per_s']:.2f}x" if base else ""
-        cfg = ", ".join(f"`{o}`" for o in r["overrides"]) or "layernorm, GELU MLP, `AF`"
-        lines.append(f"| {r['name']} | {cfg} | {r['val_bpb']:.4f} | {d_bpb} | {r['params']:,} | "
-                     f"{r['train_tok_per_s']:,.0f} | {d_speed} | {r['gen_tok_per_s']:,.1f} |")
+    for n in VARIANTS:
+        v = g.get((n, w))
+        cfg = ", ".join(f"`{o}`" for o in common.as_settings(VARIANTS[n])) or "GELU MLP, `AF`"
+        if v is None:
+            why = "skipped: " + measured["skipped"][n] if n in measured.get("skipped", {}) else "not run"
+            lines.append(f"| {n} | {cfg} | 0 | {why} | | | | | | | | |")
+            continue
+        d = f"{v['bpb'] - base['bpb']:+.3f}" if base else ""
+        fl = f"{v['train_flops_per_token'] / base['train_flops_per_token']:.2f}x" if base else ""
+        lines.append(f"| {n} | {cfg} | {v['n']} | {_pm(v)} | {d} | {v['params']:,} ({v['params_nonembed']:,}) | "
+                     f"{v['train_flops_per_token'] / 1e6:.3f} | {fl} | {v['train_tok_per_s']:,.0f} | "
+                     f"{v['gen_tok_per_s']:,.1f} | {v['rep3_greedy']:.2f} | {v['rep3_sampled']:.2f} |")
+    widths = sorted({wd for (_, wd) in g} | {w})
+    lines += ["", "## Scaling with width (dense and the structured FFNs)", "",
+              "| variant | " + " | ".join(f"d{wd}: bits/byte @ train FLOPs" for wd in widths) + " | slope / decade |",
+              "|---|" + "---:|" * (len(widths) + 1)]
+    fits = scaling_fits(g)
+    for n in SCALING:
+        cells = [_cell(g.get((n, wd)), lambda v: f"{_pm(v)} @ {v['train_flops']:.2e}") for wd in widths]
+        slope = f"{fits[n][1]:+.3f}" if fits.get(n) else "needs 2 widths"
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {slope} |")
+    cost = measured.get("decode_cost", [])
+    if cost:
+        lines += ["", f"## Decoding cost by position (untrained weights, d_model {w}, context {cost[0]['context']})", "",
+                  "| pattern | position | matmul FLOPs/token | state bytes | ms/token |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {c['name']} (`{c['pattern']}`) | {c['position']} | {c['flops_per_token']:,.0f} | "
+                  f"{c['state_bytes']:,} | {c['ms_per_token']:.2f} |" for c in cost]
+        lines += ["", "State: the KV rows filled so far plus every recurrent state; attention's FLOPs include "
+                  "4 x d_model per cached position and layer (scores and mixing)."]
+    lines += ["", "## Claims", "", "| paper | claim | our number | verdict | why |", "|---|---|---|---|---|"]
+    lines += [f"| {c['paper'].split(':')[0]} | {c['claim']} | {c['number']} | **{c['verdict']}** | {c['why']} |"
+              for c in claim_list]
     lines.append("")
     for f in files:
         lines += [f"![{f}]({f})", ""]
-    if skipped:
-        lines += ["Skipped (not in this checkout when the report was made):", ""]
-        lines += [f"- {name}: {why}" for name, why in skipped.items()]
-        lines.append("")
-    lines += [
-        "Notes:",
-        "",
-        "- Parameters include embeddings. Variants are not parameter-matched: M (Mamba-2 style, expand 2,",
-        "  state 16) and L (Legendre memory, order 16) mixers replace attention with their own widths, and",
-        "  meta-tokens add a meta-attention after every block but the last.",
-        "- Meta-tokens: 5% of each training window becomes meta-tokens, so that variant sees 5% fewer text",
-        "  tokens for the same compute; validation and generation run on plain text (no meta-tokens).",
-        "- One seed, a short budget: differences of a few hundredths of a bit per byte are within noise.",
-        "",
-        "Greedy samples (first 120 tokens after the prompt):",
-        "",
-    ]
-    for r in results:
-        text = r["sample"].replace("\n", " / ").replace("`", "'")
-        lines += [f"- **{r['name']}**: `{text}`"]
-    lines.append("")
+    lines += ["## Samples", "",
+              f"First 200 tokens after `{PROMPT!r}`, seed {FIRST_SEED} of each variant: greedy, then sampled at "
+              f"T={SAMPLE_TEMPERATURE} (seed 0). rep-3 in the tables: the share of word 3-grams that repeat an earlier "
+              "one (0 = none), averaged over seeds.", ""]
+    for n in VARIANTS:
+        v = g.get((n, w))
+        if v is not None:
+            for label, key in (("greedy", "sample"), (f"T={SAMPLE_TEMPERATURE}", "sample_t08")):
+                text = v["first"][key].replace("\n", " / ").replace("`", "'").replace("|", "/")
+                lines.append(f"- **{n}** ({label}): `{text}`")
+    lines += ["", "Notes:", "",
+              "- Parameters include embeddings (tied input/output); the structured rows have fewer FFN parameters "
+              "and FLOPs than dense at the same width, so the scaling table, not the main grid, compares equal "
+              "compute.",
+              "- Meta-tokens: 5% of each training window becomes meta-tokens, so that variant sees 5% fewer text "
+              "tokens; validation and generation run on plain text.", ""]
+    common.write_json(docs / "architectures-results.json",
+                      {"claims": claim_list, "settings": s, "machine": measured["machine"],
+                       "runs_finished": done, "runs_planned": planned,
+                       "groups": [{"name": n, "width": wd, **{k: v for k, v in val.items() if k != "first"}}
+                                  for (n, wd), val in g.items()],
+                       "decode_cost": cost})
     return common.write_text(docs / "architectures.md", "\n".join(lines))
+
