@@ -142,6 +142,19 @@ def write_json(path, data) -> Path:
     return path
 
 
+def measure_or_reread(args, doc, results_file, measure, write_report) -> int:
+    """The run of an experiment with one page: measure (and save the results) unless --render-only,
+    then write the page `doc` from the results alone."""
+    if args.render_only:
+        results = read_json(results_file)
+    else:
+        results = measure(args)
+        write_json(results_file, results)
+    write_report(results, doc)
+    print(f"wrote {doc}")
+    return 0
+
+
 def read_json(path) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -258,11 +258,4 @@ def run(args) -> int:
 
     common.use_quick(args, QUICK_FLAGS)
     doc = Path(args.doc)
-    if args.render_only:
-        results = common.read_json(results_path(doc))
-    else:
-        results = measure(args)
-        common.write_json(results_path(doc), results)
-    write_report(results, doc)
-    print(f"wrote {doc}")
-    return 0
+    return common.measure_or_reread(args, doc, results_path(doc), measure, write_report)

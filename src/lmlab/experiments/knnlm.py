@@ -321,11 +321,4 @@ def run(args) -> int:
     if not common.numbers(args.seeds, int, "--seeds"):
         raise LmlabError("--seeds: give at least one sampling seed")
     doc = Path(args.doc)
-    if args.render_only:
-        results = common.read_json(results_path(doc))
-    else:
-        results = measure(args)
-        common.write_json(results_path(doc), results)
-    write_report(results, doc)
-    print(f"wrote {doc}")
-    return 0
+    return common.measure_or_reread(args, doc, results_path(doc), measure, write_report)
