@@ -66,3 +66,16 @@ def test_meta_tokens_go_before_every_kth_prompt_token_in_turn():
 def test_listops_lengths_fall_in_token_count_bins():
     assert [tasks.length_of("listops", " ".join(["1"] * n)) for n in (5, 10, 11, 20, 21, 40)] == [5, 5, 11, 11, 21, 21]
     assert tasks.length_of("mqar", "a b c d ? a") == 4
+
+
+def test_the_committed_page_is_rendered_from_the_committed_results(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "experiments"
+    shutil.copy(docs / "tasks-results.json", tmp_path / "tasks-results.json")
+    assert main(["experiment", "tasks", "--render-only", "--docs", str(tmp_path)]) == 0
+    assert (tmp_path / "tasks.md").read_text() == (docs / "tasks.md").read_text()
+    committed = json.loads((docs / "tasks-results.json").read_text())
+    assert json.loads((tmp_path / "tasks-results.json").read_text())["claims"] == committed["claims"]
+    assert committed["settings"]["quick"] is False and len(committed["seeds"]) >= 2
