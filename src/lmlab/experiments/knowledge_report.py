@@ -300,6 +300,11 @@ def forgetting_verdicts(part: dict) -> dict:
                           ("does not hold at this scale", f"held-out accuracy lost only {closed:.0%} of its gain over chance"))
     kept = n["probe_best"]["forgot"] - n["probe_best"]["solved"]
     above = n["probe_best"]["forgot"] - n["majority"]
+    if n["probe_best"]["solved"] - n["majority"] < 0.15:
+        out["probes"] = ("not measurable here", f"before forgetting the best probe reads {task} at only "
+                         f"{n['probe_best']['solved']:.2f} against a majority class of {n['majority']:.2f}, so there is "
+                         "nothing for forgetting to keep or remove")
+        return out
     out["probes"] = (("holds", f"best-layer probe accuracy {n['probe_best']['forgot']:.2f} after forgetting "
                       f"({kept:+.2f} against before), {above:+.2f} over the majority class")
                      if kept >= -0.05 and above >= 0.1 else
@@ -323,6 +328,10 @@ def forgetting_md(part: dict, s: dict, png: Path) -> str:
                                                     for k in layers) + " |" for st in ("base", "solved", "forgot"))
     v = forgetting_verdicts(part)
     chance = ", ".join(f"{t} {c:.2f}" for t, c in first["chance"].items())
+    m = forgetting_numbers(part)["means"]
+    transfer = "Other tasks, solved → forgot: " + "; ".join(
+        f"{t} {m['solved'][f'{t}_test']:.2f} → {m['forgot'][f'{t}_test']:.2f} (chance {first['chance'][t]:.2f})"
+        for t in TASK_NAMES if t != task) + " (the paper saw random-label forgetting spill over to other tasks too)."
     return f"""## Unforgettable generalisation: random-label forgetting (Zhang et al. 2024)
 
 **Claims.** (1) Fine-tuning on a task's training set with random labels makes the model's
@@ -353,7 +362,9 @@ regression per layer on the {task} test passages (70/30 split), layer 0 = embedd
 
 **Verdicts** (rules: (1) holds when forget-set accuracy is within 0.10 of chance; (2) holds when
 the held-out accuracy loses at least half of its gain over chance; (3) holds when the best layer's
-probe accuracy after forgetting is within 0.05 of before and at least 0.10 over the majority class).
+probe accuracy after forgetting is within 0.05 of before and at least 0.10 over the majority class;
+not measurable when the probe before forgetting is less than 0.15 over the majority class).
+{transfer}
 (1) **{v['forget_set'][0]}**: {v['forget_set'][1]}. (2) **{v['generalises'][0]}**: {v['generalises'][1]}.
 (3) **{v['probes'][0]}**: {v['probes'][1]}.
 """
