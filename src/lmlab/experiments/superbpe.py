@@ -126,11 +126,12 @@ def sweep(train_text: str, held_text: str, vocabs: list[int], fractions: list[fl
 
 
 def best_fraction(rows: list[dict], vocab: int) -> float | None:
-    cands = [r for r in rows if r["kind"] == "superbpe" and r["vocab"] == vocab]
+    """The sweep's best t as a fraction, for the LM at `vocab` ids requested (BPE may have reached fewer)."""
+    cands = [r for r in rows if r["kind"] == "superbpe" and vocab in (r["vocab"], r["vocab_requested"])]
     if not cands:
         return None
     best = max(cands, key=lambda r: r["bytes_per_token"])
-    return best["transition"] / vocab
+    return best["transition"] / best["vocab"]
 
 
 # --- 2. LMs -----------------------------------------------------------------------------------
