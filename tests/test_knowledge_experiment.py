@@ -56,3 +56,32 @@ def test_knowledge_keeps_the_parts_it_did_not_rerun(tmp_path):
 def test_knowledge_rejects_unknown_part(capsys):
     assert main(["experiment", "knowledge", "--parts", "curvature,nope"]) == 2
     assert "unknown part 'nope'" in capsys.readouterr().err
+
+
+def _facts(recall20, hallucination, bound):
+    return {"accuracy_by_repeats": {"1": 0.1, "2": 0.2, "5": 0.5, "20": recall20},
+            "hallucination_rate": hallucination, "bound": bound, "bound_holds": hallucination >= bound}
+
+
+def test_a_lower_bound_met_by_an_untrained_model_is_not_evidence():
+    from lmlab.experiments.knowledge_report import hallucination_verdict
+
+    assert hallucination_verdict({"0": _facts(0.56, 0.78, 0.12)})[0] == "not measurable here"
+    assert hallucination_verdict({"0": _facts(0.95, 0.30, 0.25), "1": _facts(0.92, 0.28, 0.24)})[0] == "holds"
+    assert hallucination_verdict({"0": _facts(0.95, 0.20, 0.25)})[0] == "does not hold at this scale"
+
+
+def _forgetting(language_after):
+    stages = {"solved": {"language_test": 0.8, "author_test": 0.45, "shuffled_test": 0.47, "forget_set_true": 0.59},
+              "forgot": {"language_test": language_after, "author_test": 0.25, "shuffled_test": 0.48,
+                         "forget_set_true": 0.25}}
+    probes = {st: {"accuracy": {"0": 0.4}, "majority_baseline": 0.3} for st in ("solved", "forgot")}
+    return {"1": {"forget_task": "author", "chance": {"language": 1 / 6, "author": 0.25, "shuffled": 0.5},
+                  "stages": stages, "probes": probes}}
+
+
+def test_forgetting_that_erases_the_other_tasks_too_is_not_task_forgetting():
+    from lmlab.experiments.knowledge_report import forgetting_verdicts
+
+    assert forgetting_verdicts(_forgetting(0.24))["generalises"][0] == "mixed"  # language lost ~88% of its gain
+    assert forgetting_verdicts(_forgetting(0.78))["generalises"][0] == "holds"

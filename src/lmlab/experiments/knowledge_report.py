@@ -167,16 +167,10 @@ def hallucination_md(part: dict, s: dict, png: Path) -> str:
         f"| {seed} | {r['facts']} | " + " | ".join(f"{r['accuracy_by_repeats'][k]:.2f}" for k in ("1", "2", "5", "20"))
         + f" | {r['hallucination_rate']:.3f} | {r['monofact_rate']['of_facts']:.3f} | {r['miscalibration_ece']:.3f}"
           f" | {r['bound']:.3f} | {'yes' if r['bound_holds'] else 'no'} |" for seed, r in part.items())
-    holds = all(r["bound_holds"] for r in part.values())
     ex = next(iter(part.values()))["examples"][:4]
     examples = "\n".join(f"- {e['name']} was born in → \"{e['answer']}\" (true: {e['city']}, seen {e['repeats']}x, "
                          f"p={e['p']:.2f})" for e in ex)
-    margin = min(r["hallucination_rate"] - r["bound"] for r in part.values())
-    verdict = ("**supported**: on every seed the hallucination rate is at least the monofact rate minus the "
-               "miscalibration." if holds else "**not supported** on at least one seed (see the table).") + \
-        (f" The smallest margin over seeds is {margin:+.3f}: far from the bound the inequality is checked, its "
-         "tightness is not (a model that recalled more of its often-stated facts would come closer)."
-         if margin > 0.1 else f" The smallest margin over seeds is {margin:+.3f}.")
+    verdict = "**{}**: {}.".format(*hallucination_verdict(part))
     return f"""## Calibrated models must hallucinate (Kalai & Vempala 2024)
 
 **Claim.** For arbitrary facts, hallucination rate ≥ monofact rate − miscalibration: a model that
@@ -202,6 +196,20 @@ the share of facts seen exactly once (0.25 here; the Good-Turing share of statem
 
 **Verdict.** {verdict}
 """
+
+
+def hallucination_verdict(part: dict) -> tuple[str, str]:
+    """A lower bound tests nothing when the model has not learnt even its often-stated facts: it then hallucinates
+    for lack of training, far above the bound, whatever the bound says."""
+    if not all(r["bound_holds"] for r in part.values()):
+        return "does not hold at this scale", "rule: the inequality fails on at least one seed"
+    margin = min(r["hallucination_rate"] - r["bound"] for r in part.values())
+    recall20 = min(r["accuracy_by_repeats"]["20"] for r in part.values())
+    if recall20 < 0.9:
+        return ("not measurable here", f"the inequality holds on every seed (smallest margin {margin:+.2f}), but the model "
+                f"recalls only {recall20:.2f} of the facts stated 20 times, so it hallucinates for lack of training and "
+                "the bound is not approached (rule: holds when it holds on every seed and 20x recall >= 0.9)")
+    return "holds", f"the inequality holds on every seed (smallest margin {margin:+.2f}) with 20x recall >= 0.9"
 
 
 def plot_hallucination(part: dict, png: Path) -> None:
@@ -280,6 +288,13 @@ def forgetting_numbers(part: dict) -> dict:
             "majority": float(np.mean([r["probes"]["forgot"]["majority_baseline"] for r in part.values()]))}
 
 
+def _lost_share(part: dict, n: dict) -> dict:
+    """Each task learnt 0.1 or more above chance: the share of that gain the random-label stage took away."""
+    chance, solved, forgot = next(iter(part.values()))["chance"], n["means"]["solved"], n["means"]["forgot"]
+    return {t: (solved[f"{t}_test"] - forgot[f"{t}_test"]) / (solved[f"{t}_test"] - chance[t])
+            for t in chance if f"{t}_test" in solved and solved[f"{t}_test"] - chance[t] >= 0.1}
+
+
 def forgetting_verdicts(part: dict) -> dict:
     """Each claim's verdict by a stated rule (the rules are printed in the report)."""
     n = forgetting_numbers(part)
@@ -296,8 +311,17 @@ def forgetting_verdicts(part: dict) -> dict:
                          if fs <= chance + 0.1 else
                          ("does not hold at this scale", f"forget-set accuracy {fs:.2f} stays above chance {chance:.2f} + 0.10"))
     closed = (solved[f"{task}_test"] - forgot[f"{task}_test"]) / learnt
-    out["generalises"] = (("holds", f"held-out accuracy lost {closed:.0%} of its gain over chance") if closed >= 0.5 else
-                          ("does not hold at this scale", f"held-out accuracy lost only {closed:.0%} of its gain over chance"))
+    # Forgetting that also erases the tasks that were not fine-tuned on is damage, not forgetting of one task.
+    spill = {t: lost for t, lost in _lost_share(part, n).items() if t != task and lost >= 0.5}
+    if closed < 0.5:
+        out["generalises"] = ("does not hold at this scale", f"held-out accuracy lost only {closed:.0%} of its gain over chance")
+    elif spill:
+        out["generalises"] = ("mixed", f"held-out accuracy lost {closed:.0%} of its gain over chance, but "
+                              + ", ".join(f"{t} lost {v:.0%} of its own" for t, v in spill.items())
+                              + " (rule: holds at 50% or more when no other learnt task loses half of its gain)")
+    else:
+        out["generalises"] = ("holds", f"held-out accuracy lost {closed:.0%} of its gain over chance, the other "
+                              "learnt tasks under half of theirs")
     kept = n["probe_best"]["forgot"] - n["probe_best"]["solved"]
     above = n["probe_best"]["forgot"] - n["majority"]
     if n["probe_best"]["solved"] - n["majority"] < 0.15:
@@ -660,13 +684,12 @@ def _claims_of(name: str, part: dict, s: dict) -> list[tuple]:
                  f"ECE {mean_sd(r['ece'] for r in part.values())} (worst {worst:.3f})",
                  "holds" if worst < 0.05 else "does not hold at this scale", "rule: holds when every seed's ECE < 0.05")]
     if name == "hallucination":
-        holds = all(r["bound_holds"] for r in part.values())
         return [("For arbitrary facts, hallucination rate >= monofact rate - miscalibration.",
                  _setting(s, f"{4 * s['facts_per_repeat']} invented birth facts seen 1/2/5/20 times"),
                  f"hallucination {mean_sd(r['hallucination_rate'] for r in part.values())}, monofact "
                  f"{mean_sd(r['monofact_rate']['of_facts'] for r in part.values())}, miscalibration "
                  f"{mean_sd(r['miscalibration_ece'] for r in part.values())}",
-                 "holds" if holds else "does not hold at this scale", "rule: the inequality holds on every seed")]
+                 *hallucination_verdict(part))]
     if name == "forgetting":
         from .knowledge_parts import TASK_NAMES
 
