@@ -15,6 +15,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from .. import config
 from ..errors import LmlabError
 
 
@@ -27,7 +28,6 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-KINDS = ("ddp", "fsdp", "tp", "fsdp+tp")
 _mesh = None  # the device mesh of a tensor-parallel run (dims "dp", "tp"), set by wrap
 
 
@@ -71,13 +71,11 @@ def tp_size(kind: str, tp: int, n: int) -> int:
 
 def check(cfg) -> None:
     """Refuse a parallel layout that cannot run, before any rank joins or computes anything."""
-    kind = cfg.train.parallel
-    if kind not in KINDS:
-        raise LmlabError(f"train.parallel={kind!r} unknown; valid: {', '.join(KINDS)}")
+    kind, offload = cfg.train.parallel, cfg.train.offload
+    # configs built in code skip config.validate(); the choices are config's, checked again here
+    config.check_field("train.parallel", kind)
+    config.check_field("train.offload", offload)
     n = int(os.environ.get("WORLD_SIZE", "1"))
-    offload = cfg.train.offload
-    if offload not in ("", "optimizer"):
-        raise LmlabError(f"train.offload={offload!r} unknown; valid: optimizer, or empty for none")
     if offload and (n == 1 or kind not in ("fsdp", "fsdp+tp")):
         raise LmlabError("train.offload=optimizer is FSDP2's CPU offload: it needs several ranks under torchrun "
                          f"and train.parallel=fsdp or fsdp+tp (got {n} rank(s), {kind})")
@@ -160,8 +158,7 @@ def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp", tp: in
     "optimizer" (FSDP kinds): the sharded weights, gradients and optimizer state live in host
     memory and the optimizer steps there (CPUOffloadPolicy); only gathered layers visit the device."""
     global _mesh
-    if kind not in KINDS:
-        raise LmlabError(f"train.parallel={kind!r} unknown; valid: {', '.join(KINDS)}")
+    config.check_field("train.parallel", kind)
     if world() == 1:
         return model
     tp = tp_size(kind, tp, world())
