@@ -20,11 +20,12 @@ REPORT = "docs/experiments/interpretability.md"
 def command(s: dict) -> str:
     if s["quick"]:
         return f"lmlab experiment interpretability --quick --work {s['work']}"
-    flags = ("max_minutes", "laundry_vocab", "laundry_lengths", "corpus", "text_steps", "text_layers", "laundry_steps", "laundry_examples", "laundry_test", "laundry_d_model",
-             "laundry_context", "mix_chars", "d_model",
+    flags = ("max_minutes", "laundry_vocab", "laundry_lengths", "corpus", "text_steps", "text_layers", "laundry_data",
+             "laundry_steps", "laundry_examples", "laundry_test", "laundry_d_model", "laundry_context",
+             "laundry_batch_size", "laundry_lr", "mix_chars", "d_model",
              "context", "batch_size", "eval_tokens", "icn_prompts", "icn_answers", "controls", "seed")
     return "lmlab experiment interpretability --work {} ".format(s["work"]) + " ".join(
-        f"--{k.replace('_', '-')} {s[k]}" for k in flags)
+        f"--{k.replace('_', '-')} {s[k]}" for k in flags if k in s)  # older results lack the newer flags
 
 
 def _verdict(holds: bool, mixed: bool = False) -> str:
@@ -37,6 +38,26 @@ def _steps(r: dict, run: str, planned: int) -> str:
     return f"{reached} steps" + (f" (of {planned} planned, stopped by --max-minutes)" if reached < planned else "")
 
 
+def _laundry_data(s: dict) -> str:
+    """What the Laundry List model was trained on, in one line (results before --laundry-data: mix)."""
+    if s.get("laundry_data", "mix") == "mix":
+        return f"{s['corpus']} text mixed with {s['laundry_examples']} Laundry List examples (LM loss on all tokens)"
+    return (f"{s['laundry_examples']} Laundry List examples alone, the loss on the answers only, "
+            f"batch {s['laundry_batch_size']}, lr {s['laundry_lr']:g}")
+
+
+def _laundry_model(s: dict) -> str:
+    """The page's paragraph on what the Laundry List model saw."""
+    if s.get("laundry_data", "mix") == "mix":
+        return (f"on the training part of {s['corpus']} *mixed* with {s['laundry_examples']} Laundry List examples "
+                f"(one example line after every {s['mix_chars']} characters of text; the loss on every token, so "
+                "the model is a text model that has also seen the task)")
+    return (f"on {s['laundry_examples']} Laundry List examples alone (`--laundry-data task`: each training "
+            f"window starts at an example, the loss falls on the answers only; batch {s['laundry_batch_size']}, "
+            f"lr {s['laundry_lr']:g}). Mixed into text with the loss on every token (`--laundry-data mix`), a model "
+            "of this size did not learn the task within minutes of training")
+
+
 def _laundry_claims(r: dict, s: dict) -> list[dict]:
     L = r["laundry"]
     rows = L["test"]["by_length"]
@@ -47,8 +68,8 @@ def _laundry_claims(r: dict, s: dict) -> list[dict]:
     ch = L["channel"]
     gain, control = L["gain"], L["control_gain"] or 0.0
     rel = f"{gain / L['test']['accuracy']:+.0%} relative" if L["test"]["accuracy"] else "no relative change from 0"
-    setting = (f"2 layers x 4 heads, d {s['laundry_d_model']}, context {s['laundry_context']}, {_steps(r, 'laundry_run', s['laundry_steps'])}, seed {s['seed']}, char tokens; "
-               f"{s['corpus']} text mixed with {s['laundry_examples']} Laundry List examples (LM loss on all tokens)")
+    setting = (f"2 layers x 4 heads, d {s['laundry_d_model']}, context {s['laundry_context']}, {_steps(r, 'laundry_run', s['laundry_steps'])}, "
+               f"seed {s['seed']}, char tokens; {_laundry_data(s)}")
     return [
         dict(paper=PAPERS["talking"], claim="Laundry List recall accuracy falls as the list grows.",
              setting=setting,
@@ -213,9 +234,7 @@ Verdict rules are stated in each claim's `why` in `interpretability-results.json
 - **Text model**: {_text_setting(s)}; {results['text_run']['params']:,} parameters, validation bits per
   byte {results['text_run']['val_bpb']:.3f}.
 - **Laundry List model**: two blocks of 4 heads, width {s['laundry_d_model']}, context {s['laundry_context']}, {results['laundry_run']['params']:,}
-  parameters, {_steps(results, 'laundry_run', s['laundry_steps'])} on the training part of {s['corpus']} *mixed* with
-  {s['laundry_examples']} Laundry List examples (one example line after every {s['mix_chars']} characters of
-  text; the loss on every token, so the model is a text model that has also seen the task). A Laundry
+  parameters, {_steps(results, 'laundry_run', s['laundry_steps'])} {_laundry_model(s)}. A Laundry
   List example (`lmlab task make laundry`) lists distinct items, then names all but one again; the
   answer is the one left: `d b f a . b a f ? d`.
 
