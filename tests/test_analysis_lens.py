@@ -55,3 +55,18 @@ def test_trajectory_embeddings_are_their_own_nearest_tokens(arch):
     a, b = traj["pca_variance_share"]
     assert 1 >= a >= b >= 0
     assert len(traj["lens_top1"]) == 3 and len(traj["cos_to_next_token"]) == 3
+
+
+@pytest.mark.parametrize("arch", ["default", "crmsnorm"])
+def test_an_untrained_tuned_lens_is_the_logit_lens_and_training_brings_every_state_nearer_the_output(arch):
+    from lmlab.analysis.tuned_lens import train_tuned_lens
+
+    model = make(**ARCHITECTURES[arch])
+    ids = torch.randint(0, 61, (70,), generator=torch.Generator().manual_seed(5)).numpy()
+    nbytes = np.ones(61, dtype=np.int64)
+    plain = logit_lens(model, ids, nbytes)
+    assert logit_lens(model, ids, nbytes, translate=train_tuned_lens(model, ids, 0)) == plain
+    tuned = logit_lens(model, ids, nbytes, translate=train_tuned_lens(model, ids, 60, lr=1e-2))
+    assert all(t < p for t, p in zip(tuned["kl_to_last_bits"][:-1], plain["kl_to_last_bits"][:-1]))
+    assert tuned["bpb"][-1] == plain["bpb"][-1] and tuned["kl_to_last_bits"][-1] == plain["kl_to_last_bits"][-1]
+    assert all(p.requires_grad for p in model.parameters())      # the model is left as it was

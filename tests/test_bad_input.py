@@ -110,6 +110,8 @@ CASES = [
     ("range", "analyze {r} --what laundry --scales=0,-1 -o {p}/an", "--scales must be numbers in [0, 100]", None),
     ("type", "analyze {r} --what laundry --scales two -o {p}/an", "comma-separated list of numbers", None),
     ("missing", "analyze {r} --what laundry --task {m} -o {p}/an", "neither a task directory", None),
+    ("range", "analyze {r} --what lens --text {p}/file.txt --tuned-lens -1 -o {p}/an", "must be >= 0", None),
+    ("type", "analyze {r} --what heads --tuned-lens 5 -o {p}/an", "--tuned-lens applies to --what lens", None),
     ("range", "experiment interpretability --laundry-steps 0", "must be >= 1", None),
     ("missing", "tokenize {m}", "does not exist", None),
     ("missing", "tokenizer train {m} -o {p}/tok", "not found", None),

@@ -74,7 +74,10 @@ def lens_curves(lens: dict, path) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, key, label in zip(axes, ("bpb", "kl_to_last_bits", "top1_agreement"),
                               ("bits per byte", "KL(last || state), bits/token", "top-1 agreement with last")):
-        ax.plot(lens["states"], lens[key], marker="o")
+        ax.plot(lens["states"], lens[key], marker="o", label="logit lens")
+        if "tuned" in lens:
+            ax.plot(lens["states"], lens["tuned"][key], marker="s", label="tuned lens")
+            ax.legend(fontsize=8)
         ax.set_xlabel("state (blocks passed)")
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)

@@ -46,9 +46,10 @@ def full_width(model, states: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def logit_lens(model, ids, token_nbytes, context: int | None = None) -> dict:
+def logit_lens(model, ids, token_nbytes, context: int | None = None, translate=None) -> dict:
     """Per state over a token sequence (windowed as lmlab eval): bpb, loss, top-1 agreement with
-    the last state, KL(last || state) in bits per token."""
+    the last state, KL(last || state) in bits per token. `translate(k, states)` (a TunedLens)
+    maps state k before it is decoded."""
     model.eval()
     n_states = len(model.blocks) + 1
     nats, kl, agree = torch.zeros(n_states, dtype=torch.float64), torch.zeros(n_states, dtype=torch.float64), torch.zeros(n_states)
@@ -59,7 +60,8 @@ def logit_lens(model, ids, token_nbytes, context: int | None = None) -> dict:
         target = torch.as_tensor(y, device=states.device)
         last = F.log_softmax(decode(model, states[-1, 0]).float(), -1)
         for k in range(n_states):
-            logp = last if k == n_states - 1 else F.log_softmax(decode(model, states[k, 0]).float(), -1)
+            state = states[k, 0] if translate is None else translate(k, states[k, 0])
+            logp = last if k == n_states - 1 else F.log_softmax(decode(model, state).float(), -1)
             nats[k] += -logp.gather(1, target[:, None]).double().sum().cpu()
             kl[k] += (last.exp() * (last - logp)).sum().double().cpu()
             agree[k] += (logp.argmax(-1) == last.argmax(-1)).sum().cpu()

@@ -69,11 +69,23 @@ def heads_report(model, out: Path) -> dict:
             "strongest": {m: v[:3] for m, v in result["strongest"].items()}}
 
 
-def lens_report(model, ids, token_nbytes, out: Path) -> dict:
+def lens_report(model, ids, token_nbytes, out: Path, tuned_steps: int = 0) -> dict:
+    """The logit lens over `ids`; with tuned_steps, the tuned lens trained on the first half of
+    `ids` and both lenses measured on the second half (`tuned`, with `trained_on_tokens`)."""
+    if tuned_steps:
+        from .tuned_lens import train_tuned_lens
+
+        half = len(ids) // 2
+        translators = train_tuned_lens(model, ids[:half], tuned_steps)
+        ids = ids[half:]
     lens = logit_lens(model, ids, token_nbytes)
+    if tuned_steps:
+        lens["tuned"] = logit_lens(model, ids, token_nbytes, translate=translators)
+        lens["tuned"].update(trained_on_tokens=half, steps=tuned_steps)
     png = figures.lens_curves(lens, out / "lens.png")
     return {"json": _write(out, "lens.json", lens), "png": [png],
-            "bpb": lens["bpb"], "kl_to_last_bits": lens["kl_to_last_bits"], "top1_agreement": lens["top1_agreement"]}
+            "bpb": lens["bpb"], "kl_to_last_bits": lens["kl_to_last_bits"], "top1_agreement": lens["top1_agreement"],
+            **({"tuned_kl_to_last_bits": lens["tuned"]["kl_to_last_bits"]} if tuned_steps else {})}
 
 
 def trajectory_report(model, ids, token_text, out: Path) -> dict:

@@ -29,6 +29,9 @@ def register(sub) -> None:
     p.add_argument("--text", help="a UTF-8 text file (lens and sinks run over its windows)")
     p.add_argument("--prompt", help="a prompt (one sequence, at most the model's context)")
     p.add_argument("--max-tokens", type=int, default=8192, help="use at most this many tokens of --text (0 = all)")
+    p.add_argument("--tuned-lens", type=NONNEG_INT, default=0, metavar="STEPS",
+                   help="lens: also train a tuned lens this many steps on the text's first half and report "
+                        "both lenses on its second half (0 = the logit lens alone)")
     p.add_argument("--layer", type=int, action="append", help="patterns: only this block (repeatable)")
     p.add_argument("--names", action="append", help="cache: hook names or globs (repeatable), e.g. 'blocks.*.attn.pattern'")
     p.add_argument("--sink-threshold", type=float, default=0.5,
@@ -85,11 +88,15 @@ def run(args) -> int:
     if args.what == "cache" and not args.names:
         raise LmlabError("--what cache needs --names (hook names or globs)")
     scales = _scales(args.scales) if args.what == "laundry" else None
+    if args.tuned_lens and args.what != "lens":
+        raise LmlabError(f"--tuned-lens applies to --what lens, not --what {args.what}")
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
     model.eval()
     text = lambda i: tokenizer.token_text(i)
     if args.what in TEXT_WHAT:
         ids = _text_ids(args, tokenizer)
+        if args.tuned_lens and len(ids) < 6:
+            raise LmlabError(f"--tuned-lens needs a text of at least 6 tokens (two halves), got {len(ids)}")
     elif args.what not in ("heads", "laundry"):
         ids = _sequence_ids(args, tokenizer, cfg.model.context)
     report.validate(model, args.what, args.layer, args.names, args.rank_top)
@@ -98,7 +105,7 @@ def run(args) -> int:
     if args.what == "heads":
         result = report.heads_report(model, out)
     elif args.what == "lens":
-        result = report.lens_report(model, ids, tokenizer.token_nbytes(), out)
+        result = report.lens_report(model, ids, tokenizer.token_nbytes(), out, args.tuned_lens)
     elif args.what == "trajectory":
         result = report.trajectory_report(model, ids, text, out)
     elif args.what == "sinks":

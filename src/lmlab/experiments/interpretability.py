@@ -5,11 +5,12 @@ Two runs, both on `--corpus` (default tinyshakespeare from ../shared/data), char
   key space and the ICN query shift (analysis/keys.py), trajectories through embedding space
   (analysis/lens.py), attention sinks, massive activations and the redistribution experiment with
   its control (analysis/sinks.py);
-- the Laundry List model (two blocks): trained on the corpus's training part *mixed* with Laundry
-  List examples (one example line after every `--mix-chars` characters of text, the loss on every
-  token), then scored on the task's test split by list length, its mover and inhibition heads
-  found by composition score and the channel scaled against a random-direction control
-  (analysis/laundry.py).
+- the Laundry List model (two blocks): trained on the task's training examples with the loss on
+  the answers only (`--laundry-data task`, data.task), or on the corpus's training part *mixed*
+  with the examples (`mix`: one example line after every `--mix-chars` characters of text, the
+  loss on every token); then scored on
+  the task's test split by list length, its mover and inhibition heads found by composition score
+  and the channel scaled against a random-direction control (analysis/laundry.py).
 Numbers go to docs/experiments/interpretability-results.json (with the `claims` list), the page
 and its figures are drawn from it (interpretability_report.py). Finished runs are reused.
 """
@@ -19,30 +20,36 @@ import shutil
 from pathlib import Path
 
 from . import common
-from ..options import COUNT, NONNEG_FLOAT, NONNEG_INT
+from ..options import COUNT, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT
 
 NAME = "interpretability"
 HELP = "Talking Heads / Laundry List, trajectories, vocabulary key space, attention sinks, measured here"
 QUICK = dict(text_steps=4, laundry_steps=4, text_layers=2, d_model=32, context=64, laundry_d_model=32,
-             laundry_context=64, batch_size=4, laundry_examples=200, laundry_test=40, eval_tokens=256, icn_prompts=2, icn_answers=2, controls=1)
+             laundry_context=32, batch_size=4, laundry_batch_size=8, laundry_examples=200, laundry_test=40,
+             eval_tokens=256, icn_prompts=2, icn_answers=2, controls=1)
+LAUNDRY_DATA = ("task", "mix")
 
 
 def add_arguments(p) -> None:
     p.add_argument("--work", default="runs/interpretability", help="where the runs and raw analyses go")
     p.add_argument("--doc", default="docs/experiments/interpretability.md")
     p.add_argument("--corpus", default="tinyshakespeare", help="data.corpus of both runs")
-    p.add_argument("--text-steps", type=COUNT, default=1500)
+    p.add_argument("--text-steps", type=COUNT, default=600)
     p.add_argument("--text-layers", type=COUNT, default=4)
-    p.add_argument("--laundry-steps", type=COUNT, default=3000)
-    p.add_argument("--laundry-examples", type=COUNT, default=40000, help="Laundry List examples mixed into the text")
+    p.add_argument("--laundry-data", choices=LAUNDRY_DATA, default="task",
+                   help="task: the examples alone, the loss on the answers; mix: text mixed with them, loss on all")
+    p.add_argument("--laundry-steps", type=COUNT, default=1500)
+    p.add_argument("--laundry-examples", type=COUNT, default=40000, help="Laundry List training examples")
     p.add_argument("--laundry-test", type=COUNT, default=600, help="test examples (validation: half as many)")
     p.add_argument("--laundry-d-model", type=COUNT, default=64)
-    p.add_argument("--laundry-context", type=COUNT, default=64)
-    p.add_argument("--mix-chars", type=COUNT, default=60, help="characters of text between two task examples")
+    p.add_argument("--laundry-context", type=COUNT, default=32)
+    p.add_argument("--laundry-batch-size", type=COUNT, default=128)
+    p.add_argument("--laundry-lr", type=POSITIVE_FLOAT, default=3e-3)
+    p.add_argument("--mix-chars", type=COUNT, default=60, help="--laundry-data mix: characters of text between two examples")
     p.add_argument("--d-model", type=COUNT, default=128)
-    p.add_argument("--context", type=COUNT, default=128)
+    p.add_argument("--context", type=COUNT, default=256)
     p.add_argument("--batch-size", type=COUNT, default=16)
-    p.add_argument("--eval-tokens", type=COUNT, default=8192, help="held-out tokens the text analyses read")
+    p.add_argument("--eval-tokens", type=COUNT, default=4096, help="held-out tokens the text analyses read")
     p.add_argument("--icn-prompts", type=COUNT, default=16)
     p.add_argument("--icn-answers", type=COUNT, default=4)
     p.add_argument("--controls", type=COUNT, default=4, help="random directions in the intervention's control")
@@ -62,20 +69,21 @@ def results_path(doc: Path) -> Path:
 
 
 def settings(args) -> dict:
-    keys = ("work", "corpus", "text_steps", "text_layers", "laundry_steps", "laundry_examples", "laundry_test",
-            "laundry_d_model", "laundry_context", "mix_chars", "d_model", "context", "batch_size", "eval_tokens", "icn_prompts", "icn_answers", "controls", "seed",
+    keys = ("work", "corpus", "text_steps", "text_layers", "laundry_data", "laundry_steps", "laundry_examples",
+            "laundry_test", "laundry_d_model", "laundry_context", "laundry_batch_size", "laundry_lr", "mix_chars", "d_model", "context", "batch_size", "eval_tokens", "icn_prompts", "icn_answers", "controls", "seed",
             "max_minutes", "laundry_vocab", "laundry_lengths", "quick")
     return {k: getattr(args, k) for k in keys}
 
 
-def run_config(args, corpus: str, layers: int, steps: int, d_model: int, context: int):
+def run_config(args, corpus: str, layers: int, steps: int, d_model: int, context: int, task: str = "",
+               batch_size: int | None = None, lr: float = 2e-3):
     from .. import config
 
     return common.configured(
         config.load("tiny"),
         model=dict(n_layers=layers, d_model=d_model, n_heads=4, context=context),
-        data=dict(corpus=corpus),
-        train=dict(max_steps=steps, batch_size=args.batch_size, lr=2e-3, warmup_steps=min(100, steps // 10 + 1),
+        data=dict(corpus=corpus, task=task),
+        train=dict(max_steps=steps, batch_size=batch_size or args.batch_size, lr=lr, warmup_steps=min(100, steps // 10 + 1),
                    eval_every=max(1, steps // 4), eval_batches=8, ckpt_every=steps, seed=args.seed, max_minutes=args.max_minutes,
                    device=args.device, threads=args.threads, dtype="float32", progress=False))
 
@@ -167,11 +175,15 @@ def measure(args, doc: Path) -> dict:
     _, held_out = common.token_split(cfg, tokenizer)
     measures = text_measures(model, tokenizer, held_out[:args.eval_tokens + 1], work / "analysis", args)
 
-    corpus_text = "".join(d.text for d in read_corpus(args.corpus, "text", ""))
-    train_text, _ = common.split_text(corpus_text, cfg.data.val_fraction, at="line")
-    mix = mixed_corpus(train_text, task_dir, work / "laundry-mix.txt", args.mix_chars)
-    lmodel, ltok, _ = common.train_or_reuse(run_config(args, str(mix), 2, args.laundry_steps, args.laundry_d_model,
-                                                         args.laundry_context), work / "laundry")
+    if args.laundry_data == "mix":
+        corpus_text = "".join(d.text for d in read_corpus(args.corpus, "text", ""))
+        train_text, _ = common.split_text(corpus_text, cfg.data.val_fraction, at="line")
+        corpus, task = str(mixed_corpus(train_text, task_dir, work / "laundry-mix.txt", args.mix_chars)), ""
+    else:
+        corpus, task = args.corpus, str(task_dir.resolve())
+    lmodel, ltok, _ = common.train_or_reuse(
+        run_config(args, corpus, 2, args.laundry_steps, args.laundry_d_model, args.laundry_context, task=task,
+                   batch_size=args.laundry_batch_size, lr=args.laundry_lr), work / "laundry")
     lmodel.eval()
     d = work / "analysis" / "laundry"
     d.mkdir(parents=True, exist_ok=True)

@@ -20,11 +20,12 @@ REPORT = "docs/experiments/interpretability.md"
 def command(s: dict) -> str:
     if s["quick"]:
         return f"lmlab experiment interpretability --quick --work {s['work']}"
-    flags = ("max_minutes", "laundry_vocab", "laundry_lengths", "corpus", "text_steps", "text_layers", "laundry_steps", "laundry_examples", "laundry_test", "laundry_d_model",
-             "laundry_context", "mix_chars", "d_model",
+    flags = ("max_minutes", "laundry_vocab", "laundry_lengths", "corpus", "text_steps", "text_layers", "laundry_data",
+             "laundry_steps", "laundry_examples", "laundry_test", "laundry_d_model", "laundry_context",
+             "laundry_batch_size", "laundry_lr", "mix_chars", "d_model",
              "context", "batch_size", "eval_tokens", "icn_prompts", "icn_answers", "controls", "seed")
     return "lmlab experiment interpretability --work {} ".format(s["work"]) + " ".join(
-        f"--{k.replace('_', '-')} {s[k]}" for k in flags)
+        f"--{k.replace('_', '-')} {s[k]}" for k in flags if k in s)  # older results lack the newer flags
 
 
 def _verdict(holds: bool, mixed: bool = False) -> str:
@@ -37,6 +38,26 @@ def _steps(r: dict, run: str, planned: int) -> str:
     return f"{reached} steps" + (f" (of {planned} planned, stopped by --max-minutes)" if reached < planned else "")
 
 
+def _laundry_data(s: dict) -> str:
+    """What the Laundry List model was trained on, in one line (results before --laundry-data: mix)."""
+    if s.get("laundry_data", "mix") == "mix":
+        return f"{s['corpus']} text mixed with {s['laundry_examples']} Laundry List examples (LM loss on all tokens)"
+    return (f"{s['laundry_examples']} Laundry List examples alone, the loss on the answers only, "
+            f"batch {s['laundry_batch_size']}, lr {s['laundry_lr']:g}")
+
+
+def _laundry_model(s: dict) -> str:
+    """The page's paragraph on what the Laundry List model saw."""
+    if s.get("laundry_data", "mix") == "mix":
+        return (f"on the training part of {s['corpus']} *mixed* with {s['laundry_examples']} Laundry List examples "
+                f"(one example line after every {s['mix_chars']} characters of text; the loss on every token, so "
+                "the model is a text model that has also seen the task)")
+    return (f"on {s['laundry_examples']} Laundry List examples alone (`--laundry-data task`: each training "
+            f"window starts at an example, the loss falls on the answers only; batch {s['laundry_batch_size']}, "
+            f"lr {s['laundry_lr']:g}). An earlier run mixed into text with the loss on every token (`--laundry-data mix`) "
+            "did not learn the task within minutes of training")
+
+
 def _laundry_claims(r: dict, s: dict) -> list[dict]:
     L = r["laundry"]
     rows = L["test"]["by_length"]
@@ -47,17 +68,18 @@ def _laundry_claims(r: dict, s: dict) -> list[dict]:
     ch = L["channel"]
     gain, control = L["gain"], L["control_gain"] or 0.0
     rel = f"{gain / L['test']['accuracy']:+.0%} relative" if L["test"]["accuracy"] else "no relative change from 0"
-    setting = (f"2 layers x 4 heads, d {s['laundry_d_model']}, context {s['laundry_context']}, {_steps(r, 'laundry_run', s['laundry_steps'])}, seed {s['seed']}, char tokens; "
-               f"{s['corpus']} text mixed with {s['laundry_examples']} Laundry List examples (LM loss on all tokens)")
+    setting = (f"2 layers x 4 heads, d {s['laundry_d_model']}, context {s['laundry_context']}, {_steps(r, 'laundry_run', s['laundry_steps'])}, "
+               f"seed {s['seed']}, char tokens; {_laundry_data(s)}")
     return [
         dict(paper=PAPERS["talking"], claim="Laundry List recall accuracy falls as the list grows.",
              setting=setting,
              number=f"test accuracy {short['accuracy']:.3f} at {short['length']} items, {long_['accuracy']:.3f} at "
                     f"{long_['length']} items (n = {short['n']}, {long_['n']}; naming a random list item: "
                     f"{1 / short['length']:.2f}, {1 / long_['length']:.2f})",
-             verdict=_verdict(drop > 0.1 and separated and above_guess, drop > 0),
-             why="rule: holds if the drop exceeds 10 points with non-overlapping Wilson 95% intervals and the short "
-                 "lists beat a random list item by 5 points; mixed if it only falls"),
+             verdict=_verdict(drop > 0.1 and separated, drop > 0) if above_guess else "not measurable here",
+             why="rule: not measurable unless the short lists beat naming a random list item by 5 points (the task "
+                 "is learned); then holds if the drop exceeds 10 points with non-overlapping Wilson 95% intervals, "
+                 "mixed if it only falls"),
         dict(paper=PAPERS["talking"],
              claim="A low-rank channel: one SVD component of an earlier head's OV carries most of its composition with the mover head.",
              setting=setting,
@@ -70,8 +92,10 @@ def _laundry_claims(r: dict, s: dict) -> list[dict]:
              setting=setting + f"; scale chosen on validation, {L['controls']} random-direction controls",
              number=f"test accuracy {L['test']['accuracy']:.3f} -> {L['test_at_chosen']:.3f} at scale "
                     f"{L['chosen_scale']:g} ({gain:+.3f}, {rel}); control {control:+.3f}",
-             verdict=_verdict(gain >= 0.20 and gain > control, gain > control + 0.02 and gain > 0),
-             why="rule: holds if the gain is at least 20 points and beats the control; mixed if it beats it by 2 points"),
+             verdict=_verdict(gain >= 0.20 and gain > control, gain > control + 0.02 and gain > 0)
+             if above_guess else "not measurable here",
+             why="rule: not measurable unless the task is learned (as above); then holds if the gain is at least "
+                 "20 points and beats the control, mixed if it beats it by 2 points"),
     ]
 
 
@@ -191,6 +215,11 @@ def markdown(results: dict) -> str:
     by_len = " · ".join(f"{r['length']}: {r['accuracy']:.2f}" for r in L["test"]["by_length"])
     by_len_after = " · ".join(f"{r['length']}: {r['accuracy']:.2f}" for r in L["test_by_length_at_chosen"] or [])
     twenty = next(c for c in results["claims"] if "over 20%" in c["claim"])
+    short = L["test"]["by_length"][0]
+    unlearned = (f"**The task was not learned**: {short['length']}-item lists are answered {short['accuracy']:.2f} "
+                 f"of the time, below the {1 / short['length']:.2f} of naming a random list item, so the heads and "
+                 "the intervention below describe a model that does not solve it.\n\n"
+                 if short["accuracy"] <= 1 / short["length"] + 0.05 else "")
     quick = "**A --quick smoke run: tiny models, a few steps; the numbers say nothing about the claims.**\n\n" \
         if s["quick"] else ""
     k = results["keys"]["key_space"]
@@ -213,14 +242,12 @@ Verdict rules are stated in each claim's `why` in `interpretability-results.json
 - **Text model**: {_text_setting(s)}; {results['text_run']['params']:,} parameters, validation bits per
   byte {results['text_run']['val_bpb']:.3f}.
 - **Laundry List model**: two blocks of 4 heads, width {s['laundry_d_model']}, context {s['laundry_context']}, {results['laundry_run']['params']:,}
-  parameters, {_steps(results, 'laundry_run', s['laundry_steps'])} on the training part of {s['corpus']} *mixed* with
-  {s['laundry_examples']} Laundry List examples (one example line after every {s['mix_chars']} characters of
-  text; the loss on every token, so the model is a text model that has also seen the task). A Laundry
+  parameters, {_steps(results, 'laundry_run', s['laundry_steps'])} {_laundry_model(s)}. A Laundry
   List example (`lmlab task make laundry`) lists distinct items, then names all but one again; the
   answer is the one left: `d b f a . b a f ? d`.
 
 ## Talking Heads and the Laundry List
-Test accuracy by list length, plain model: {by_len}. With the channel scaled by
+{unlearned}Test accuracy by list length, plain model: {by_len}. With the channel scaled by
 {L['chosen_scale']:g} (chosen on the validation split): {by_len_after}.
 
 The mover head is {L['mover']} (the head whose attention from the `?` goes most to the answer item);
