@@ -104,6 +104,22 @@ def test_passkey_answer_is_the_key_in_the_prompt(tmp_path):
         assert ex.input.endswith("What is the pass key? The pass key is") and len(ex.target) == 6
 
 
+def test_passkey_depth_moves_the_key_in_prompts_shorter_than_two_filler_lines(tmp_path):
+    # 190 characters leave under one filler line: placed at line boundaries only, every key sat right
+    # after the intro, and a model could learn that position instead of reading the key.
+    from lmlab.eval import passkey
+    splits, _ = made("passkey", tmp_path, ["lengths=190", "depth=-1", "n_train=200"])
+    starts = {ex.input.index("The pass key is ") for ex in splits["train"]}
+    assert min(starts) == len(passkey.INTRO) and len(starts) >= 3
+    late, _ = made("passkey", tmp_path / "late", ["lengths=190", "depth=0.9", "n_train=20"])
+    longest_sentence = max(len(x) + 2 for x in passkey.FILLER.split(". "))
+    for ex in late["train"]:
+        at = ex.input.index(passkey.needle(ex.target))
+        filler = len(ex.input) - len(passkey.INTRO) - len(passkey.needle(ex.target)) - len(passkey.QUESTION) + 1
+        assert ex.input[at - 2:at] == ". "  # right after a sentence of the filler
+        assert 0 <= 0.9 * filler - (at - len(passkey.INTRO)) < longest_sentence
+
+
 def _region_texts(shared_data, source):
     if source == "language":
         return {p.stem: p.read_bytes() for p in sorted((shared_data / "multilingual").glob("*.txt"))}

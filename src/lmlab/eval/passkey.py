@@ -20,9 +20,10 @@ def needle(key: str) -> str:
     return f"The pass key is {key}. Remember it. {key} is the pass key.\n"
 
 
-def make_prompt(key: str, n_chars: int, depth: float) -> str:
-    """A prompt of about `n_chars` characters with the key at relative `depth` of the filler: at the
-    line boundary at or before it (0 = right after the intro), or for depth 1 right before the question."""
+def make_prompt(key: str, n_chars: int, depth: float, boundaries: tuple[str, ...] = ("\n",)) -> str:
+    """A prompt of about `n_chars` characters with the key at relative `depth` of the filler: after the
+    last of `boundaries` at or before it (0 = right after the intro; lines by default), or for depth 1
+    right before the question."""
     if not 0.0 <= depth <= 1.0:
         raise LmlabError(f"passkey depth must be in [0, 1], got {depth}")
     budget = max(0, n_chars - len(INTRO) - len(needle(key)) - len(QUESTION))
@@ -31,8 +32,14 @@ def make_prompt(key: str, n_chars: int, depth: float) -> str:
         filler = filler[:-1] + "\n"
         cut = len(filler)
     else:
-        cut = filler.rfind("\n", 0, int(depth * len(filler)) + 1) + 1  # at a line boundary
+        cut = max(boundary_before(filler, b, int(depth * len(filler))) for b in boundaries)
     return INTRO + filler[:cut] + needle(key) + filler[cut:] + QUESTION
+
+
+def boundary_before(text: str, boundary: str, point: int) -> int:
+    """Where the text after the last `boundary` ending at or before `point` + 1 starts (0: none)."""
+    at = text.rfind(boundary, 0, point + len(boundary))
+    return at + len(boundary) if at >= 0 else 0
 
 
 def random_key(rng: random.Random, digits: int) -> str:

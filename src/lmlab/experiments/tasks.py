@@ -37,7 +37,7 @@ TASKS = {
     "selective_copy": ("selective_copy", ["vocab=8", "tokens=4", "lengths=8,16,32"], ()),
 }
 LISTOPS_BINS = (5, 11, 21, 41)  # token-count bins [5, 11), [11, 21), [21, 41): ListOps has no length field
-PASSKEY = ["digits=5", "lengths=130,160,190", "depth=-1"]
+PASSKEY = ["digits=5", "lengths=130,140,150,160,170,180,190", "depth=-1"]
 PASSKEY_MULTIPLIERS = (1, 2, 4)
 PASSKEY_DEPTHS = (0.5, 1.0)
 SIZES = {"n_train": 6000, "n_validation": 200, "n_test": 300}

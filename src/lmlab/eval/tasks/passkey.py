@@ -4,7 +4,8 @@
     target "48213"
 
 `lengths` lists prompt lengths in characters (each example draws one); `depth` places the key
-(0 = right after the intro, 1 = right before the question; -1 draws it uniformly per example).
+(0 = right after the intro, 1 = right before the question; -1 draws it uniformly per example) at
+the filler's sentence boundary at or before that point.
 """
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ from .generator import Generator
 from .spec import Param, Spec
 
 
+# Sentences as well as lines: a prompt shorter than two filler lines has no inner line boundary, and
+# the key would always sit right after the intro (a fixed position the model learns instead of the key).
+BOUNDARIES = ("\n", ". ")
+
+
 def draw(rng, s: dict, split: str) -> Example:
     key = passkey.random_key(rng, s["digits"])
     depth = rng.random() if s["depth"] < 0 else s["depth"]
-    return Example(passkey.make_prompt(key, rng.choice(s["lengths"]), depth).rstrip(" "), key)
+    return Example(passkey.make_prompt(key, rng.choice(s["lengths"]), depth, BOUNDARIES).rstrip(" "), key)
 
 
 GENERATOR = Generator(
