@@ -81,6 +81,8 @@ CASES = [
     ("range", "experiment tasks --steps 0 --out {p}/exp --docs {p}/exp", "--steps: must be >= 1", None),
     ("type", "experiment tasks --parts nope --out {p}/exp --docs {p}/exp", "unknown part 'nope'", None),
     ("range", "experiment tasks --seeds -1 --out {p}/exp --docs {p}/exp", "--seeds", None),
+    ("range", "experiment objectives --seeds 1,1 --out {p}/exp --docs {p}/exp", "--seeds must be distinct", None),
+    ("type", "experiment objectives --seeds one --out {p}/exp --docs {p}/exp", "--seeds must be a comma-separated", None),
     ("type", "finetune {r} --task author,nope -o {p}/ft", "unknown task 'nope'; known tasks: language", None),
     ("range", "finetune {r} --task author --steps -1 -o {p}/ft", "must be >= 0", None),
     ("range", "finetune {r} --task author --lr 0 -o {p}/ft", "must be > 0", None),

@@ -14,12 +14,18 @@ def test_quick_objectives_experiment_writes_every_part(tmp_path):
     docs = tmp_path / "docs"
     results = json.loads((docs / "objectives-results.json").read_text())
     assert {"mlm", "protein", "denoise", "fusion"} <= set(results)
-    assert set(results["mlm"]["variants"]) == {"attention, causal", "attention, bidirectional", "SSM, bidirectional",
-                                               "LMU, bidirectional"}
-    protein = results["protein"]["variants"]
-    assert all(set(v["by_length"]) == {"16", "32"} for v in protein.values())
+    assert all(set(results[p]["runs"]) == {"1337", "1338"} for p in ("mlm", "protein", "denoise", "fusion"))
+    mlm = results["mlm"]["runs"]["1337"]
+    assert set(mlm["variants"]) == {"attention, causal", "attention, bidirectional", "SSM, bidirectional",
+                                    "LMU, bidirectional"}
+    protein = results["protein"]["runs"]["1338"]["variants"]
+    assert all(set(v["by_length"]) == {"16", "32"} and set(v["train_cost"]) == {"32", "64"} for v in protein.values())
     a, m = (v["params"] for v in protein.values())
     assert abs(a - m) / a < 0.05  # the SSM's FFN width is chosen to match attention's parameters
+    fusion = results["fusion"]["runs"]["1337"]["lms"]
+    assert fusion["char 5-gram, 50% of the text"]["text_chars"] == fusion["char 5-gram"]["text_chars"] // 2
+    papers = {c["paper"].split(":")[0] for c in results["claims"]}
+    assert papers == {"Long-context Protein Language Model", "Denoising LM", "Whisper-LM", "Making the Most of your Model"}
     report = (docs / "objectives.md").read_text()
     for title in ("## Masked LM", "## Protein masked LM", "## Denoising LM", "## LM fusion"):
         assert title in report

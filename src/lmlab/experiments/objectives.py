@@ -10,8 +10,10 @@ Parts (each trains its own small models, on this machine, and measures them):
 - denoise: a denoising LM (noisy [SEP] clean) on English prose; WER of the noisy text and of the
   beam-decoded correction, per noise kind and mixed; one model per training noise vs the mixture.
 - fusion: n-best rescoring of noisy hypotheses with causal LMs of several sizes and weights,
-  and a character n-gram baseline (WER before / after).
-Results go to docs/experiments/objectives-results.json (parts not run keep their old numbers)
+  and a character n-gram baseline (WER before / after), each LM also trained on a fraction of the
+  text (the low-resource question).
+Every part runs once per seed (--seeds); the report gives the mean and the spread over seeds, and
+the claims (objectives_report.claims) are decided from those. Results go to docs/experiments/objectives-results.json (parts not run keep their old numbers)
 and docs/experiments/objectives.md.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from ..data.corpora import shared_data_dir
 from ..errors import LmlabError
-from ..options import COUNT, NONNEG_INT
+from ..options import COUNT
 from . import common
 
 NAME = "objectives"
@@ -36,7 +38,8 @@ def add_arguments(p) -> None:
     p.add_argument("--quick", action="store_true", help="tiny models and few steps: an end-to-end check (< 60 s)")
     p.add_argument("--out", default="runs/objectives", help="run directories (finished runs are reused)")
     p.add_argument("--docs", default="docs/experiments", help="where objectives.md, its JSON and PNGs go")
-    p.add_argument("--seed", type=NONNEG_INT, default=1337, help="train.seed of every model")
+    p.add_argument("--seeds", default="1337,1338",
+                   help="comma-separated train.seed values: every part runs once per seed (default 1337,1338)")
     p.add_argument("--threads", type=COUNT, default=1, help="torch threads (default 1: robust on a shared CPU)")
     p.add_argument("--render-only", action="store_true",
                    help="rewrite objectives.md from its results JSON, measuring nothing")
@@ -60,23 +63,31 @@ class Scale:
     cost_lengths: tuple
     sentences: int
     beam: int
+    text_fractions: tuple  # fusion: the share of the training text each low-resource LM reads
     words: int          # words per held-out sentence (denoise, fusion)
     prose: str          # the English corpus of denoise and fusion
 
 
-FULL = Scale(layers=3, d_model=128, batch=16, context=128, protein_context=256, steps=300, protein_steps=1500,
-             denoise_steps=1200, lm_steps=400, eval_tokens=20000, pseudo_tokens=2048, lengths=(32, 64, 128, 256),
-             cost_lengths=(128, 256, 512, 1024, 2048), sentences=60, beam=4, words=10, prose="english-prose")
+FULL = Scale(layers=2, d_model=96, batch=16, context=128, protein_context=128, steps=150, protein_steps=800,
+             denoise_steps=300, lm_steps=150, eval_tokens=8000, pseudo_tokens=512, lengths=(32, 64, 128, 256, 512),
+             cost_lengths=(128, 256, 512, 1024, 2048), sentences=30, beam=4, words=10, prose="english-prose",
+             text_fractions=(0.02, 0.1))
 QUICK = Scale(layers=1, d_model=32, batch=4, context=64, protein_context=32, steps=4, protein_steps=4,
               denoise_steps=4, lm_steps=4, eval_tokens=256, pseudo_tokens=32, lengths=(16, 32),
-              cost_lengths=(32, 64), sentences=4, beam=2, words=4, prose=str(shared_data_dir() / "multilingual" / "en.txt"))
+              cost_lengths=(32, 64), sentences=4, beam=2, words=4, prose=str(shared_data_dir() / "multilingual" / "en.txt"),
+              text_fractions=(0.5,))
 
 
 class Context:
     def __init__(self, args):
         self.scale = QUICK if args.quick else FULL
-        self.out, self.seed, self.threads, self.quick = Path(args.out), args.seed, args.threads, args.quick
+        self.root, self.threads, self.quick = Path(args.out), args.threads, args.quick
+        self.use_seed(seeds_of(args)[0])
         self.log = lambda msg: print(msg, flush=True)
+
+    def use_seed(self, seed: int) -> None:
+        """Measure with train.seed = seed, in runs of its own."""
+        self.seed, self.out = seed, self.root / f"seed{seed}"
 
     def prose(self) -> list[str]:
         return ["tokenizer.kind=char", f"data.corpus={self.scale.prose}"]
@@ -195,7 +206,8 @@ def part_protein(ctx: Context) -> dict:
             ctx.log(f"  L={L}: masked acc {scores['masked_acc']:.3f}  pseudo-ppl {scores['pseudo_ppl']:.2f}")
         rows[name] = {"by_length": by_length, "params": model.num_params(), "overrides": overrides[len(base):],
                       "unigram_ppl": unigram_perplexity(cfg, tokenizer, ids),
-                      "train_tok_per_s": result["train_tok_per_s"], "cost": forward_cost(model, s.cost_lengths)}
+                      "train_tok_per_s": result["train_tok_per_s"], "cost": forward_cost(model, s.cost_lengths),
+                      "train_cost": forward_cost(model, s.cost_lengths, backward=True)}
     return {"variants": rows, "settings": {"base": base, "steps": s.protein_steps, "seed": ctx.seed,
                                            "eval_tokens": s.eval_tokens, "pseudo_tokens": s.pseudo_tokens,
                                            "lengths": list(s.lengths)}}
@@ -229,25 +241,34 @@ def quick_fasta(path: Path) -> Path:
     return path
 
 
-def forward_cost(model, lengths, batch: int = 4, reps: int = 3) -> dict:
-    """Median seconds of one no-grad forward pass of [batch, L] random ids, per length."""
+def forward_cost(model, lengths, batch: int = 4, reps: int = 3, backward: bool = False) -> dict:
+    """Median seconds of one forward pass (no grad), or with backward=True of a forward and
+    backward pass (a training step's work), of [batch, L] random ids, per length."""
     import statistics
+    from contextlib import nullcontext
 
     import torch
 
     model.eval()
     out = {}
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for L in lengths:
-            x = torch.randint(1, 21, (batch, L), generator=gen)
-            model(x)  # warm-up (RoPE tables, LMU impulse responses)
-            times = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - t0)
-            out[L] = statistics.median(times)
+
+    def once(x):
+        with nullcontext() if backward else torch.no_grad():
+            y = model(x)[0]
+            if backward:
+                y.float().mean().backward()
+                model.zero_grad(set_to_none=True)
+
+    for L in lengths:
+        x = torch.randint(1, 21, (batch, L), generator=gen)
+        once(x)  # warm-up (RoPE tables, LMU impulse responses)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            once(x)
+            times.append(time.perf_counter() - t0)
+        out[L] = statistics.median(times)
     return out
 
 
@@ -355,13 +376,26 @@ def part_fusion(ctx: Context) -> dict:
     from ..infer.ngram import CharNgramLM
 
     s = ctx.scale
-    scorers, params = {}, {}
+    scorers, params, text_chars = {}, {}, {}
     for name, size in lm_sizes(s).items():
         model, tokenizer, cfg, _ = ctx.train(f"fusion/{_slug(name)}", ctx.base() + ctx.prose() + size, s.lm_steps)
         scorers[name], params[name] = TransformerScorer(model, tokenizer), model.num_params()
     train_ids, _ = token_splits(cfg, tokenizer)
     train_text = tokenizer.decode(np.asarray(train_ids))
     scorers["char 5-gram"] = CharNgramLM(train_text, 5)
+    text_chars.update({name: len(train_text) for name in scorers})
+    big = list(lm_sizes(s))[-1]
+    for frac in s.text_fractions:  # low resource: the same LMs on the first part of the training text only
+        part = train_text[:int(len(train_text) * frac)]
+        path = ctx.out / "fusion" / f"text-{frac}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(part, encoding="utf-8")
+        name = f"{big}, {frac:.0%} of the text"
+        model, tok, _, _ = ctx.train(f"fusion/{_slug(name)}", ctx.base() + ["tokenizer.kind=char",
+                                     f"data.corpus={path}", "data.val_fraction=0.02"], s.lm_steps)
+        scorers[name], params[name] = TransformerScorer(model, tok), model.num_params()
+        scorers[f"char 5-gram, {frac:.0%} of the text"] = CharNgramLM(part, 5)
+        text_chars[name] = text_chars[f"char 5-gram, {frac:.0%} of the text"] = len(part)
     sentences = held_out_sentences(cfg, tokenizer, 2 * s.sentences, s.words)
     lists = synthetic_nbest(sentences, vocabulary(train_text), ctx.seed)
     dev, test = lists[::2], lists[1::2]  # W and B are chosen on dev, reported on test
@@ -383,10 +417,12 @@ def part_fusion(ctx: Context) -> dict:
                 grid[f"{W},{B}"] = {"dev": wer(refs(dev), pick(dev)), "test": wer(refs(test), pick(test))}
         best = min(grid, key=lambda key: (grid[key]["dev"], key))
         out["lms"][name] = {"grid": grid, "best_on_dev": best, "test_wer_at_best": grid[best]["test"],
-                            "params": params.get(name), "score_s": time.perf_counter() - t0}
+                            "params": params.get(name), "text_chars": text_chars[name],
+                            "score_s": time.perf_counter() - t0}
         ctx.log(f"  {name}: W,B={best}: test WER {grid[best]['test']:.3f} (first pass {out['first_pass_wer']['test']:.3f})")
     out["settings"] = {"base": ctx.base() + ctx.prose(), "steps": s.lm_steps, "seed": ctx.seed, "lists": len(lists),
-                       "hypotheses_per_list": "up to 8 distinct", "weights": list(WEIGHTS), "bonuses": list(BONUSES)}
+                       "hypotheses_per_list": "up to 8 distinct", "weights": list(WEIGHTS), "bonuses": list(BONUSES),
+                       "text_fractions": list(s.text_fractions)}
     out["example"] = lists[1]
     return out
 
@@ -414,12 +450,11 @@ def run(args) -> int:
     missing = [p for p in parts if p not in MEASURES]
     if missing:
         raise LmlabError(f"part(s) {', '.join(missing)} are not implemented in this checkout")
+    seeds = seeds_of(args)  # checked before any work
     docs = Path(args.docs)
     results_path = docs / "objectives-results.json"
-    from .objectives_report import write_report
-
     if args.render_only:
-        print(f"report: {write_report(common.read_json(results_path), docs)}")
+        print(f"report: {render(common.read_json(results_path), results_path, docs)}")
         return 0
     torch.set_num_threads(args.threads)
     ctx = Context(args)
@@ -427,16 +462,36 @@ def run(args) -> int:
     results = common.read_json(results_path) if results_path.is_file() else {}
     for part in parts:
         t0 = time.perf_counter()
-        ctx.log(f"== {part}")
-        results[part] = {**MEASURES[part](ctx), "wall_s": time.perf_counter() - t0, "quick": args.quick,
+        runs = {}
+        for seed in seeds:
+            ctx.log(f"== {part}, seed {seed}")
+            ctx.use_seed(seed)
+            runs[str(seed)] = MEASURES[part](ctx)
+        results[part] = {"runs": runs, "seeds": seeds, "wall_s": time.perf_counter() - t0, "quick": args.quick,
                          "command": command_line(args, part)}
         results["machine"] = {"platform": platform.platform(), "torch": torch.__version__, "threads": args.threads}
         common.write_json(results_path, results)  # after each part: a later failure keeps it
     results = common.read_json(results_path)  # the report reads what the file holds (string keys)
-    print(f"report: {write_report(results, docs)}")
+    print(f"report: {render(results, results_path, docs)}")
     return 0
 
 
+def render(results: dict, results_path: Path, docs: Path) -> Path:
+    """The claims decided from the results (saved with them), then the page."""
+    from .objectives_report import claims, write_report  # imported when needed: a long run reads the newest
+
+    results["claims"] = claims(results)
+    common.write_json(results_path, results)
+    return write_report(results, docs)
+
+
+def seeds_of(args) -> list[int]:
+    seeds = common.numbers(args.seeds, int, "--seeds")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise LmlabError(f"--seeds must be distinct non-negative integers, not {args.seeds!r}")
+    return seeds
+
+
 def command_line(args, part: str) -> str:
-    return (f"lmlab experiment objectives --parts {part} --out {args.out} --docs {args.docs} --seed {args.seed}"
+    return (f"lmlab experiment objectives --parts {part} --out {args.out} --docs {args.docs} --seeds {args.seeds}"
             f" --threads {args.threads}" + (" --quick" if args.quick else ""))
