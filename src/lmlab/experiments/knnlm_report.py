@@ -264,8 +264,9 @@ gain (log-probability summed over tokens).
 **Where a majority of raised tokens comes from.** For any lambda strictly between 0 and 1, the mixture raises a
 token's probability exactly when p_kNN(target) > p_LM(target), so the raised share depends on k, the kNN temperature
 and the datastore, never on lambda ({dw['knn_above_lm']:.1%} of in-domain test tokens have p_kNN > p_LM at the paper
-default; {d['frac_better']:.1%} are raised). The inference report's 62% is this share on the same kind of model and
-store (training split, k 1024, T 1 and 3). With character tokens most targets are easy: at the paper default
+default; {d['frac_better']:.1%} are raised). The majority of `better` tokens in [inference.md](../inference.md#knn-lm) is
+this share on the same kind of model and store (training split, k 1024, T 1 and 3). With character tokens many
+targets are easy: at the paper default
 {high_share:.1%} of the in-domain tokens have p_LM(target) > 0.5, and the retrieval, whose nearest neighbour holds
 the target for {dw['nearest_holds_target']:.1%} of tokens, still raises {high_raised:.1%} of those, since a small LM
 that has not memorised its training data leaves room that near-copies of the context in the store fill. The
