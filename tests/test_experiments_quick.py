@@ -176,3 +176,15 @@ def test_knnlm_quick(tmp_path):
     assert all(len(s["runs"]) == 2 and len(s["runs"][0]["entropy"]["h_knn"]) == 24 for s in gen["settings"].values())
     assert {c["verdict"] for c in results["claims"]} == {"not measurable here"} and "--quick" in page
     assert (tmp_path / "docs" / "img" / "knnlm-entropy.png").read_bytes()[:4] == b"\x89PNG"
+    for cell in results["tokens"].values():  # 0 < lambda < 1: raised exactly where p_kNN(target) > p_LM(target)
+        assert all(r["why"]["knn_above_lm"] == r["frac_better"] for r in cell["rows"].values())
+    # docs/inference.md's kNN-LM section explains its `better` share from these results once they sit beside it
+    from lmlab.experiments.inference_report import _knn_note
+
+    assert _knn_note(tmp_path / "infer-docs", 0.625) == ""
+    (tmp_path / "infer-docs" / "experiments").mkdir(parents=True)
+    (tmp_path / "infer-docs" / "experiments" / "knnlm-results.json").write_text(json.dumps(results))
+    note = _knn_note(tmp_path / "infer-docs", 0.625)
+    default = results["tokens"][next(iter(results["tokens"]))]["rows"]["paper default"]
+    assert f"{default['frac_better']:.1%} are raised" in note and "(62.5% above)" in note
+    assert "experiments/knnlm.md" in note and results["claims"][0]["verdict"] in note

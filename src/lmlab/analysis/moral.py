@@ -4,7 +4,7 @@ Embed action phrases (each in the template "I will PHRASE."), centre them, and t
 principal component as the direction, oriented so that normative phrases score higher; a
 phrase's score is its centred embedding projected on it, and the threshold between the two
 classes is the midpoint of their mean training scores. The same code serves any embedder:
-mean-pooled hidden states of an lmlab model, or a packaged sentence encoder (sentence_encoder.py).
+mean-pooled hidden states of an lmlab model, or a packaged sentence encoder (lmlab/eval/text_features.py).
 The phrase list ships in data/moral_phrases.tsv (its header says how it was written).
 """
 from __future__ import annotations

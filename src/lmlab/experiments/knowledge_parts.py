@@ -87,17 +87,18 @@ def forgetting_seed(args, work: Path, seed: int, base: Path, echo) -> dict:
 def moral_seed(args, seed: int, base: Path, echo) -> dict:
     import torch
 
-    from ..analysis import moral, sentence_encoder
+    from ..analysis import moral
     from ..checkpoint import load_model
+    from ..eval import text_features
 
     rows = moral.load_phrases()
     texts = [moral.TEMPLATE.format(p) for p, _ in rows]
     labels = [lab for _, lab in rows]
     model, tok, _ = load_model(base)
     embedders = {"lmlab": moral.lm_embedder(model, tok)}
-    if sentence_encoder.available():
-        embedders["minilm"] = sentence_encoder.embedder()
-    out = {"phrases": len(rows), "embedders": {}, "encoder_missing": "" if "minilm" in embedders else sentence_encoder.MISSING}
+    if text_features.available():
+        embedders["minilm"] = lambda batch: torch.from_numpy(text_features.sentence_features(batch))
+    out = {"phrases": len(rows), "embedders": {}, "encoder_missing": "" if "minilm" in embedders else text_features.MISSING}
     embedded = {}
     for name, embed in embedders.items():
         embedded[name] = embed(texts)
