@@ -25,8 +25,8 @@ def table(runs: list[dict]) -> str:
         return ", ".join(fmt.format(get(m[name])) for m in measured)
 
     lines = ["| layout | train.parallel | tokens/step | predicted tok/s, calibrated | predicted tok/s, matmul peak "
-             "| measured tok/s | predicted / measured, calibrated | planner MB/device | rank-0 state MB "
-             "| peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| measured tok/s | predicted / measured, calibrated | predicted / measured, matmul peak | planner MB/device | rank-0 state MB "
+             "| peak RSS MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in layouts:
         first = measured[0][name]
         kind = f"`{first['lmlab_parallel']}`" + (" + `offload=optimizer`" if first["offload"] else "")
@@ -37,6 +37,7 @@ def table(runs: list[dict]) -> str:
             each("{:.0f}", lambda r: r["tokens_per_s_at_matmul_peak"]),
             each("{:.0f}", lambda r: r["measured"]["tokens_per_s"]),
             each("{:.2f}", lambda r: r["tokens_per_s"] / r["measured"]["tokens_per_s"]),
+            each("{:.2f}", lambda r: r["tokens_per_s_at_matmul_peak"] / r["measured"]["tokens_per_s"]),
             f"{1e3 * first['memory_gb']['total']:.0f}",
             f"{_mb(state, 'weights'):.1f} + {_mb(state, 'optimizer'):.1f}",
             each("{:.0f}", lambda r: 1e3 * r["measured"]["peak_rss_gb"]) + " |"]))
@@ -47,6 +48,12 @@ def table(runs: list[dict]) -> str:
                      f"{prof['steps']} steps, one process), one-thread matmul peak "
                      f"{run['matmul_peak_tflops'] * 1e3:.1f} GFLOP/s "
                      f"({run['matmul_peak_tflops'] / prof['tflops']:.1f}x the profiled rate).")
+        rows = [r for r in run["plans"] if "measured" in r]
+        share = [1 - r["time_s"]["compute"] / r["time_s"]["step_s"] for r in rows]
+        lines.append(f"Run {i}: predicted communication and offload {100 * min(share):.2f}-{100 * max(share):.2f}% "
+                     "of each predicted step; step seconds measured vs predicted: " + ", ".join(
+                         f"{r['layout']} {r['tokens_per_step'] / r['measured']['tokens_per_s']:.2f} vs "
+                         f"{r['time_s']['step_s']:.2f}" for r in rows) + ".")
     return "\n".join(lines)
 
 

@@ -93,7 +93,7 @@ CASES = [
     ("range", "plan -c tiny --devices 8 --memory-gb -1", "--memory-gb", None),
     ("missing", "plan -c {m}.toml --devices 8 --memory-gb 80", "not found", None),
     ("range", "plan -c tiny --devices 2 --memory-gb 8 --profile-steps 2", "--profile-steps must be 0 or >= 3", None),
-    ("range", "plan -c tiny --devices 2 --memory-gb 8 --profile-steps -1", "--profile-steps", None),
+    ("range", "plan -c tiny --devices 2 --memory-gb 8 --profile-steps -1", "argument --profile-steps: must be >= 0", None),
     ("type", "plan -c tiny --devices 2 --memory-gb 8 --profile-steps 3 --peak-tflops 1", "not both", None),
     ("missing", "btm ensemble {m} --data {p}/file.txt", "not a BTM directory", None),
     ("range", "btm ensemble {p}/dir --data {p}/file.txt --dev-sequences 0", "--dev-sequences", None),

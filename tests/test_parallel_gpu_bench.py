@@ -35,6 +35,20 @@ def test_cpu_quick_runs_every_layout_on_two_ranks():
     assert out["offload_saved"]["measure"] == "peak_rss_bytes" and len(out["offload_saved"]["bytes_per_rank"]) == 2
 
 
+def test_one_rank_shards_with_fsdp2_itself_and_skips_ddp_and_tp():
+    """--gpus 1 (one H200): lmlab's wrap leaves one process unwrapped, so FSDP2 is applied over
+    the one-rank group; its rows run and hold every weight, DDP and TP are skipped."""
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--quick", "--gpus", "1",
+                           "--set", "train.dtype=float32"], capture_output=True, text=True, timeout=600, env=ENV)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = {r["layout"]: r for r in json.loads(proc.stdout)["rows"]}
+    assert "skipped" in rows["ddp"] and "skipped" in rows["tp"]
+    for name in ("fsdp", "fsdp offload"):
+        assert rows[name]["tokens_per_s"] > 0 and len(rows[name]["ranks"]) == 1
+        assert rows[name]["ranks"][0]["state_bytes"]["weights"]["cpu"] == 4 * rows[name]["params"]
+    assert rows["fsdp"]["loss_first"] == pytest.approx(rows["fsdp offload"]["loss_first"], rel=1e-6)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")
 def test_without_cuda_the_gpu_mode_is_one_line_and_exit_2():
     proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=120, env=ENV)
