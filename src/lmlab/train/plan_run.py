@@ -108,8 +108,8 @@ def profiled_tflops(config: str, overrides: list[str], flops_per_token: float, s
     the median tokens/s. It carries eager per-operator overhead the matmul peak does not."""
     if steps < PROFILE_MIN_STEPS:
         raise LmlabError(f"--profile-steps must be 0 or >= {PROFILE_MIN_STEPS}, got {steps}")
-    records, _, _ = _train(config, overrides, ["train.parallel=ddp", f"train.max_steps={steps}"], 1,
-                           "profiling the config")
+    one_process = ["train.parallel=ddp", "train.offload=", "train.tp_size=0"]  # whatever the overrides asked for
+    records, _, _ = _train(config, overrides, [*one_process, f"train.max_steps={steps}"], 1, "profiling the config")
     from .planner import achieved_tflops
 
     tokens_per_s = _median_tokens_per_s(records)
