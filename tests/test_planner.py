@@ -149,3 +149,25 @@ def test_measure_runs_the_best_layout_and_reports_it(capsys):
     assert len(measured) == 1 and measured[0]["lmlab_parallel"] == "ddp" and measured[0]["layout"] == "dp1 tp1"
     m = measured[0]["measured"]
     assert m["steps"] == 3 and m["tokens_per_s"] > 0 and 0.05 < m["peak_rss_gb"] < 8
+
+
+def test_a_profiled_rate_predicts_the_profiled_run_exactly():
+    """Calibration: the achieved FLOP/s of a measured one-device run, as the peak, gives back that
+    run's tokens/s for the one-device layout (no communication), and half the step on 2 devices."""
+    rate = P.achieved_tflops(SHAPE.flops_per_token, 1234.0)
+    assert rate == 6000.0 * 1234.0 / 1e12
+    one = P.step_time(SHAPE, P.Layout(dp=1, tp=1), P.Hardware(devices=1, memory_gb=1, peak_tflops=rate))
+    assert one["tokens_per_s"] == pytest.approx(1234.0, rel=1e-12)
+    two = P.step_time(SHAPE, P.Layout(dp=1, tp=2), P.Hardware(devices=2, memory_gb=1, peak_tflops=rate, latency_us=0))
+    assert two["compute"] == pytest.approx(one["compute"] / 2, rel=1e-12)
+
+
+def test_profile_steps_trains_the_config_and_uses_its_rate(capsys):
+    assert main(["plan", "-c", "tiny", "--devices", "2", "--memory-gb", "8", "--json", "--profile-steps", "3",
+                 "--set", "train.batch_size=2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    prof = out["profile"]
+    assert prof["steps"] == 3 and prof["tokens_per_s"] > 0 and prof["tflops"] > 0
+    assert out["hardware"]["peak_tflops"] == prof["tflops"]
+    assert prof["tflops"] == P.achieved_tflops(out["shape"]["flops_per_token"], prof["tokens_per_s"])
+    assert out["peak_tflops_source"].startswith("profiled")

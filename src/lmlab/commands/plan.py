@@ -1,6 +1,9 @@
 """`lmlab plan -c CONFIG --devices N --memory-gb M [...]`: ranked parallel layouts (see train/planner.py)."""
 from __future__ import annotations
 
+import dataclasses
+
+from ..errors import LmlabError
 from ..options import COUNT, NONNEG_FLOAT, NONNEG_INT, POSITIVE_FLOAT
 from .common import add_config_args, print_json
 
@@ -16,7 +19,10 @@ def register(sub) -> None:
                    help="Gbit/s per device inside a node (default: --interconnect-gbps)")
     p.add_argument("--node-size", type=COUNT, default=8, help="devices per node; TP stays inside one (default 8)")
     p.add_argument("--peak-tflops", type=NONNEG_FLOAT, default=0.0,
-                   help="achievable matmul TFLOP/s per device (default: measured here, one thread)")
+                   help="achievable TFLOP/s per device (default: a one-thread matmul peak measured here)")
+    p.add_argument("--profile-steps", type=NONNEG_INT, default=0, metavar="K",
+                   help="instead, train the config K (>= 3) steps in one process here and use the training "
+                        "FLOP/s it achieves (model FLOPs x tokens / step time)")
     p.add_argument("--latency-us", type=NONNEG_FLOAT, default=10.0, help="latency per ring step of a collective (default 10)")
     p.add_argument("--global-batch-tokens", type=NONNEG_INT, default=0,
                    help="tokens per step for every layout (default: train.batch_size x grad_accum per data rank)")
@@ -32,14 +38,32 @@ def run(args) -> int:
     from .. import config
     from ..train import plan_run, planner
 
+    if args.profile_steps and args.peak_tflops:
+        raise LmlabError("give --peak-tflops or --profile-steps, not both")
+    if 0 < args.profile_steps < plan_run.PROFILE_MIN_STEPS:
+        raise LmlabError(f"--profile-steps must be 0 or >= {plan_run.PROFILE_MIN_STEPS}, got {args.profile_steps}")
     cfg = config.load(args.config, args.overrides)
     plan_run.resolve_vocab(cfg)
-    peak = args.peak_tflops or plan_run.measured_peak_tflops(cfg)
+    shape = planner.shape_of(cfg)
+    profile = None
+    if args.profile_steps:
+        profile = plan_run.profiled_tflops(args.config, args.overrides, shape.flops_per_token, args.profile_steps)
+    peak = args.peak_tflops or (profile["tflops"] if profile else plan_run.measured_peak_tflops(cfg))
     hw = planner.Hardware(devices=args.devices, memory_gb=args.memory_gb, peak_tflops=peak,
                           inter_gbps=args.interconnect_gbps, intra_gbps=args.intra_node_gbps,
                           node_size=args.node_size, latency_us=args.latency_us)
-    result = planner.plan(planner.shape_of(cfg), hw, args.global_batch_tokens)
-    result["peak_tflops_source"] = "given" if args.peak_tflops else "measured here, one thread"
+    result = planner.plan(shape, hw, args.global_batch_tokens)
+    result["peak_tflops_source"] = ("given" if args.peak_tflops else
+                                    f"profiled: {profile['steps']} training steps in one process, one thread"
+                                    if profile else "matmul peak measured here, one thread")
+    if profile:  # the same plans at the matmul peak too: what calibration changed, from one run
+        result["profile"] = profile
+        result["matmul_peak_tflops"] = plan_run.measured_peak_tflops(cfg)
+        at_peak = planner.plan(shape, dataclasses.replace(hw, peak_tflops=result["matmul_peak_tflops"]),
+                               args.global_batch_tokens)
+        speed = {r["layout"]: r["tokens_per_s"] for r in at_peak["plans"]}
+        for row in result["plans"]:
+            row["tokens_per_s_at_matmul_peak"] = speed[row["layout"]]
     if args.measure:
         runnable = [r for r in result["plans"] if r["fits"] and r["lmlab_parallel"]][:args.measure]
         for row in runnable:

@@ -170,21 +170,25 @@ def wrap(model: torch.nn.Module, device: torch.device, kind: str = "ddp", tp: in
         _mesh = init_device_mesh(device.type, (world() // tp, tp), mesh_dim_names=("dp", "tp"))
         tp_plan.parallelize(model, _mesh["tp"])
     if kind in ("fsdp", "fsdp+tp"):
-        from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
-
-        dp = _mesh["dp"] if _mesh is not None else None
-        # pinned host memory speeds up copies to a GPU; on a CPU there is nothing to pin for
-        policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()
-        for block in model.blocks:
-            fully_shard(block, mesh=dp, offload_policy=policy)
-        fully_shard(model, mesh=dp, offload_policy=policy)
-        return model
+        return fsdp_shard(model, device, _mesh["dp"] if _mesh is not None else None, offload)
     if tp > 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)
+
+
+def fsdp_shard(model: torch.nn.Module, device: torch.device, mesh=None, offload: str = "") -> torch.nn.Module:
+    """FSDP2 over `mesh` (None: every rank of the group), each block its own unit, in place."""
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+
+    # pinned host memory speeds up copies to a GPU; on a CPU there is nothing to pin for
+    policy = CPUOffloadPolicy(pin_memory=device.type == "cuda") if offload else OffloadPolicy()
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh, offload_policy=policy)
+    fully_shard(model, mesh=mesh, offload_policy=policy)
+    return model
 
 
 def sharded(model: torch.nn.Module) -> bool:

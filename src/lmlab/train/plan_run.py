@@ -1,5 +1,6 @@
 """What `lmlab plan` needs besides arithmetic: a config's vocabulary size, this machine's matmul
-peak, and `--measure`: a few real training steps of a layout under torchrun, next to its estimate."""
+peak or (`--profile-steps`) the training FLOP/s one process achieves on the config, and
+`--measure`: a few real training steps of a layout under torchrun, next to its estimate."""
 from __future__ import annotations
 
 import json
@@ -52,14 +53,12 @@ def settings_for(row: dict) -> list[str]:
     return out
 
 
-def measure(config: str, overrides: list[str], row: dict, devices: int, steps: int = 6) -> dict:
-    """Train the layout for `steps` steps on `devices` local processes (one thread each): median
-    tokens/s over the steps after the second, and the largest process's peak RSS."""
-    if row["lmlab_parallel"] is None:
-        raise LmlabError(f"layout {row['layout']} cannot run in lmlab")
+def _train(config: str, overrides: list[str], sets: list[str], devices: int, what: str):
+    """`lmlab train` for a few steps on `devices` local processes (one thread each, torchrun when
+    several): its per-step records, rank 0's summary and the resource usage of the largest process."""
     with tempfile.TemporaryDirectory(prefix="lmlab-plan-") as tmp:
-        sets = [*overrides, *settings_for(row), f"train.max_steps={steps}", "train.eval_every=0",
-                "train.ckpt_every=0", "train.progress=false", "train.max_minutes=0"]
+        sets = [*overrides, *sets, "train.eval_every=0", "train.ckpt_every=0", "train.progress=false",
+                "train.max_minutes=0"]
         cmd = ["-m", "lmlab.cli", "train", "-c", config, "-o", str(Path(tmp) / "run")]
         for s in sets:
             cmd += ["--set", s]
@@ -73,13 +72,46 @@ def measure(config: str, overrides: list[str], row: dict, devices: int, steps: i
             if proc.returncode != 0:
                 err.seek(0)
                 tail = [line for line in err.read().splitlines() if line.strip()][-1:]
-                raise LmlabError(f"measuring {row['layout']} failed: {tail[0] if tail else proc.returncode}")
+                raise LmlabError(f"{what} failed: {tail[0] if tail else proc.returncode}")
             out.seek(0)
             printed = out.read()
         from .metrics import read
 
         records = read(Path(tmp) / "run")
     summary = json.loads(printed[printed.index("{"):])  # rank 0's summary of `lmlab train`
+    return records, summary, usage
+
+
+def _median_tokens_per_s(records: list[dict]) -> float:
+    """Median tokens/s over the steps after the second (the first ones warm up), as `lmlab train` reports it."""
     timed = [r["tok_per_s"] for r in records[2:]] or [r["tok_per_s"] for r in records]
-    return {"tokens_per_s": statistics.median(timed), "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,
+    return statistics.median(timed)
+
+
+def measure(config: str, overrides: list[str], row: dict, devices: int, steps: int = 6) -> dict:
+    """Train the layout for `steps` steps on `devices` local processes (one thread each): median
+    tokens/s over the steps after the second, and the largest process's peak RSS."""
+    if row["lmlab_parallel"] is None:
+        raise LmlabError(f"layout {row['layout']} cannot run in lmlab")
+    records, summary, usage = _train(config, overrides, [*settings_for(row), f"train.max_steps={steps}"], devices,
+                                     f"measuring {row['layout']}")
+    return {"tokens_per_s": _median_tokens_per_s(records), "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9,
             "steps": len(records), "rank0_memory_bytes": summary.get("memory_bytes", {})}
+
+
+PROFILE_MIN_STEPS = 3  # the first two steps warm up and are not timed
+
+
+def profiled_tflops(config: str, overrides: list[str], flops_per_token: float, steps: int) -> dict:
+    """The training FLOP/s one process (one thread) achieves on the config itself, as Galvatron
+    profiles instead of assuming: `steps` real steps at the config's batch, model FLOPs per token x
+    the median tokens/s. It carries eager per-operator overhead the matmul peak does not."""
+    if steps < PROFILE_MIN_STEPS:
+        raise LmlabError(f"--profile-steps must be 0 or >= {PROFILE_MIN_STEPS}, got {steps}")
+    one_process = ["train.parallel=ddp", "train.offload=", "train.tp_size=0"]  # whatever the overrides asked for
+    records, _, _ = _train(config, overrides, [*one_process, f"train.max_steps={steps}"], 1, "profiling the config")
+    from .planner import achieved_tflops
+
+    tokens_per_s = _median_tokens_per_s(records)
+    return {"tflops": achieved_tflops(flops_per_token, tokens_per_s), "tokens_per_s": tokens_per_s,
+            "steps": len(records)}

@@ -189,6 +189,12 @@ def step_time(shape: Shape, lay: Layout, hw: Hardware) -> dict:
     return parts
 
 
+def achieved_tflops(flops_per_token: float, tokens_per_s: float) -> float:
+    """The compute rate a measured run achieved: training FLOPs per token x tokens per second. As
+    `peak_tflops` it makes step_time's compute term reproduce that run's speed exactly."""
+    return flops_per_token * tokens_per_s / 1e12
+
+
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
