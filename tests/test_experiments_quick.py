@@ -128,6 +128,13 @@ def test_inference_quick(tmp_path):
         assert section in page
     for png in ("lminfinite_profile", "knn_token_changes", "knn_entropy", "voids_heatmap"):
         assert (tmp_path / "docs" / "inference" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    # one part again, with no results under --out: the other parts come from the committed copy, unchanged
+    (tmp_path / "runs" / "results.json").unlink()
+    assert main(argv + ["--parts", "decoding"]) == 0
+    again = json.loads((tmp_path / "docs" / "inference-results.json").read_text())
+    assert all(again[p] == results[p] for p in ("lminfinite", "knn", "voids"))
+    assert again["decoding"]["command"] == "nice lmlab experiment inference --parts decoding --quick"
+    assert results["voids"]["model"] == again["decoding"]["model"] == results["model"]
 
 
 def test_btm_quick(tmp_path):
