@@ -142,11 +142,15 @@ def write_json(path, data) -> Path:
     return path
 
 
-def measure_or_reread(args, doc, results_file, measure, write_report) -> int:
+def measure_or_reread(args, doc, results_file, measure, write_report, claims=None) -> int:
     """The run of an experiment with one page: measure (and save the results) unless --render-only,
-    then write the page `doc` from the results alone."""
+    then write the page `doc` from the results alone. With `claims` (results -> list), --render-only
+    also re-decides the verdicts from the saved numbers, so a changed rule reaches the JSON too."""
     if args.render_only:
         results = read_json(results_file)
+        if claims is not None:
+            results["claims"] = claims(results)
+            write_json(results_file, results)
     else:
         results = measure(args)
         write_json(results_file, results)

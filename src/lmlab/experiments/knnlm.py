@@ -314,11 +314,11 @@ def measure(args, echo=print) -> dict:
 
 
 def run(args) -> int:
-    from .knnlm_report import write_report
+    from .knnlm_report import claims, write_report
 
     common.use_quick(args, QUICK_FLAGS)
     common.names(args.features, FEATURES, "--features", "feature kind")
     if not common.numbers(args.seeds, int, "--seeds"):
         raise LmlabError("--seeds: give at least one sampling seed")
     doc = Path(args.doc)
-    return common.measure_or_reread(args, doc, results_path(doc), measure, write_report)
+    return common.measure_or_reread(args, doc, results_path(doc), measure, write_report, claims)

@@ -117,15 +117,18 @@ def claims(results: dict) -> list[dict]:
     for kind in gen["features"]:
         a, b = np.asarray(mauve_scores(plain, kind)), np.asarray(mauve_scores(tuned, kind))
         spread = max(a.std(ddof=1) if len(a) > 1 else 0.0, b.std(ddof=1) if len(b) > 1 else 0.0)
-        improves = b.mean() - a.mean() > max(2 * spread, 0.02)
-        verdicts.append("does not hold at this scale" if improves else "holds")
+        gain = b.mean() - a.mean()
+        # a gain inside the seed noise is not evidence either way: it leaves the claim mixed, not confirmed
+        verdicts.append("does not hold at this scale" if gain > max(2 * spread, 0.02) else
+                        "mixed" if gain > 0.02 else "holds")
         parts.append(f"MAUVE ({kind} features) plain {mean_sd(a)} vs kNN-LM {mean_sd(b)}")
     v = verdicts[0] if len(set(verdicts)) == 1 else "mixed"
     out.append({**base, "claim": "kNN-LM interpolation does not improve open-ended generation quality (MAUVE "
                 "against the true continuations), though it lowers perplexity.",
                 "number": "; ".join(parts) + f" (mean ± sd over {seeds} seeds)", "verdict": v,
-                "why": "holds unless the kNN-LM's mean MAUVE beats the plain model's by more than twice the larger "
-                       "seed-to-seed sd (and 0.02), per feature kind; kinds disagreeing = mixed"})
+                "why": "per feature kind: does not hold if the kNN-LM's mean MAUVE beats the plain model's by more "
+                       "than twice the larger seed-to-seed sd (and 0.02), mixed if by more than 0.02 within that "
+                       "noise, else holds; kinds disagreeing = mixed"})
     # 2. per-token picture
     r = main_cell(results)["rows"]["tuned on validation"]
     worse, lower = r["frac_worse"], r["knn"]["ppl"] < r["base"]["ppl"]
