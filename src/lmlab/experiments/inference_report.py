@@ -459,7 +459,6 @@ def _lminfinite_claims(r: dict, setting: str) -> list[dict]:
     return out
 
 
-PASSKEY_LEARNED = 0.5   # exact match at the training length needed before beyond-length figures mean anything
 PASSKEY_MARGIN = 0.05   # the smallest difference that counts (also the tasks experiment's)
 
 
@@ -467,7 +466,7 @@ def _passkey_claim(r: dict, command: str) -> dict:
     """The rule of the tasks experiment's passkey claim (tasks_report.passkey_claim), with one seed: the
     model must retrieve at 1x, and LM-Infinite must beat vanilla beyond 1x at every depth by more than
     the margin and two standard errors of the difference (the tasks experiment uses the seed spread)."""
-    from .claims import claim
+    from .claims import PASSKEY_LEARNED, claim, passkey_verdict
 
     pk, ctx = r["passkey"], r["passkey_model"]["context"]
     depths = sorted({x["depth"] for x in pk})
@@ -483,15 +482,7 @@ def _passkey_claim(r: dict, command: str) -> dict:
         gains.append(li - va > max(PASSKEY_MARGIN, 2 * math.hypot(_se(li, n), _se(va, n))))
         parts.append(f"depth {d:g}: LM-Infinite {li:.2f} vs vanilla {va:.2f}")
     beyond = sorted({x["length"] for x in pk if x["length"] > ctx})
-    if at1 < PASSKEY_LEARNED:
-        verdict, why = "not measurable here", f"the model retrieves {at1:.2f} of the keys at its own training length " \
-                                               f"(needs {PASSKEY_LEARNED})"
-    elif all(gains):
-        verdict, why = "holds", "LM-Infinite beats vanilla beyond the training length at every depth"
-    elif any(gains):
-        verdict, why = "mixed", "LM-Infinite helps only at some depths (the key within n_local of the question)"
-    else:
-        verdict, why = "does not hold at this scale", "no gain over vanilla beyond the training length"
+    verdict, why = passkey_verdict(at1, gains)
     pm = r["passkey_model"]
     return claim(
         "LM-Infinite: Simple On-the-Fly Length Generalization for Large Language Models",

@@ -10,6 +10,7 @@ import statistics
 from pathlib import Path
 
 from . import common
+from .claims import passkey_verdict
 
 REPORT = "docs/experiments/tasks.md"
 PNG = "tasks_accuracy.png"
@@ -207,14 +208,7 @@ def passkey_claim(res: dict, cmd: str) -> dict:
     setting = (f"2-layer attention, d_model {res['model']['d_model']}, {pk['params']:,} params, context {pk['context']} "
                f"chars, {res['model']['steps']} steps, seeds {','.join(map(str, res['seeds']))}, "
                f"{res['settings']['passkey_examples']} prompts per cell")
-    if statistics.fmean(at1) < 0.5:
-        verdict, why = "not measurable here", "the model does not retrieve the key at its own training length"
-    elif all(gains):
-        verdict, why = "holds", "LM-Infinite beats vanilla beyond the training length at every depth"
-    elif any(gains):
-        verdict, why = "mixed", "LM-Infinite helps only where the key is within n_local of the question"
-    else:
-        verdict, why = "does not hold at this scale", "no gain over vanilla beyond the training length"
+    verdict, why = passkey_verdict(statistics.fmean(at1), gains)
     return claim("LM-Infinite: Simple On-the-Fly Length Generalization for Large Language Models",
                  "A Lambda-shaped mask with a distance cap keeps passkey retrieval working beyond the training length.",
                  setting, number, verdict, why, cmd)
