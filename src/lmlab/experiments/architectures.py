@@ -249,7 +249,7 @@ def settings(args) -> dict:
 def measure(args) -> dict:
     names = common.names(args.variants, VARIANTS, "--variants", "variant") or list(VARIANTS)
     scale_widths = [w for w in common.numbers(args.scale_widths, int, "--scale-widths") if w != args.width]
-    if any(w % 16 for w in [args.width] + scale_widths):  # 4 heads, and the M mixer's 32-channel heads at 2x width
+    if any(w % 16 for w in [args.width] + scale_widths):  # every width must split into the attention heads and the M mixer's heads
         raise LmlabError("--width and --scale-widths must be multiples of 16")
     skipped = {n: why for n in names if (why := missing_requirement(VARIANTS[n]))}
     names = [n for n in names if n not in skipped]

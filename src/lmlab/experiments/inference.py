@@ -47,8 +47,8 @@ PASSKEY_DEPTHS = (0.1, 0.5, 0.9, 1.0)   # 1.0: the key right before the question
 # depend on the weights); the trained one at batch 1 and 16, the larger one at batch 1.
 SPEED_MODELS = {"medium": dict(n_layers=6, d_model=384, n_heads=6, context=128, vocab_size=256)}
 SPEED_MULTIPLIERS = (1, 2, 4, 8, 16, 32, 64)
-SPEED_BATCH16_UP_TO = 32   # batch 16 stops at 32x: 64x would hold 16 vanilla caches of 8192 tokens, twice (copies)
-LONG_WINDOWS = 4           # perplexity windows per length (vanilla at 128x: a 16,384-token forward each)
+SPEED_BATCH16_UP_TO = 32   # longest length at batch 16: beyond it 16 copied vanilla caches outgrow a small machine
+LONG_WINDOWS = 4           # perplexity windows per length: each vanilla window at the longest length is one long forward
 LONG_MULTIPLIERS = (1, 2, 4, 8, 16, 32, 64, 128)   # perplexity windows, in training contexts
 PASSKEY_MULTIPLIERS = (1, 2, 4, 8)
 QUICK_LONG = (1, 2, 4)
@@ -115,7 +115,7 @@ def measure_speed(model, args) -> list[dict]:
     for name, kw in {} if args.quick else SPEED_MODELS.items():
         torch.manual_seed(0)
         models[name] = Transformer(ModelConfig(**kw)).eval()
-    # the larger model at batch 1 only: its batch-16 prefills of up to 32x the context dominated the part's time
+    # the larger model at batch 1 only: its long batch-16 prefills would dominate the part's time
     cells = {"trained": [((1, 8), (1, 16))] if args.quick else [
         (SPEED_MULTIPLIERS, (1,)), (tuple(m for m in SPEED_MULTIPLIERS if m <= SPEED_BATCH16_UP_TO), (16,))],
         **{name: [(SPEED_MULTIPLIERS, (1,))] for name in SPEED_MODELS}}
