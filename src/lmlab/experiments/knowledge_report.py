@@ -69,7 +69,7 @@ def curvature_verdict(part: dict) -> str:
     before_recite = np.mean([r["before"]["recitation"]["exact"] for r in seeds])
     before_bpb = np.mean([r["before"]["heldout_bpb"] for r in seeds])
     if before_recite < 0.2:
-        return (f"**inconclusive**: the model recites only {before_recite:.0%} of the planted sequences before "
+        return (f"**not measurable here**: the model recites only {before_recite:.0%} of the planted sequences before "
                 "any edit, so there is little memorisation to remove (train longer or plant more repeats).")
     def mean_at(i, key):
         return np.mean([key(r["edits"][i]) for r in seeds])
@@ -89,11 +89,11 @@ def curvature_verdict(part: dict) -> str:
     # the control shows the harm is not just "fewer components": a random mask of the same size must hurt more
     beats_control = random_rise is None or random_rise > rise
     holds = drop >= 0.5 and rise <= drop / 3 and beats_control
-    word = "**supported**" if holds else "**not supported**"
+    word = "**holds**" if holds else "**does not hold at this scale**"
     control_text = ("" if random_rise is None else
                     f"; the random mask of the same size raises them {random_rise:+.1%}")
     return (f"{word}: at rho={rho:g} the curvature edit removes {drop:.0%} of exact recitation while held-out "
-            f"bits per byte rise {rise:+.1%}{control_text} (claim counted as supported when recitation falls by at "
+            f"bits per byte rise {rise:+.1%}{control_text} (the claim holds when recitation falls by at "
             "least half, bits per byte rise by less than a third of that, and less than under the random mask; "
             "the rho shown is the one with the largest recitation drop minus bpb rise).")
 
@@ -275,8 +275,8 @@ Layer 0 is the embedding output.
 
 ![probe accuracy per layer]({png.as_posix()})
 
-**Verdict.** The best layer is {best}, {gain:+.3f} accuracy over the embedding layer
-({'**supported**' if gain > 0.02 else '**not supported**: the embeddings already carry as much'}).
+The best layer is {best}, {gain:+.3f} accuracy over the embedding layer
+({'the blocks add to what the embeddings carry' if gain > 0.02 else 'the embeddings already carry as much'}).
 """
 
 
@@ -699,8 +699,8 @@ def _claims_of(name: str, part: dict, s: dict) -> list[tuple]:
     """(claim, setting, number, verdict, why) of one part."""
     if name == "curvature":
         v = curvature_verdict(part)
-        verdict = ("not measurable here" if v.startswith("**inconclusive") else
-                   "holds" if v.startswith("**supported") else "does not hold at this scale")
+        verdict = ("not measurable here" if v.startswith("**not measurable") else
+                   "holds" if v.startswith("**holds") else "does not hold at this scale")
         seeds = list(part.values())
         rows = [f"rho {e['rho']:g}: recited {np.mean([r['edits'][i]['recitation']['exact'] for r in seeds]):.2f}, "
                 f"bpb {np.mean([r['edits'][i]['heldout_bpb'] for r in seeds]):.3f}"
