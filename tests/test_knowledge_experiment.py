@@ -85,3 +85,43 @@ def test_forgetting_that_erases_the_other_tasks_too_is_not_task_forgetting():
 
     assert forgetting_verdicts(_forgetting(0.24))["generalises"][0] == "mixed"  # language lost ~88% of its gain
     assert forgetting_verdicts(_forgetting(0.78))["generalises"][0] == "holds"
+
+
+def test_the_default_command_is_named_plainly_and_sweeps_the_issues_rho_range():
+    from lmlab.experiments.knowledge_report import command, defaults
+
+    s = defaults()
+    assert command(s) == "lmlab experiment knowledge"
+    assert {0.6, 0.7, 0.8} <= {float(r) for r in s["rhos"].split(",")}
+    assert command({**s, "steps": 7}).endswith("--steps 7 --n-layers 2 --d-model 96 --rhos " + s["rhos"]
+                                               + f" --planted {s['planted']} --planted-repeats {s['planted_repeats']} "
+                                               f"--prose-chars {s['prose_chars']} --facts-per-repeat "
+                                               f"{s['facts_per_repeat']} --curvature-tokens {s['curvature_tokens']}"
+                                               + "".join(f" --{k.replace('_', '-')} {s[k]}" for k in (
+                                                   "forget_task", "task_train", "task_test", "finetune_steps",
+                                                   "forget_steps", "finetune_lr", "moral_splits", "moral_candidates",
+                                                   "icl_steps", "icl_dim", "icl_classes", "icl_max_pairs")))
+
+
+def _edit(rho, mask, exact, bpb):
+    return {"rho": rho, "mask": mask, "kept_fraction": 0.5, "recitation": {"exact": exact}, "heldout_bpb": bpb}
+
+
+def test_a_curvature_edit_no_gentler_than_a_random_mask_does_not_support_the_claim():
+    from lmlab.experiments.knowledge_report import curvature_verdict
+
+    def part(random_bpb):
+        return {"0": {"before": {"recitation": {"exact": 0.8}, "heldout_bpb": 2.0},
+                      "edits": [_edit(0.7, "curvature", 0.0, 2.2), _edit(0.7, "random", 0.0, random_bpb)]}}
+
+    assert curvature_verdict(part(4.0)).startswith("**holds**")
+    assert curvature_verdict(part(2.1)).startswith("**does not hold at this scale**")  # the random mask harmed less
+
+
+def test_the_quick_run_records_its_wall_time_and_load(tmp_path):
+    doc = tmp_path / "knowledge.md"
+    assert main(["experiment", "knowledge", "--quick", "--parts", "icl", "--work", str(tmp_path / "runs"),
+                 "--doc", str(doc)]) == 0
+    t = json.loads((tmp_path / "knowledge-results.json").read_text())["timing"]
+    assert set(t) == {"wall_s", "load_1min_start", "load_1min_end"} and t["wall_s"] > 0
+    assert f"Wall time of the run that measured `icl`: {t['wall_s'] / 60:.1f} min" in doc.read_text(encoding="utf-8")

@@ -33,8 +33,8 @@ NAME = "knowledge"
 HELP = "memorisation vs curvature, calibration, hallucination of rare facts, linear probes"
 PARTS = ("curvature", "calibration", "hallucination", "probes", "forgetting", "moral", "icl")
 PROBE_LANGUAGES = ("de", "en", "es", "fr", "pl", "tr")  # one script: the bytes alone do not give it away
-DEFAULT_STEPS = 1500
-MODEL = dict(n_layers=4, d_model=128, n_heads=4, context=128, ffn="mlp")
+DEFAULT_STEPS = 1200
+MODEL = dict(n_layers=2, d_model=96, n_heads=4, context=128, ffn="mlp")
 QUICK_MODEL = dict(n_layers=1, d_model=32, n_heads=2, context=32, ffn="mlp")
 
 
@@ -42,26 +42,26 @@ def add_arguments(p) -> None:
     p.add_argument("--work", default="runs/knowledge", help="where the runs and corpora go")
     p.add_argument("--doc", default="docs/experiments/knowledge.md")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {', '.join(PARTS)}")
-    p.add_argument("--seeds", default="0", help="training seeds (comma-separated)")
+    p.add_argument("--seeds", default="0,1", help="training seeds (comma-separated)")
     p.add_argument("--steps", type=COUNT, default=DEFAULT_STEPS, help="training steps of each model")
     p.add_argument("--n-layers", type=COUNT, default=MODEL["n_layers"])
     p.add_argument("--d-model", type=COUNT, default=MODEL["d_model"])
-    p.add_argument("--rhos", default="0.95,0.8,0.6", help="curvature masses to edit at")
-    p.add_argument("--planted", type=COUNT, default=32, help="planted sequences (and as many held-out look-alikes)")
-    p.add_argument("--planted-repeats", type=COUNT, default=40)
-    p.add_argument("--prose-chars", type=COUNT, default=600_000, help="characters of real training prose")
-    p.add_argument("--facts-per-repeat", type=COUNT, default=50)
-    p.add_argument("--curvature-tokens", type=COUNT, default=32768)
+    p.add_argument("--rhos", default="0.99,0.95,0.9,0.8,0.7,0.6", help="curvature masses to edit at")
+    p.add_argument("--planted", type=COUNT, default=16, help="planted sequences (and as many held-out look-alikes)")
+    p.add_argument("--planted-repeats", type=COUNT, default=50)
+    p.add_argument("--prose-chars", type=COUNT, default=300_000, help="characters of real training prose")
+    p.add_argument("--facts-per-repeat", type=COUNT, default=25)
+    p.add_argument("--curvature-tokens", type=COUNT, default=16384)
     p.add_argument("--forget-task", default="author", choices=("language", "author", "shuffled"),
                    help="the task forgotten by random-label fine-tuning")
-    p.add_argument("--task-train", type=COUNT, default=400, help="training examples per label task")
-    p.add_argument("--task-test", type=COUNT, default=150, help="held-out examples per label task")
-    p.add_argument("--finetune-steps", type=COUNT, default=400, help="steps to solve the three tasks")
-    p.add_argument("--forget-steps", type=COUNT, default=400, help="steps of random-label fine-tuning")
+    p.add_argument("--task-train", type=COUNT, default=300, help="training examples per label task")
+    p.add_argument("--task-test", type=COUNT, default=100, help="held-out examples per label task")
+    p.add_argument("--finetune-steps", type=COUNT, default=200, help="steps to solve the three tasks")
+    p.add_argument("--forget-steps", type=COUNT, default=200, help="steps of random-label fine-tuning")
     p.add_argument("--finetune-lr", type=POSITIVE_FLOAT, default=1e-3)
     p.add_argument("--moral-splits", type=COUNT, default=10, help="random held-out splits of the phrases")
     p.add_argument("--moral-candidates", type=COUNT, default=8, help="sampled continuations per steering prompt")
-    p.add_argument("--icl-steps", type=COUNT, default=3000, help="training steps of the in-context regressor")
+    p.add_argument("--icl-steps", type=COUNT, default=600, help="training steps of the in-context regressor")
     p.add_argument("--icl-dim", type=COUNT, default=6)
     p.add_argument("--icl-classes", type=COUNT, default=4)
     p.add_argument("--icl-max-pairs", type=COUNT, default=32, help="most in-context pairs (also the training length)")
@@ -283,6 +283,10 @@ MEASURES = {"curvature": curvature_seed, "hallucination": hallucination_seed, "p
 def measure(args, parts: list[str]) -> dict:
     work = Path(args.work)
     seeds = common.numbers(args.seeds, int, "--seeds")
+    import os
+    import time
+
+    start, load_start = time.time(), os.getloadavg()[0]
     results = {"settings": settings(args), "machine": common.machine(), "parts": {}}
     need_curv = "curvature" in parts or "calibration" in parts
     by_seed = {}
@@ -300,6 +304,9 @@ def measure(args, parts: list[str]) -> dict:
         if part in by_seed:
             results["parts"][part] = by_seed[part]
     results["part_settings"] = {part: results["settings"] for part in results["parts"]}
+    # the page states how long the run took and how busy the shared machine was meanwhile
+    results["timing"] = {"wall_s": time.time() - start, "load_1min_start": load_start,
+                         "load_1min_end": os.getloadavg()[0]}
     return results
 
 

@@ -27,7 +27,20 @@ NEW_FLAGS = ("forget_task", "task_train", "task_test", "finetune_steps", "forget
              "moral_candidates", "icl_steps", "icl_dim", "icl_classes", "icl_max_pairs")
 
 
+def defaults() -> dict:
+    """The settings `lmlab experiment knowledge` runs with when given no options."""
+    import argparse
+
+    from .knowledge import add_arguments, settings
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return settings(p.parse_args([]))
+
+
 def command(s: dict) -> str:
+    if not s["quick"] and {k: s.get(k) for k in defaults()} == defaults():
+        return "lmlab experiment knowledge"
     if s["quick"]:
         flags = "--quick"
     else:
@@ -56,23 +69,33 @@ def curvature_verdict(part: dict) -> str:
     before_recite = np.mean([r["before"]["recitation"]["exact"] for r in seeds])
     before_bpb = np.mean([r["before"]["heldout_bpb"] for r in seeds])
     if before_recite < 0.2:
-        return (f"**inconclusive**: the model recites only {before_recite:.0%} of the planted sequences before "
+        return (f"**not measurable here**: the model recites only {before_recite:.0%} of the planted sequences before "
                 "any edit, so there is little memorisation to remove (train longer or plant more repeats).")
+    def mean_at(i, key):
+        return np.mean([key(r["edits"][i]) for r in seeds])
+
+    edits = seeds[0]["edits"]
     best = None
-    for i, e in enumerate(seeds[0]["edits"]):
+    for i, e in enumerate(edits):
         if e["mask"] != "curvature":
             continue
-        recite = np.mean([r["edits"][i]["recitation"]["exact"] for r in seeds])
-        bpb = np.mean([r["edits"][i]["heldout_bpb"] for r in seeds])
-        drop, rise = 1 - recite / before_recite, bpb / before_bpb - 1
+        drop = 1 - mean_at(i, lambda x: x["recitation"]["exact"]) / before_recite
+        rise = mean_at(i, lambda x: x["heldout_bpb"]) / before_bpb - 1
+        control = [j for j, c in enumerate(edits) if c["mask"] == "random" and c["rho"] == e["rho"]]
+        random_rise = mean_at(control[0], lambda x: x["heldout_bpb"]) / before_bpb - 1 if control else None
         if best is None or drop - rise > best[1] - best[2]:
-            best = (e["rho"], drop, rise)
-    rho, drop, rise = best
-    holds = drop >= 0.5 and rise <= drop / 3
-    word = "**supported**" if holds else "**not supported**"
+            best = (e["rho"], drop, rise, random_rise)
+    rho, drop, rise, random_rise = best
+    # the control shows the harm is not just "fewer components": a random mask of the same size must hurt more
+    beats_control = random_rise is None or random_rise > rise
+    holds = drop >= 0.5 and rise <= drop / 3 and beats_control
+    word = "**holds**" if holds else "**does not hold at this scale**"
+    control_text = ("" if random_rise is None else
+                    f"; the random mask of the same size raises them {random_rise:+.1%}")
     return (f"{word}: at rho={rho:g} the curvature edit removes {drop:.0%} of exact recitation while held-out "
-            f"bits per byte rise {rise:+.1%} (claim counted as supported when recitation falls by at least half "
-            "and bits per byte rise by less than a third of that).")
+            f"bits per byte rise {rise:+.1%}{control_text} (the claim holds when recitation falls by at "
+            "least half, bits per byte rise by less than a third of that, and less than under the random mask; "
+            "the rho shown is the one with the largest recitation drop minus bpb rise).")
 
 
 def plot_curvature(part: dict, png: Path) -> None:
@@ -252,8 +275,8 @@ Layer 0 is the embedding output.
 
 ![probe accuracy per layer]({png.as_posix()})
 
-**Verdict.** The best layer is {best}, {gain:+.3f} accuracy over the embedding layer
-({'**supported**' if gain > 0.02 else '**not supported**: the embeddings already carry as much'}).
+The best layer is {best}, {gain:+.3f} accuracy over the embedding layer
+({'the blocks add to what the embeddings carry' if gain > 0.02 else 'the embeddings already carry as much'}).
 """
 
 
@@ -605,15 +628,26 @@ SECTIONS = {"curvature": (plot_curvature, "knowledge-curvature.png"),
 
 
 def reduced_note(s: dict) -> str:
-    """A plain statement when the run was smaller than the experiment's defaults."""
+    """A plain statement of the scale, and of a run smaller than the experiment's defaults."""
     from .knowledge import DEFAULT_STEPS, MODEL
 
+    scale = (f"**Scale.** Byte-level models of {s['n_layers']} layers, width {s['d_model']}, {s['steps']} steps each "
+             "(the defaults are sized for a shared 2-core CPU). The numbers are "
+             "what such a small model does, not a reproduction at the papers' scale.\n\n")
     if s["steps"] >= DEFAULT_STEPS and s["n_layers"] >= MODEL["n_layers"] and s["d_model"] >= MODEL["d_model"]:
+        return scale
+    return (f"**Reduced run.** Smaller than the defaults ({MODEL['n_layers']} layers, width {MODEL['d_model']}, "
+            f"{DEFAULT_STEPS} steps per model). " + scale)
+
+
+def timing_note(results: dict) -> str:
+    """How long the last measuring run took and how busy the shared machine was (from the results JSON)."""
+    t = results.get("timing")
+    if not t:
         return ""
-    return (f"**Reduced run.** The defaults ({MODEL['n_layers']} layers, width {MODEL['d_model']}, {DEFAULT_STEPS} "
-            f"steps per model) did not fit the time available on a shared 2-core CPU; this page comes from "
-            f"{s['n_layers']} layers, width {s['d_model']}, {s['steps']} steps (the command below). The numbers are "
-            "what such a small model does, not a reproduction at the papers' scale.\n\n")
+    return (f"Wall time of the run that measured `{results['settings']['parts']}`: {t['wall_s'] / 60:.1f} min with "
+            f"{results['machine']['cpu_threads']} torch thread(s); 1-minute load average {t['load_1min_start']:.2f} "
+            f"at its start and {t['load_1min_end']:.2f} at its end (the machine is shared).\n")
 
 
 def part_settings(results: dict, name: str) -> dict:
@@ -642,7 +676,7 @@ def markdown(results: dict) -> str:
     return f"""# What a model memorises, knows and forgets
 
 {scale}{made}Regenerate: {' and '.join(f'`{c}`' for c in commands)} (`--render-only` redraws this page from `knowledge-results.json`).
-Measured on {common.describe(m)}, torch {m['torch']}. Every paper claim measured here is also listed,
+{timing_note(results)}Measured on {common.describe(m)}, torch {m['torch']}. Every paper claim measured here is also listed,
 with its verdict, under `claims` in `knowledge-results.json`.
 
 {chr(10).join(body)}"""
@@ -665,8 +699,8 @@ def _claims_of(name: str, part: dict, s: dict) -> list[tuple]:
     """(claim, setting, number, verdict, why) of one part."""
     if name == "curvature":
         v = curvature_verdict(part)
-        verdict = ("not measurable here" if v.startswith("**inconclusive") else
-                   "holds" if v.startswith("**supported") else "does not hold at this scale")
+        verdict = ("not measurable here" if v.startswith("**not measurable") else
+                   "holds" if v.startswith("**holds") else "does not hold at this scale")
         seeds = list(part.values())
         rows = [f"rho {e['rho']:g}: recited {np.mean([r['edits'][i]['recitation']['exact'] for r in seeds]):.2f}, "
                 f"bpb {np.mean([r['edits'][i]['heldout_bpb'] for r in seeds]):.3f}"
