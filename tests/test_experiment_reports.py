@@ -83,3 +83,16 @@ def test_the_committed_claims_index_is_current(tmp_path):
     page = tmp_path / "README.md"
     claims.index(DOCS, page)
     assert page.read_text() == (DOCS / "experiments" / "README.md").read_text()
+
+
+def test_inference_page_is_what_render_only_draws_from_its_committed_results(tmp_path):
+    # the page was once spliced by hand from several runs and showed numbers its results JSON did not hold
+    out, docs = tmp_path / "runs", tmp_path / "docs"
+    out.mkdir()
+    (docs / "experiments").mkdir(parents=True)
+    shutil.copy(DOCS / "inference-results.json", out / "results.json")
+    shutil.copy(DOCS / "experiments" / "knnlm-results.json", docs / "experiments" / "knnlm-results.json")
+    assert main(["experiment", "inference", "--render-only", "--out", str(out), "--docs", str(docs)]) == 0
+    assert (docs / "inference.md").read_text() == (DOCS / "inference.md").read_text()
+    committed = json.loads((DOCS / "inference-results.json").read_text())
+    assert json.loads((docs / "inference-results.json").read_text())["claims"] == committed["claims"]

@@ -17,15 +17,18 @@ function of the Python API. Facts from the papers are in `shared/PAPERS.md` sect
 | method | CLI | Python |
 |---|---|---|
 | LM-Infinite (Lambda mask, RoPE distance cap, middle-evicting KV cache) | `lmlab generate RUN --lm-infinite [--n-global 10 --n-local 0]`; `lmlab eval RUN --long`; `lmlab eval RUN --task passkey` | `lmlab.infer.lminfinite.lm_infinite(model, n_global, n_local)`, `.sample_ids`, `lmlab.eval.long.evaluate_long`, `lmlab.eval.passkey.evaluate` |
-| kNN-LM | `lmlab knn build RUN --data CORPUS -o STORE [--split train --index auto]`; `lmlab eval RUN --knn STORE --lmbda 0.25 --k 1024 --temperature T`; `lmlab generate RUN --knn STORE --lmbda L --k K --knn-temperature T` | `lmlab.infer.knnlm.build / Datastore.load / evaluate / generate_ids` |
+| kNN-LM | `lmlab knn build RUN --data CORPUS -o STORE [--split train --index auto]`; `lmlab eval RUN --knn STORE --lmbda 0.25 --k 1024 --knn-temperature T`; `lmlab generate RUN --knn STORE --lmbda L --k K --knn-temperature T` | `lmlab.infer.knnlm.build / Datastore.load / evaluate / generate_ids` |
 | layer voids (L2 adaptive computation) | `lmlab eval RUN --voids 0.8 --void-mode last`; `lmlab generate RUN --voids 0.8 [--void-mode detect/last/skip]` (rates on stderr) | `with lmlab.infer.voids.LayerVoids(model, alpha, mode) as lv: ...; lv.rates()` |
 | greedy / beam search | `lmlab generate RUN --temperature 0`; `--beam N [--length-penalty A]` | `lmlab.infer.beam.beam_search(model, ids, n, beam)` |
 | conditional beam search | `lmlab generate RUN --beam 4 --degeneracy CLASSIFIER.json [--attribute-weight 1]` | `lmlab.infer.degeneracy.train_on_samples`, `attribute_fn`, `beam_search(..., attribute=)` |
 | in-context navigation | `lmlab generate RUN --icn N` | `lmlab.infer.icn.navigate(model, tokenizer, prompt, n)` |
 | hidden-state optimisation | `lmlab generate RUN --hso STEPS --hso-lr LR`; `lmlab eval RUN --hso STEPS --hso-lr LR [--hso-chunk N]` | `lmlab.infer.hso.prefill(Setting(steps, lr))` for `generate(..., prefill=)`, `.continue_logits`, `.evaluate`, `.choice_loglikelihoods` |
 
-Only one of these per `generate`/`eval` call. Speed is measured by
+Only one of these per `generate`/`eval` call, and they run in float32. Speed is measured by
 `python benchmarks/decode_speed.py [RUN] [--batches 1,16]` (JSON, LM-Infinite vs vanilla in the same run).
+Plain sampling has its own speed options, `--dtype bfloat16|int8` and `--compile`
+(`lmlab eval --dtype` scores a model the same way); they are measured in
+[performance.md](performance.md#generation).
 
 ## How each works here
 - **LM-Infinite** wraps the attention modules from outside (`enable`/`disable`, no model edit):
@@ -91,6 +94,16 @@ def _table(header: list[str], rows: list[list]) -> str:
 def _fig(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     return common.pyplot()
+
+
+def _model_of(r: dict) -> str:
+    """The model and command a part was measured with: parts of one page may come from different runs."""
+    mo = r.get("model")
+    if not mo:
+        return "The tinyshakespeare model"
+    made = f"; measured by `{r['command']}`" if "command" in r else ""
+    return (f"The tinyshakespeare model ({mo['layers']} layers, d_model {mo['d_model']}, {mo['steps']} steps of "
+            f"{mo['batch']} x {mo['context']} tokens{made})")
 
 
 def _lminfinite(r: dict, figs: Path) -> str:
@@ -220,7 +233,7 @@ def _knn_note(docs: Path, better: float) -> str:
 
 def _knn(r: dict, figs: Path) -> str:
     md = ["## kNN-LM\n",
-          "Same tinyshakespeare model. Datastores from the *training* split of each corpus, evaluated on the "
+          f"{_model_of(r)}. Datastores from the *training* split of each corpus, evaluated on the "
           "held-out split; k = 1024. Perplexity is per character token. `better`/`worse` = fraction of "
           "tokens whose log-probability rose/fell with kNN (the critique's first measurement; the critique as a "
           "whole, generation quality included, is measured in [experiments/knnlm.md](experiments/knnlm.md)).\n"]
@@ -290,7 +303,7 @@ def _knn(r: dict, figs: Path) -> str:
 def _voids(r: dict, figs: Path) -> str:
     p, L = r["plain"], len(r["rates"]["prompt"])
     md = ["## Layer voids\n",
-          f"Same tinyshakespeare model ({L} layers), {r['eval_tokens']:,} held-out tokens for bits per byte, and "
+          f"{_model_of(r)}, {r['eval_tokens']:,} held-out tokens for bits per byte, and "
           f"{r['items']} four-way multiple-choice items cut from the held-out text (`lmlab.eval.choice`: a 64-character "
           "passage, the true 32-character continuation among three from elsewhere; chance 0.25, one accuracy's "
           f"standard error about {_se(p['mc_acc'], r['items']):.3f}). `detect` leaves the output alone; `last` answers "
@@ -353,9 +366,7 @@ def _closest_depth(first_layers: list[dict], void_share: float, n_layers: int) -
 
 def _decoding(r: dict) -> str:
     c = r["classifier"]
-    mo = r.get("model")
-    same = (f"The tinyshakespeare model ({mo['layers']} layers, d_model {mo['d_model']}, {mo['steps']} steps; measured by "
-            f"`{r['command']}`)" if mo and "command" in r else "Same model")
+    same = _model_of(r)
     md = ["## Beam, conditional beam and in-context navigation\n",
           f"{same}; {r.get('prompts', 12)} held-out 48-character prompts, {r.get('new_tokens', 100)} new tokens. "
           f"Degeneracy classifier: "
@@ -384,17 +395,21 @@ def write_report(results: dict, docs: Path) -> Path:
         m = results["machine"]
         walls = ", ".join(f"{p} {results[p]['wall_s'] / 60:.1f} min" for p in ("lminfinite", "knn", "voids", "decoding")
                           if p in results and "wall_s" in results[p])
-        mo = results.get("model", {})
-        parts.append(f"## Measurements\n\nRegenerate everything: `{results.get('command', COMMAND)}` (trains the two "
+        from .inference import MODEL  # the defaults, whatever run measured the parts
+
+        d = {"layers": MODEL.model.n_layers, "d_model": MODEL.model.d_model, "heads": MODEL.model.n_heads,
+             "context": MODEL.model.context, "steps": MODEL.train.max_steps, "batch": MODEL.train.batch_size}
+        parts.append(f"## Measurements\n\nRegenerate everything: `{COMMAND}` (trains the two "
                      f"small models first if `runs/infer` lacks them; `--parts knn` etc. for a subset; "
                      f"`--render-only` redraws this page from `runs/infer/results.json`, copied to "
                      f"`docs/inference-results.json`). "
                      f"Measured on {m['cpu']}, {m['threads']} thread(s), torch {m['torch']}, a CPU shared with other "
-                     f"jobs (timings are same-run ratios). The main model: char-level, {mo.get('layers')} layers, "
-                     f"d_model {mo.get('d_model')}, {mo.get('heads')} heads, RoPE, context {mo.get('context')}, "
-                     f"{m['params']:,} parameters, {mo.get('steps')} steps of {mo.get('batch')} x {mo.get('context')} "
-                     f"tokens on the tinyshakespeare training split (`MODEL` in `lmlab/experiments/inference.py`). "
-                     f"Wall time per part in the last run: {walls}."
+                     f"jobs (timings are same-run ratios). The default model: char-level, {d['layers']} layers, "
+                     f"d_model {d['d_model']}, {d['heads']} heads, RoPE, context {d['context']}, {d['steps']} steps "
+                     f"of {d['batch']} x {d['context']} tokens on the tinyshakespeare training split (`MODEL` in "
+                     "`lmlab/experiments/inference.py`). Each section names the model and the command its numbers "
+                     f"come from, since parts may be measured by different runs. Wall time per part, each in the run "
+                     f"that measured it: {walls}."
                      + ("" if "knn" in results else " kNN-LM is not in these results (`--parts knn` measures it).")
                      + "\n")
     if "lminfinite" in results:
