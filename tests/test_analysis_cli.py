@@ -97,3 +97,34 @@ def test_a_model_without_attention_is_refused_for_head_analyses(tmp_path, capsys
     checkpoint.save(tmp_path / "ssm", 0, Transformer(cfg.model), None, tok, cfg, {})
     err = bad(capsys, tmp_path, str(tmp_path / "ssm"), "--what", "heads")
     assert err == "error: --what heads needs attention, and the model's pattern 'MF' has no 'A'\n"
+
+
+def test_progress_bar_counts_forward_passes_and_removes_its_hook_even_after_an_error(run, monkeypatch):
+    import io
+
+    from lmlab.analysis.progress import forward_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stderr", Terminal())  # tqdm draws only on a terminal
+
+    model = Transformer(config.load("tiny", ["model.n_layers=2", "model.vocab_size=16"]).model)
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    with forward_bar(model, "t", show=True) as bar:
+        model(ids)
+        model(ids)
+    assert bar.n == 2 and not model._forward_hooks and "t: " in __import__("sys").stderr.getvalue()
+    with pytest.raises(RuntimeError), forward_bar(model, "t", show=False):
+        raise RuntimeError("inside")
+    assert not model._forward_hooks
+
+
+def test_quiet_and_default_write_the_same_json_on_stdout(run, tmp_path, capsys):
+    outs = []
+    for extra in ([], ["--quiet"]):
+        assert main(["analyze", str(run), "--what", "trajectory", "--prompt", "To be", "-o",
+                     str(tmp_path / f"o{len(outs)}"), *extra]) == 0
+        outs.append(capsys.readouterr().out.replace(str(tmp_path / f"o{len(outs)}"), "OUT"))
+    assert outs[0] == outs[1] and json.loads(outs[0])["what"] == "trajectory"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..analysis.progress import forward_bar
 from ..errors import LmlabError
 from ..options import COUNT, NONNEG_INT
 from .common import load_model_arg, print_json, read_text_file
@@ -43,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--scales", default="0,0.5,1.5,2,3,5", help="laundry: scales of the channel to try (comma list in [0, 100])")
     p.add_argument("--controls", type=COUNT, default=4, help="laundry: random directions in the control")
     p.add_argument("--device", default="cpu")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (it is on stderr, and off anyway when stderr is not a terminal)")
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="output directory (created)")
     p.set_defaults(func=run)
 
@@ -93,6 +96,7 @@ def run(args) -> int:
     model, tokenizer, cfg = load_model_arg(args.run, args.device)
     model.eval()
     text = lambda i: tokenizer.token_text(i)
+    ids = None  # heads and laundry read no text
     if args.what in TEXT_WHAT:
         ids = _text_ids(args, tokenizer)
         if args.tuned_lens and len(ids) < 6:
@@ -102,6 +106,15 @@ def run(args) -> int:
     report.validate(model, args.what, args.layer, args.names, args.rank_top)
     task = report.load_laundry(args.task) if args.what == "laundry" else None
     out.mkdir(parents=True, exist_ok=True)  # only once the input is known to be good
+    with forward_bar(model, args.what, show=not args.quiet):
+        result = _analyse(args, model, tokenizer, ids, task, scales, text, out)
+    print_json({"what": args.what, **result})
+    return 0
+
+
+def _analyse(args, model, tokenizer, ids, task, scales, text, out: Path) -> dict:
+    from ..analysis import report
+
     if args.what == "heads":
         result = report.heads_report(model, out)
     elif args.what == "lens":
@@ -119,5 +132,4 @@ def run(args) -> int:
         result = report.patterns_report(model, ids, text, out, args.layer)
     else:
         result = report.cache_report(model, ids, args.names, out)
-    print_json({"what": args.what, **result})
-    return 0
+    return result
