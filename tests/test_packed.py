@@ -9,7 +9,7 @@ from torch import nn
 from lmlab.model.packed import PackedLinear, can_pack, pack_linears
 
 pytestmark = pytest.mark.skipif(not can_pack(torch.device("cpu"), torch.bfloat16),
-                                reason="this torch build has no oneDNN")
+                                reason="oneDNN here has no native bf16 (this CPU lacks the bf16 instructions), so nothing is packed")
 
 
 @pytest.mark.parametrize("shape", [(1, 64), (16, 64), (2, 5, 64), (300, 64)])
