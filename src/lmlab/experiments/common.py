@@ -215,3 +215,37 @@ def numbers(text: str, kind, flag: str) -> list:
         return [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise LmlabError(f"{flag} must be a comma-separated list of numbers, not {text!r}") from None
+
+
+# --- the wall time of a measuring run, and its command's defaults ------------------------------
+def timing_start() -> tuple[float, float]:
+    """(wall clock, 1-minute load) at the start of a measuring run."""
+    import time
+
+    return time.time(), os.getloadavg()[0]
+
+
+def timing(start: tuple[float, float]) -> dict:
+    """The `timing` record of a results JSON: how long the run took, how busy the shared machine was."""
+    import time
+
+    return {"wall_s": time.time() - start[0], "load_1min_start": start[1], "load_1min_end": os.getloadavg()[0]}
+
+
+def timing_note(results: dict, what: str = "the run") -> str:
+    """The page's line on the `timing` record ('' for results that predate it)."""
+    t = results.get("timing")
+    if not t:
+        return ""
+    return (f"Wall time of {what}: {t['wall_s'] / 60:.1f} min with {results['machine']['cpu_threads']} torch "
+            f"thread(s); 1-minute load average {t['load_1min_start']:.2f} at its start and "
+            f"{t['load_1min_end']:.2f} at its end (the machine is shared).\n")
+
+
+def argparse_defaults(add_arguments) -> dict:
+    """What an experiment's options default to, so a page made by the default run can say so."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return vars(parser.parse_args([]))

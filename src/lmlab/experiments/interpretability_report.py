@@ -24,30 +24,12 @@ def command(s: dict) -> str:
              "laundry_steps", "laundry_examples", "laundry_test", "laundry_d_model", "laundry_context",
              "laundry_batch_size", "laundry_lr", "mix_chars", "d_model",
              "context", "batch_size", "eval_tokens", "icn_prompts", "icn_answers", "controls", "seed")
-    defaults = _defaults()
+    from .interpretability import add_arguments
+
+    defaults = common.argparse_defaults(add_arguments)
     given = [f"--{k.replace('_', '-')} {s[k]}" for k in ("work",) + flags  # older results lack the newer flags
              if k in s and s[k] != defaults.get(k)]
     return " ".join(["lmlab experiment interpretability"] + given)
-
-
-def _defaults() -> dict:
-    """The command's defaults, so a page made by the default run says so in its command."""
-    import argparse
-
-    from .interpretability import add_arguments
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return vars(parser.parse_args([]))
-
-
-def _wall(results: dict) -> str:
-    w = results.get("wall")
-    if not w:
-        return ""
-    threads = f"{w['threads']} torch thread(s)" if w.get("threads") else "the default torch threads"
-    return (f"Wall time of the run: {w['seconds'] / 60:.1f} min with {threads}; 1-minute load average "
-            f"{w['load_start']:.2f} at its start and {w['load_end']:.2f} at its end (the machine is shared).\n")
 
 
 def _verdict(holds: bool, mixed: bool = False) -> str:
@@ -254,7 +236,7 @@ def markdown(results: dict) -> str:
 
 {quick}Regenerate: `{command(s)}` (runs and raw analyses land in `{s['work']}`; finished runs are
 reused; `--render-only` rewrites this page from `interpretability-results.json`).
-{_wall(results)}Measured on {common.describe(m)}, torch {m['torch']}.
+{common.timing_note(results)}Measured on {common.describe(m)}, torch {m['torch']}.
 
 | paper | claim | measured | verdict |
 |---|---|---|---|

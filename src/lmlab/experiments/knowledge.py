@@ -283,10 +283,7 @@ MEASURES = {"curvature": curvature_seed, "hallucination": hallucination_seed, "p
 def measure(args, parts: list[str]) -> dict:
     work = Path(args.work)
     seeds = common.numbers(args.seeds, int, "--seeds")
-    import os
-    import time
-
-    start, load_start = time.time(), os.getloadavg()[0]
+    start = common.timing_start()
     results = {"settings": settings(args), "machine": common.machine(), "parts": {}}
     need_curv = "curvature" in parts or "calibration" in parts
     by_seed = {}
@@ -305,8 +302,7 @@ def measure(args, parts: list[str]) -> dict:
             results["parts"][part] = by_seed[part]
     results["part_settings"] = {part: results["settings"] for part in results["parts"]}
     # the page states how long the run took and how busy the shared machine was meanwhile
-    results["timing"] = {"wall_s": time.time() - start, "load_1min_start": load_start,
-                         "load_1min_end": os.getloadavg()[0]}
+    results["timing"] = common.timing(start)
     return results
 
 

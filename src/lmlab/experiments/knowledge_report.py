@@ -33,9 +33,7 @@ def defaults() -> dict:
 
     from .knowledge import add_arguments, settings
 
-    p = argparse.ArgumentParser()
-    add_arguments(p)
-    return settings(p.parse_args([]))
+    return settings(argparse.Namespace(**common.argparse_defaults(add_arguments)))
 
 
 def command(s: dict) -> str:
@@ -640,16 +638,6 @@ def reduced_note(s: dict) -> str:
             f"{DEFAULT_STEPS} steps per model). " + scale)
 
 
-def timing_note(results: dict) -> str:
-    """How long the last measuring run took and how busy the shared machine was (from the results JSON)."""
-    t = results.get("timing")
-    if not t:
-        return ""
-    return (f"Wall time of the run that measured `{results['settings']['parts']}`: {t['wall_s'] / 60:.1f} min with "
-            f"{results['machine']['cpu_threads']} torch thread(s); 1-minute load average {t['load_1min_start']:.2f} "
-            f"at its start and {t['load_1min_end']:.2f} at its end (the machine is shared).\n")
-
-
 def part_settings(results: dict, name: str) -> dict:
     return results.get("part_settings", {}).get(name, results["settings"])
 
@@ -676,7 +664,7 @@ def markdown(results: dict) -> str:
     return f"""# What a model memorises, knows and forgets
 
 {scale}{made}Regenerate: {' and '.join(f'`{c}`' for c in commands)} (`--render-only` redraws this page from `knowledge-results.json`).
-{timing_note(results)}Measured on {common.describe(m)}, torch {m['torch']}. Every paper claim measured here is also listed,
+{common.timing_note(results, 'the run that measured `' + results['settings']['parts'] + '`')}Measured on {common.describe(m)}, torch {m['torch']}. Every paper claim measured here is also listed,
 with its verdict, under `claims` in `knowledge-results.json`.
 
 {chr(10).join(body)}"""
