@@ -6,7 +6,10 @@ Two runs, both on `--corpus` (default tinyshakespeare from ../shared/data), char
   (analysis/lens.py), attention sinks, massive activations and the redistribution experiment with
   its control (analysis/sinks.py);
 - the Laundry List model (two blocks): trained on the task's training examples with the loss on
-  the answers only (`--laundry-data task`, data.task), or on the corpus's training part *mixed*
+  the answers only (`--laundry-data task`, data.task) after a warm-up on short lists (a curriculum:
+  `--laundry-warmup-steps` on `--laundry-warmup-lengths`, then `lmlab finetune`'s machinery carries
+  the weights on to all lengths; mixing long lists in from the start leaves the task unlearned),
+  or on the corpus's training part *mixed*
   with the examples (`mix`: one example line after every `--mix-chars` characters of text, the
   loss on every token); then scored on
   the task's test split by list length, its mover and inhibition heads found by composition score
@@ -26,6 +29,7 @@ NAME = "interpretability"
 HELP = "Talking Heads / Laundry List, trajectories, vocabulary key space, attention sinks, measured here"
 QUICK = dict(text_steps=4, laundry_steps=4, text_layers=2, d_model=32, context=64, laundry_d_model=32,
              laundry_context=32, batch_size=4, laundry_batch_size=8, laundry_examples=200, laundry_test=40,
+             laundry_warmup_steps=4, laundry_warmup_examples=100, laundry_warmup_batch_size=8,
              eval_tokens=256, icn_prompts=2, icn_answers=2, controls=1)
 LAUNDRY_DATA = ("task", "mix")
 
@@ -38,7 +42,13 @@ def add_arguments(p) -> None:
     p.add_argument("--text-layers", type=COUNT, default=4)
     p.add_argument("--laundry-data", choices=LAUNDRY_DATA, default="task",
                    help="task: the examples alone, the loss on the answers; mix: text mixed with them, loss on all")
-    p.add_argument("--laundry-steps", type=COUNT, default=1500)
+    p.add_argument("--laundry-steps", type=COUNT, default=400, help="steps on all the lengths (after the warm-up)")
+    p.add_argument("--laundry-warmup-steps", type=NONNEG_INT, default=600,
+                   help="--laundry-data task: steps on short lists first (0: none, all lengths from the start)")
+    p.add_argument("--laundry-warmup-lengths", default="2,3", help="list lengths of the warm-up")
+    p.add_argument("--laundry-warmup-examples", type=COUNT, default=3500,
+                   help="warm-up training examples (short lists have few distinct inputs: 2,3 of 10 items, ~4480)")
+    p.add_argument("--laundry-warmup-batch-size", type=COUNT, default=64)
     p.add_argument("--laundry-examples", type=COUNT, default=40000, help="Laundry List training examples")
     p.add_argument("--laundry-test", type=COUNT, default=600, help="test examples (validation: half as many)")
     p.add_argument("--laundry-d-model", type=COUNT, default=64)
@@ -70,7 +80,8 @@ def results_path(doc: Path) -> Path:
 
 def settings(args) -> dict:
     keys = ("work", "corpus", "text_steps", "text_layers", "laundry_data", "laundry_steps", "laundry_examples",
-            "laundry_test", "laundry_d_model", "laundry_context", "laundry_batch_size", "laundry_lr", "mix_chars", "d_model", "context", "batch_size", "eval_tokens", "icn_prompts", "icn_answers", "controls", "seed",
+            "laundry_test", "laundry_warmup_steps", "laundry_warmup_lengths",
+            "laundry_warmup_examples", "laundry_warmup_batch_size", "laundry_d_model", "laundry_context", "laundry_batch_size", "laundry_lr", "mix_chars", "d_model", "context", "batch_size", "eval_tokens", "icn_prompts", "icn_answers", "controls", "seed",
             "max_minutes", "laundry_vocab", "laundry_lengths", "quick")
     return {k: getattr(args, k) for k in keys}
 
@@ -88,17 +99,64 @@ def run_config(args, corpus: str, layers: int, steps: int, d_model: int, context
                    device=args.device, threads=args.threads, dtype="float32", progress=False))
 
 
-def laundry_task(work: Path, args) -> Path:
+def laundry_overrides(args, lengths: str | None = None, n_train: int | None = None) -> list[str]:
+    """The task generator's settings of the main task, or with other lengths / size (the warm-up's)."""
+    return [f"n_train={n_train or args.laundry_examples}", f"n_validation={max(1, args.laundry_test // 2)}",
+            f"n_test={args.laundry_test}", f"vocab={args.laundry_vocab}",
+            f"lengths={lengths or args.laundry_lengths}", f"seed={args.seed}"]
+
+
+def laundry_task(work: Path, args, name: str = "laundry-task", lengths: str | None = None,
+                 n_train: int | None = None) -> Path:
     """The task directory (train / validation / test), made once."""
     from ..eval import tasks
 
-    out = work / "laundry-task"
+    out = work / name
     if not (out / "test.jsonl").is_file():
-        tasks.make("laundry", [f"n_train={args.laundry_examples}", f"n_validation={max(1, args.laundry_test // 2)}",
-                               f"n_test={args.laundry_test}", f"vocab={args.laundry_vocab}",
-                               f"lengths={args.laundry_lengths}",
-                               f"seed={args.seed}"], out)
+        tasks.make("laundry", laundry_overrides(args, lengths, n_train), out)
     return out
+
+
+def check_laundry(args) -> None:
+    """Refuse bad Laundry List settings before anything is written or trained."""
+    from ..errors import LmlabError
+    from ..eval import tasks
+
+    if args.laundry_data == "mix" and args.laundry_warmup_steps:
+        raise LmlabError("--laundry-data mix trains on the mixed text from scratch, without the short-list "
+                         "warm-up: add --laundry-warmup-steps 0")
+    gen = tasks.get("laundry")
+    gen.settings(laundry_overrides(args))
+    if args.laundry_warmup_steps:
+        try:
+            gen.settings(laundry_overrides(args, args.laundry_warmup_lengths, args.laundry_warmup_examples))
+        except LmlabError as e:
+            raise LmlabError(f"--laundry-warmup-lengths {args.laundry_warmup_lengths}: {e}") from None
+
+
+def train_laundry(args, work: Path, task_dir: Path, corpus: str, task: str):
+    """(model, tokenizer, config) of the Laundry List run in work/laundry: with a warm-up, a run on
+    short lists (work/laundry-warmup) fine-tuned on all lengths for --laundry-steps (the finetune
+    machinery: the same loop resumed from the warm-up's weights, the loss on the answers only);
+    without one, --laundry-steps from scratch. Finished runs are reused."""
+    from ..checkpoint import load_model
+    from ..train.finetune import finetune
+
+    out = work / "laundry"
+    if not args.laundry_warmup_steps:
+        return common.train_or_reuse(
+            run_config(args, corpus, 2, args.laundry_steps, args.laundry_d_model, args.laundry_context, task=task,
+                       batch_size=args.laundry_batch_size, lr=args.laundry_lr), out)
+    short = laundry_task(work, args, "laundry-warmup-task", args.laundry_warmup_lengths, args.laundry_warmup_examples)
+    common.train_or_reuse(
+        run_config(args, corpus, 2, args.laundry_warmup_steps, args.laundry_d_model, args.laundry_context,
+                   task=str(short.resolve()), batch_size=args.laundry_warmup_batch_size, lr=args.laundry_lr),
+        work / "laundry-warmup")
+    if (_last(out, "step") or 0) < args.laundry_steps:  # finetune writes its step-0 checkpoint first
+        shutil.rmtree(out, ignore_errors=True)
+        finetune(work / "laundry-warmup", out, task_dir, args.laundry_steps, args.laundry_lr,
+                 args.laundry_batch_size, args.seed, args.device, echo=common.quiet)
+    return load_model(out)
 
 
 def mixed_corpus(text: str, task_dir: Path, path: Path, every: int) -> Path:
@@ -168,7 +226,10 @@ def measure(args, doc: Path) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(args.work)
-    task_dir = laundry_task(work, args)  # first: bad task settings are refused before any training
+    check_laundry(args)  # first: bad task settings are refused before anything is written or trained
+    task_dir = laundry_task(work, args)
+    if args.laundry_warmup_steps:
+        laundry_task(work, args, "laundry-warmup-task", args.laundry_warmup_lengths, args.laundry_warmup_examples)
     text_cfg = run_config(args, args.corpus, args.text_layers, args.text_steps, args.d_model, args.context)
     model, tokenizer, cfg = common.train_or_reuse(text_cfg, work / "text")
     model.eval()
@@ -181,9 +242,7 @@ def measure(args, doc: Path) -> dict:
         corpus, task = str(mixed_corpus(train_text, task_dir, work / "laundry-mix.txt", args.mix_chars)), ""
     else:
         corpus, task = args.corpus, str(task_dir.resolve())
-    lmodel, ltok, _ = common.train_or_reuse(
-        run_config(args, corpus, 2, args.laundry_steps, args.laundry_d_model, args.laundry_context, task=task,
-                   batch_size=args.laundry_batch_size, lr=args.laundry_lr), work / "laundry")
+    lmodel, ltok, _ = train_laundry(args, work, task_dir, corpus, task)
     lmodel.eval()
     d = work / "analysis" / "laundry"
     d.mkdir(parents=True, exist_ok=True)
