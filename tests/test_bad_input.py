@@ -82,6 +82,7 @@ CASES = [
     ("type", "experiment tasks --parts nope --out {p}/exp --docs {p}/exp", "unknown part 'nope'", None),
     ("range", "experiment tasks --seeds -1 --out {p}/exp --docs {p}/exp", "--seeds", None),
     ("range", "experiment tasks --jobs 0 --out {p}/exp --docs {p}/exp", "--jobs: must be >= 1", None),
+    ("range", "experiment tasks --passkey-steps 0 --out {p}/exp --docs {p}/exp", "--passkey-steps: must be >= 1", None),
     ("type", "experiment tasks --jobs two --out {p}/exp --docs {p}/exp", "--jobs", None),
     ("range", "experiment objectives --seeds 1,1 --out {p}/exp --docs {p}/exp", "--seeds must be distinct", None),
     ("type", "experiment objectives --seeds one --out {p}/exp --docs {p}/exp", "--seeds must be a comma-separated", None),

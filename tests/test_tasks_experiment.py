@@ -43,6 +43,7 @@ def test_tasks_quick_end_to_end(tmp_path):
         assert f"| attention (AF) | `AF` | {s['d_ff']} | {s['params']:,} | {tasks_report.fmt(s['accuracy'])} |" in page
     multipliers = sorted({r["multiplier"] for r in res["passkey"]["rows"]})
     assert len(res["passkey"]["rows"]) == 2 * len(tasks.PASSKEY_MULTIPLIERS) * len(tasks.PASSKEY_DEPTHS)
+    assert res["passkey"]["model"]["steps"] == tasks.QUICK["passkey_steps"]  # its own training length
     assert multipliers == list(tasks.PASSKEY_MULTIPLIERS)
     assert {r["method"] for r in res["passkey"]["rows"]} == {"vanilla", "lminfinite"}
 

@@ -45,7 +45,7 @@ PASSKEY_MULTIPLIERS = (1, 2, 4)
 PASSKEY_DEPTHS = (0.5, 1.0)
 SIZES = {"n_train": 6000, "n_validation": 200, "n_test": 300}
 QUICK_SIZES = {"n_train": 200, "n_validation": 40, "n_test": 12}
-QUICK = {"steps": 3, "seeds": "1", "passkey_examples": 1}
+QUICK = {"steps": 3, "passkey_steps": 3, "seeds": "1", "passkey_examples": 1}
 
 
 def add_arguments(p) -> None:
@@ -53,6 +53,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seeds", default="1,2", help="training seeds, comma-separated (default 1,2)")
     p.add_argument("--steps", type=COUNT, default=1000, help="training steps per model (default 1000)")
     p.add_argument("--d-model", type=COUNT, default=64, help="width of every model (default 64)")
+    # its own budget: the passkey model reads 200-char prompts, the others 40-75, so it costs the most
+    p.add_argument("--passkey-steps", type=COUNT, default=1000, help="training steps of the passkey models (default 1000)")
     p.add_argument("--passkey-examples", type=COUNT, default=20, help="passkey prompts per length and depth")
     p.add_argument("--threads", type=COUNT, default=1, help="torch threads per model (default 1: robust on a shared CPU)")
     p.add_argument("--jobs", type=COUNT, default=common.default_jobs(),
@@ -65,19 +67,21 @@ def add_arguments(p) -> None:
 
 
 # --- configs ----------------------------------------------------------------------------------
-def base_config(task_dir, context: int, args, seed: int, pattern: str = "AF", d_ff: int = 0, **model):
-    """A 2-layer char model on a task directory; everything but the pattern, d_ff and seed shared."""
+def base_config(task_dir, context: int, args, seed: int, pattern: str = "AF", d_ff: int = 0, steps: int = 0,
+                **model):
+    """A 2-layer char model on a task directory; everything but the pattern, d_ff and seed shared
+    (`steps`: 0 for --steps)."""
     from .. import config
 
-    d = args.d_model
+    d, steps = args.d_model, steps or args.steps
     return config.Config(
         model=config.ModelConfig(n_layers=2, d_model=d, n_heads=4, context=context, pattern=pattern, d_ff=d_ff,
                                  ssm_head_dim=min(32, 2 * d), **model),
         tokenizer=config.TokenizerConfig(kind="char"),
         data=config.DataConfig(task=str(task_dir)),
-        train=config.TrainConfig(max_steps=args.steps, batch_size=32, lr=3e-3, min_lr=3e-4,
-                                 warmup_steps=min(100, args.steps // 10), weight_decay=0.0, eval_every=0,
-                                 ckpt_every=args.steps, dtype="float32", device="cpu", progress=False, seed=seed,
+        train=config.TrainConfig(max_steps=steps, batch_size=32, lr=3e-3, min_lr=3e-4,
+                                 warmup_steps=min(100, steps // 10), weight_decay=0.0, eval_every=0,
+                                 ckpt_every=steps, dtype="float32", device="cpu", progress=False, seed=seed,
                                  threads=args.threads))
 
 
@@ -294,7 +298,8 @@ def plan(parts: list[str], args, seeds: list[int], out: Path, sizes: dict) -> tu
         sections["passkey"] = {"context": context, "task_settings": PASSKEY, "n_local": context, "n_global": 10}
         keys["passkey"] = [("passkey", "attention", s) for s in seeds]
         for seed in seeds:
-            jobs[("passkey", "attention", seed)] = Job("attention", "passkey", base_config(task_dir, context, args, seed),
+            jobs[("passkey", "attention", seed)] = Job("attention", "passkey",
+                                                       base_config(task_dir, context, args, seed, steps=args.passkey_steps),
                                                        out / "runs" / "passkey" / f"attention-{seed}", [task_dir],
                                                        passkey_examples=args.passkey_examples)
     return sections, keys, jobs
@@ -302,8 +307,8 @@ def plan(parts: list[str], args, seeds: list[int], out: Path, sizes: dict) -> tu
 
 def settings(args) -> dict:
     """The flags the report's regenerating command names."""
-    return {k: getattr(args, k) for k in ("parts", "seeds", "steps", "d_model", "passkey_examples", "threads", "jobs",
-                                          "out", "docs", "quick")}
+    return {k: getattr(args, k) for k in ("parts", "seeds", "steps", "passkey_steps", "d_model", "passkey_examples",
+                                          "threads", "jobs", "out", "docs", "quick")}
 
 
 def command(s: dict) -> str:
@@ -314,7 +319,7 @@ def command(s: dict) -> str:
     default = common.argparse_defaults(add_arguments)
     parts = ["lmlab", "experiment", "tasks"] + (["--quick"] if s.get("quick") else [])
     quick_set = set(QUICK) if s.get("quick") else set()
-    for key in ("parts", "seeds", "steps", "d_model", "passkey_examples", "threads", "out", "docs"):
+    for key in ("parts", "seeds", "steps", "passkey_steps", "d_model", "passkey_examples", "threads", "out", "docs"):
         if key in s and key not in quick_set and s[key] != default[key]:
             parts += ["--" + key.replace("_", "-"), str(s[key])]
     return " ".join(shlex.quote(p) for p in parts)
@@ -344,6 +349,8 @@ def measure(args) -> dict:
               "timing": common.timing(start)}
     for part, section in sections.items():
         section.update(record)
+        if part == "passkey":
+            section["model"] = {**record["model"], "steps": args.passkey_steps}
         # single-job seconds of this part's models (the run's wall time covers all its parts at once)
         section["models_s"] = sum(done[k]["wall_s"] for k in keys[part])
         if part == "passkey":
