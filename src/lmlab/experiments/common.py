@@ -249,3 +249,35 @@ def argparse_defaults(add_arguments) -> dict:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     return vars(parser.parse_args([]))
+
+
+# --- independent models in worker processes ---------------------------------------------------
+def default_jobs() -> int:
+    """Worker processes an experiment uses by default: two where the machine has two cores."""
+    return min(2, os.cpu_count() or 1)
+
+
+def map_jobs(fn, items: list, jobs: int, cost=None) -> list:
+    """[fn(item) for item in items], with up to `jobs` items at once in spawned worker processes.
+
+    Each item is a whole deterministic run (its own seed and thread count), so its result does not
+    depend on `jobs`: the workers only share out the list. `cost(item)` orders the submissions,
+    dearest first, so the last item to finish is a cheap one; results keep the order of `items`.
+    With jobs == 1 everything runs here, in order. `fn` must be importable (a module-level function).
+    """
+    if jobs <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    order = sorted(range(len(items)), key=lambda i: -cost(items[i])) if cost else list(range(len(items)))
+    out: list = [None] * len(items)
+    # spawn, not fork: a forked child would inherit torch's thread pools and any state of this process
+    ex = ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {i: ex.submit(fn, items[i]) for i in order}
+        for i, f in futures.items():
+            out[i] = f.result()
+    finally:  # on an error (or Ctrl-C) the items not begun are dropped, not run to the end
+        ex.shutdown(wait=True, cancel_futures=True)
+    return out
