@@ -136,6 +136,17 @@ def font_record(args) -> dict:
             "system_unifont": any(os.path.isfile(p) for p in UNIFONT_PATHS), "renderer": RENDERER_VERSION}
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ('' where there is none): platform.processor() is often empty."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def one_run(args, run_dir: Path, folder, tok_dir, val_fraction, emb, seed, items, held) -> dict:
     """Train one model, then score it: final val bits/byte, multiple choice, a sample."""
     from ..checkpoint import load_model
@@ -181,11 +192,20 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
     from ..eval.choice import items_from_documents, save_items
     from .frozen_glyph_report import claims_of, write_report
 
+    import sys
+
+    import torch
+
     work = Path(args.work) if args.work else out
+    start = common.timing_start()
     results, prepared, per_seed = {"fonts": font_record(args)}, {}, {}
     results["settings"] = {"steps": args.steps, "batch_size": args.batch_size, "context": args.context,
                            "layers": args.layers, "d_model": args.d_model, "seeds": seeds, "device": args.device,
-                           "quick": args.quick}
+                           "threads": args.threads, "font": args.font, "quick": args.quick}
+    # what the numbers were measured on: the page states it from here, not from prose that goes stale
+    results["command"] = "lmlab " + " ".join(sys.argv[1:])
+    results["machine"] = {**common.machine(), "cpu_model": cpu_model(), "device": "cuda" if args.device == "cuda"
+                          or (args.device == "auto" and torch.cuda.is_available()) else "cpu"}
     for key in corpora:  # corpora, tokenizers, items and glyph sheets first: cheap, and needed by every run
         folder, tok_dir, tok, val_fraction, held = prepare_corpus(args, work, key)
         cont = max(8, min(40, args.context // 4))  # a choice must fit the window even at 1 char/token
@@ -207,6 +227,7 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
                 per_seed.setdefault((key, emb), []).append(r)
                 results[key]["runs"][emb] = summarise(per_seed[(key, emb)])
                 results["claims"] = claims_of(results)
+                results["timing"] = {**common.timing(start), "runs_done": sum(len(v) for v in per_seed.values())}
                 common.write_json(out / "results.json", results)
                 write_report(results, out)
                 print(f"{key:12s} {emb:9s} seed {seed}: val_bpb {r['val_bpb']:.4f}  mc acc {r['mc']['acc']:.3f} "
