@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from lmlab.cli import main
 from lmlab.experiments import architectures
@@ -44,7 +45,13 @@ def test_frozen_glyph_quick(tmp_path):
     assert main(argv) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     report = assert_rerendered(argv, tmp_path / "report.md")
-    assert list(results) == ["fonts", "settings", "english", "multilingual", "claims"]
+    assert list(results) == ["fonts", "settings", "command", "machine", "english", "multilingual", "claims", "timing"]
+    # what the page says it was measured on comes from the run's own record
+    assert results["command"] == f"lmlab experiment frozen-glyph --out {tmp_path} --quick"
+    assert results["timing"]["runs_done"] == 8
+    assert results["machine"]["device"] == "cpu" and results["machine"]["torch"] == torch.__version__
+    assert report.startswith(f"Measured by `{results['command']}` on the CPU (")
+    assert f"its 8 training runs with their evaluation took {results['timing']['wall_s'] / 60:.1f} minutes" in report
     assert results["fonts"]["renderer"] == "glyph-v3" and "DejaVuSans.ttf" in results["fonts"]["chain"]
     assert f"Font chain: {', '.join(results['fonts']['chain'])}" in report
     assert {c["verdict"] for c in results["claims"]} <= {"holds", "does not hold at this scale", "mixed"}

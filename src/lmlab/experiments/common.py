@@ -187,6 +187,23 @@ def write_text(path, text: str) -> Path:
     return path
 
 
+def fill_regions(text: str, name: str, parts: dict, where="the page") -> str:
+    """`text` with each region `<!-- NAME:PART -->` ... `<!-- /NAME:PART -->` replaced by parts[PART].
+
+    For pages that are prose around generated tables: the prose stays as written, the numbers are
+    always the results'. A missing marker is an error rather than a page silently left stale.
+    """
+    import re
+
+    for part, body in parts.items():
+        begin, end = f"<!-- {name}:{part} -->", f"<!-- /{name}:{part} -->"
+        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+        if len(pattern.findall(text)) != 1:
+            raise LmlabError(f"{where}: needs exactly one '{begin}' ... '{end}' region")
+        text = pattern.sub(lambda _: f"{begin}\n{body.rstrip()}\n{end}", text)
+    return text
+
+
 def slug(name: str) -> str:
     """A file name from a label: 'lmu (LF)' -> 'lmu-LF'."""
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").replace("--", "-")

@@ -51,7 +51,12 @@ def add_arguments(p) -> None:
     p.add_argument("--font", default="", help="model.glyph_font: font file(s) tried before Unifont/DejaVu")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
-    p.add_argument("--render-only", action="store_true", help="write report.md and curves.png from OUT/results.json")
+    p.add_argument("--doc", default="", help="also fill the marked sections of this page from the results and "
+                   "write them beside it as NAME-results.json (e.g. docs/experiments/frozen-glyph.md)")
+    p.add_argument("--resume", action="store_true", help="keep the runs already in OUT/results.json (same "
+                   "settings required) and train only the missing ones: a run cut short goes on from there")
+    p.add_argument("--render-only", action="store_true",
+                   help="write report.md and curves.png (and --doc) from OUT/results.json, measuring nothing")
 
 
 def split_documents(docs, fraction: float):
@@ -187,12 +192,44 @@ def summarise(per_seed: list[dict]) -> dict:
             "minutes": sum(r["minutes"] for r in per_seed), "seeds": per_seed}
 
 
-def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: list[int]) -> dict:
+def command_of(args) -> str:
+    """The command line that gives `args`: the options that differ from their defaults, in their order."""
+    parts = [f"lmlab experiment {NAME}"]
+    for key, default in common.argparse_defaults(add_arguments).items():
+        value = getattr(args, key, default)
+        if value != default:
+            flag = "--" + key.replace("_", "-")
+            parts.append(flag if value is True else f"{flag} {value}")
+    return " ".join(parts)
+
+
+# what must be equal for an earlier results.json's runs to be reused: the settings and what was prepared
+PREPARED = ("vocab_size", "mc_items", "val_fraction", "val_tokens")
+
+
+def finished_runs(path: Path, results: dict) -> tuple[dict, float]:
+    """({(corpus, embedding, seed): run record}, wall seconds spent) of an earlier run of the same experiment."""
+    if not path.is_file():
+        return {}, 0.0
+    old = common.read_json(path)
+    same = ({k: v for k, v in old.get("settings", {}).items() if k != "seeds"} ==
+            {k: v for k, v in results["settings"].items() if k != "seeds"} and old.get("fonts") == results["fonts"]
+            and all(old.get(key, {}).get(f) == results[key][f] for key in common_keys(old, results) for f in PREPARED))
+    if not same:
+        raise LmlabError(f"{path} was made with other settings, fonts or data: drop --resume or use another --out")
+    done = {(key, emb, r["seed"]): r for key in common_keys(old, results)
+            for emb, runs in old[key]["runs"].items() for r in runs["seeds"]}
+    return done, old.get("timing", {}).get("wall_s", 0.0)
+
+
+def common_keys(old: dict, new: dict) -> list[str]:
+    return [k for k in CORPORA if k in old and k in new]
+
+
+def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: list[int], command: str = "") -> dict:
     """Every run, seed-major; OUT/results.json (and the report) rewritten after each one."""
     from ..eval.choice import items_from_documents, save_items
     from .frozen_glyph_report import claims_of, write_report
-
-    import sys
 
     import torch
 
@@ -203,7 +240,7 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
                            "layers": args.layers, "d_model": args.d_model, "seeds": seeds, "device": args.device,
                            "threads": args.threads, "font": args.font, "quick": args.quick}
     # what the numbers were measured on: the page states it from here, not from prose that goes stale
-    results["command"] = "lmlab " + " ".join(sys.argv[1:])
+    results["command"] = command
     results["machine"] = {**common.machine(), "cpu_model": cpu_model(), "device": "cuda" if args.device == "cuda"
                           or (args.device == "auto" and torch.cuda.is_available()) else "cpu"}
     for key in corpora:  # corpora, tokenizers, items and glyph sheets first: cheap, and needed by every run
@@ -218,16 +255,20 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
                         "mc_chance": 1 / 4, "runs": {}}
         if "glyph" in embeddings:
             results[key]["glyphs"] = glyph_sheet(tok, args, out / f"glyph-sheet-{key}.png")
+    done, earlier_s = finished_runs(out / "results.json", results) if args.resume else ({}, 0.0)
     for seed in seeds:  # seed-major: a run cut short still has every row for the first seeds
         for key in corpora:
             folder, tok_dir, val_fraction, held, items = prepared[key]
             for emb in embeddings:
-                r = one_run(args, work / "runs" / f"{key}-{emb}-{seed}", folder, tok_dir, val_fraction, emb, seed,
-                            items, held)
+                r = done.get((key, emb, seed)) or one_run(args, work / "runs" / f"{key}-{emb}-{seed}", folder, tok_dir,
+                                                          val_fraction, emb, seed, items, held)
                 per_seed.setdefault((key, emb), []).append(r)
                 results[key]["runs"][emb] = summarise(per_seed[(key, emb)])
                 results["claims"] = claims_of(results)
-                results["timing"] = {**common.timing(start), "runs_done": sum(len(v) for v in per_seed.values())}
+                timing = common.timing(start)
+                results["timing"] = {**timing, "wall_s": timing["wall_s"] + earlier_s,
+                                     "runs_done": sum(len(v) for v in per_seed.values()),
+                                     **({"resumed_runs": len(done)} if done else {})}
                 common.write_json(out / "results.json", results)
                 write_report(results, out)
                 print(f"{key:12s} {emb:9s} seed {seed}: val_bpb {r['val_bpb']:.4f}  mc acc {r['mc']['acc']:.3f} "
@@ -236,8 +277,9 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
 
 
 def run(args) -> int:
-    from .frozen_glyph_report import claims_of, markdown, write_report
+    from .frozen_glyph_report import claims_of, markdown, write_page, write_report
 
+    command = command_of(args)  # before --quick fills in its sizes
     common.use_quick(args, QUICK)
     out = Path(args.out)
     if args.render_only:
@@ -254,7 +296,7 @@ def run(args) -> int:
         if not seeds:
             raise LmlabError("--seeds is empty")
         out.mkdir(parents=True, exist_ok=True)
-        results = measure(args, out, corpora, embeddings, seeds)
+        results = measure(args, out, corpora, embeddings, seeds, command)
     print(markdown(results))
     if args.figures:
         fig_dir = Path(args.figures)
@@ -262,4 +304,6 @@ def run(args) -> int:
         for png in out.glob("*.png"):
             shutil.copy(png, fig_dir / f"frozen-glyph-{png.name}")
     print(f"wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'curves.png'}")
+    if args.doc:
+        print(f"wrote {write_page(results, args.doc)} and its results JSON")
     return 0

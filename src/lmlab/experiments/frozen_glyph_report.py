@@ -8,11 +8,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..errors import LmlabError
 from . import common
 
 # seed-paired differences of validation bits/byte shown per corpus: (row, minus row)
 COMPARISONS = (("glyph", "trainable"), ("binary", "glyph"), ("gaussian", "glyph"))
 SAMPLE_CHARS = 150
+PAGE = "docs/experiments/frozen-glyph.md"
+COMMAND = f"lmlab experiment frozen-glyph --seeds 1337,1338,1339 --figures docs/experiments/img --doc {PAGE}"
 
 
 def corpora(results: dict) -> dict:
@@ -55,10 +58,11 @@ def markdown(results: dict) -> str:
                          f"{pm(mc['acc'], mc['acc_sd'], '.3f')} | {pm(mc['acc_norm'], mc['acc_norm_sd'], '.3f')} | "
                          f"{r['tok_per_s']:.0f} | {r['params']:,} | {r['frozen']:,} | {r['minutes']:.1f} |")
     lines.append("")
-    lines.append("mean ± sample sd over the row's seeds (when more than one); minutes summed over seeds.")
+    lines.append("mean ± sample sd over the row's seeds (when more than one); \"frozen\" counts the entries of the "
+                 "frozen input matrix (not trained); minutes (training and evaluation) summed over seeds.")
     for key, res in results.items():
-        lines.append(f"{key}: {res['mc_items']} items, {res['mc_chance']:.2f} chance; vocabulary {res['vocab_size']}; "
-                     f"validation {res['val_tokens']} tokens")
+        lines.append(f"{key}: {res['mc_items']} items, {res['mc_chance']:.2f} chance; vocabulary {res['vocab_size']:,}; "
+                     f"validation {res['val_tokens']:,} tokens")
     return "\n".join(lines) + "\n"
 
 
@@ -128,6 +132,27 @@ def fonts(results: dict) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def provenance(results: dict) -> str:
+    """What the numbers were measured on and how long they took, from the results' own record."""
+    m = results.get("machine")
+    if not m:
+        return ("These results do not record the machine, PyTorch version or wall time they were measured with "
+                "(they predate recording them).\n")
+    gpu = m.get("device") == "cuda" and m.get("cuda")
+    where = gpu or f"the CPU ({m.get('cpu_model') or m['cpu']}, {m['cpus']} cores)"
+    threads = results.get("settings", {}).get("threads") or m["cpu_threads"]
+    line = f"Measured by `{results['command']}` on {where} with PyTorch {m['torch']}"
+    line += "" if gpu else f", {threads} torch thread(s)"
+    t = results.get("timing")
+    if t:
+        line += (f"; its {t['runs_done']} training runs with their evaluation took {t['wall_s'] / 60:.1f} minutes of "
+                 f"wall time (1-minute load average {t['load_1min_start']:.2f} at the start, {t['load_1min_end']:.2f} "
+                 "at the end; the machine is shared)")
+    line += (". Tokens/s are that machine's" + (": these tiny models are bound by kernel launches there, so they do "
+                                                 "not rank the embeddings." if gpu else "."))
+    return line + "\n"
+
+
 def stale(results: dict) -> str:
     """Why the numbers may not be what the current renderer gives ('' when they are current)."""
     from ..embeddings.render import RENDERER_VERSION
@@ -138,7 +163,7 @@ def stale(results: dict) -> str:
         return ""
     return (f"Stale: these runs used a renderer older than {RENDERER_VERSION} (or did not record it); "
             f"{RENDERER_VERSION} changed the pictures of the byte-fallback tokens, so the glyph rows would differ "
-            "slightly if re-run.")
+            "slightly if re-run.\n")
 
 
 def claims_of(results: dict) -> list[dict]:
@@ -156,8 +181,8 @@ def claims_of(results: dict) -> list[dict]:
     setting = (f"{st.get('layers', 4)}-layer d_model {st.get('d_model', 128)} models, {st.get('steps', 600)} steps, "
                f"{n} seed(s), unicode tokenizer, english-prose and multilingual corpora"
                + ("; stale renderer (see report)" if note else ""))
-    command = "lmlab experiment frozen-glyph --seeds 1337,1338,1339 --figures docs/experiments/img"
-    report = "docs/experiments/frozen-glyph.md"
+    command = COMMAND
+    report = PAGE
 
     def paired(key, a, b, field=None):
         runs = cs[key]["runs"]
@@ -203,8 +228,26 @@ def claims_of(results: dict) -> list[dict]:
 
 
 def report(results: dict) -> str:
-    return "\n".join(part for part in (stale(results), markdown(results), seed_differences(results), fonts(results),
-                                        verdicts(results), samples(results)) if part)
+    return "\n".join(part for part in (provenance(results), stale(results), markdown(results),
+                                        seed_differences(results), fonts(results), verdicts(results),
+                                        samples(results)) if part)
+
+
+def page_parts(results: dict) -> dict:
+    """The generated sections of the page (its marked regions); the method and conclusion around them are prose."""
+    join = lambda *parts: "\n".join(p for p in parts if p)  # noqa: E731
+    return {"results": join(provenance(results), stale(results), markdown(results), fonts(results)),
+            "details": join(seed_differences(results), samples(results)), "verdicts": verdicts(results)}
+
+
+def write_page(results: dict, doc) -> Path:
+    """Fill the marked regions of `doc` from the results, and write the results beside it (NAME-results.json)."""
+    doc = Path(doc)
+    if not doc.is_file():
+        raise LmlabError(f"{doc}: no such page (--doc fills the marked sections of an existing page)")
+    common.write_json(doc.with_name(doc.stem + "-results.json"), results)
+    return common.write_text(doc, common.fill_regions(doc.read_text(encoding="utf-8"), "frozen-glyph",
+                                                      page_parts(results), doc))
 
 
 def write_report(results: dict, out: Path) -> None:
