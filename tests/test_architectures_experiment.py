@@ -132,3 +132,71 @@ def test_lmu_verdict_needs_constant_cost_and_dense_quality():
     assert verdicts(measured(worse, flat))[LMU] == "mixed"
     growing = [dict(c, flops_per_token=c["flops_per_token"] * c["position"]) for c in flat]
     assert verdicts(measured(runs, growing))[LMU] == "does not hold at this scale"
+
+
+def toy(tmp_path, *extra):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Some words here, and more words there.\n" * 60, encoding="utf-8")
+    return parse(["--quick", "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs"),
+                  "--set", f"data.corpus={corpus}", "--set", f"data.cache_dir={tmp_path / 'cache'}", *extra])
+
+
+def rows(md):
+    """The page's grid and scaling rows (the decoding-cost probe is re-measured on every run)."""
+    return [line for line in md.splitlines() if line.startswith(("| dense |", "| lowrank |"))]
+
+
+def test_a_lost_run_directory_is_reused_from_the_docs_json(tmp_path):
+    import shutil
+
+    args = toy(tmp_path, "--variants", "dense,lowrank")
+    assert architectures.run(args) == 0
+    page = tmp_path / "docs" / "architectures.md"
+    before = rows(page.read_text())
+    kept = json.loads((tmp_path / "docs" / "architectures-results.json").read_text())["runs"]
+    assert sorted(r["key"] for r in kept) == ["dense-d16-s1337", "dense-d32-s1337", "lowrank-d16-s1337",
+                                              "lowrank-d32-s1337"]
+    assert all("curve" not in r and r["evals"] and r["sample"] for r in kept)  # the records, less the bulky curve
+    shutil.rmtree(tmp_path / "runs")
+    args.reuse_only = True  # trains nothing: every run must come from the docs JSON's records
+    assert architectures.run(args) == 0
+    md = page.read_text()
+    assert len(before) == 4 and rows(md) == before and "4 of the 4 runs this command plans finished" in md
+    assert "- **lowrank** (greedy)" in md and "†" not in md
+
+
+def test_rows_not_trained_again_are_carried_from_the_previous_page(tmp_path):
+    args = toy(tmp_path, "--variants", "dense,lowrank")
+    assert architectures.run(args) == 0
+    docs = tmp_path / "docs" / "architectures-results.json"
+    first = {(gr["name"], gr["width"]): gr["bpb"] for gr in json.loads(docs.read_text())["groups"]}
+    args = toy(tmp_path, "--variants", "lowrank")  # another subset of the grid, into the same docs
+    assert architectures.run(args) == 0
+    md = (tmp_path / "docs" / "architectures.md").read_text()
+    saved = json.loads(docs.read_text())
+    carried = {(gr["name"], gr["width"]): gr for gr in saved["groups"] if "carried" in gr}
+    assert set(carried) == {("dense", 16), ("dense", 32)} and carried["dense", 16]["bpb"] == first["dense", 16]
+    assert saved["runs_carried"] == 2 and len(saved["runs"]) == 4  # the union: nothing dropped
+    assert f"| dense | GELU MLP, `AF` | 1 † | {first['dense', 16]:.3f} (1 seed) |" in md
+    assert "and 2 more are carried from an earlier one (rows marked †, below)" in md and "- **dense** (greedy)" in md
+    # a page from before the per-run records were kept: its aggregates are carried, no samples
+    legacy = dict(saved, groups=[{k: v for k, v in gr.items() if k != "carried"} for gr in saved["groups"]])
+    del legacy["runs"]
+    docs.write_text(json.dumps(legacy))
+    assert architectures.run(args) == 0
+    md = (tmp_path / "docs" / "architectures.md").read_text()
+    assert f"carried from {docs}" in md and "only the per-row aggregates were kept" in md
+    assert f"| dense | GELU MLP, `AF` | 1 † | {first['dense', 16]:.3f} (1 seed) |" in md
+    assert "- **dense** (greedy)" not in md and "- **lowrank** (greedy)" in md
+    equal_compute = json.loads(docs.read_text())["claims"][EQUAL_COMPUTE]
+    assert equal_compute["number"].startswith("lowrank d16")  # read off the carried dense rows' FLOPs curve
+
+
+def test_hybrid_speed_is_not_compared_with_a_dense_row_from_another_run():
+    dense = [result("dense", s, 2.0 + 0.01 * (s - 1337), gen=100.0) for s in (1337, 1338)]
+    hybrid = [result("hybrid (AMF MF)", s, 2.0 + 0.01 * (s - 1337), gen=200.0) for s in (1337, 1338)]
+    assert verdicts(measured(dense + hybrid))[HYBRID] == "holds"
+    old = dict(report.groups(hybrid)["hybrid (AMF MF)", 64], name="hybrid (AMF MF)", width=64, carried="commit abc")
+    m = dict(measured(dense), carried={"groups": [old]})
+    claim = report.claims(m, report.with_carried(m["results"], m["carried"]), "s", "c")[HYBRID]
+    assert claim["verdict"] == "not measurable here" and "commit abc vs this run" in claim["number"]

@@ -5,9 +5,12 @@ self-guided training, the `AMF MF` hybrid, the LMU pattern, meta-tokens) at one 
 several seeds, and dense plus the structured FFNs at further widths (the scaling rows). Each run
 records validation bits per byte, parameters, matmul FLOPs per training token, speeds and samples
 into OUT/RUN.json (reused by --reuse); OUT/results.json holds every finished run, rewritten after
-each, so a stopped grid still renders. A decoding-cost probe (untrained models, long context)
-measures per-token cost and state size at an early and a late position for attention, LMU and the
-hybrid. architectures_report.py writes docs/experiments/architectures.md, its plots and claims.
+each, so a stopped grid still renders. The docs results JSON keeps every run's record too (less the
+loss curve), so --reuse falls back to it when OUT/RUN.json is gone, and the (variant, width) rows
+this run did not train are carried from it, marked as such on the page. A decoding-cost probe
+(untrained models, long context) measures per-token cost and state size at an early and a late
+position for attention, LMU and the hybrid. architectures_report.py writes
+docs/experiments/architectures.md, its plots and claims.
 """
 from __future__ import annotations
 
@@ -42,6 +45,8 @@ DECODE_COST = ("dense", "lmu (LF)", "hybrid (AMF MF)")  # the decoding-cost prob
 PROMPT = "ROMEO:\nWhat light"
 SAMPLE_TOKENS, SAMPLE_TEMPERATURE = 200, 0.8
 FIRST_SEED = 1337
+DOCS_JSON = "architectures-results.json"
+BULKY = ("curve",)  # the training loss every 10 steps: the page never draws it, so the docs JSON leaves it out
 # --quick: every variant, two steps of a width-16 model, one extra width, one seed
 QUICK_FLAGS = {"steps": 2, "gen_tokens": 5, "seeds": 1, "width": 16, "scale_widths": "32", "cost_context": 64}
 QUICK = {"model": {"context": 16}, "train": {"eval_batches": 1}}
@@ -246,6 +251,49 @@ def settings(args) -> dict:
                                           "cost_context", "variants", "overrides", "out", "docs", "quick", "reuse_only")}
 
 
+# --- what the previous page kept ---------------------------------------------------------------
+def kept(res: dict) -> dict:
+    """A run's record as the docs results JSON keeps it."""
+    return {k: v for k, v in res.items() if k not in BULKY}
+
+
+def previous_page(args) -> tuple[dict, str]:
+    """The docs results JSON as the last run left it, and where it came from; ({}, "") when there is
+    none or it was measured with other steps, --quick or --set (its numbers would not compare)."""
+    path = Path(args.docs) / DOCS_JSON
+    if not path.is_file():
+        return {}, ""
+    prev = common.read_json(path)
+    s = prev.get("settings", {})
+    if (s.get("steps"), bool(s.get("quick")), s.get("overrides", [])) != (args.steps, bool(args.quick), args.overrides):
+        print(f"{path}: measured with other settings; nothing is carried or reused from it", flush=True)
+        return {}, ""
+    return prev, source(path)
+
+
+def source(path: Path) -> str:
+    """'commit abc1234' when git holds the file unmodified (the commit that wrote those numbers), else its path."""
+    import subprocess
+
+    try:
+        sha = subprocess.run(["git", "log", "-1", "--format=%h", "--", path.name], cwd=path.parent,
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        clean = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path.name], cwd=path.parent,
+                               capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        sha, clean = "", False
+    return f"commit {sha}" if sha and clean else str(path)
+
+
+def carried(prev: dict, label: str, results: list[dict]) -> dict:
+    """The previous page's (variant, width) groups that no run here trained, each labelled with where it
+    was measured (its own label if it was already carried), and the per-run records it kept of them."""
+    trained = {(r["name"], r["width"]) for r in results}
+    return {"groups": [dict(gr, carried=gr.get("carried") or label) for gr in prev.get("groups", [])
+                       if (gr["name"], gr["width"]) not in trained],
+            "runs": [r for r in prev.get("runs", []) if (r["name"], r["width"]) not in trained]}
+
+
 def measure(args) -> dict:
     names = common.names(args.variants, VARIANTS, "--variants", "variant") or list(VARIANTS)
     scale_widths = [w for w in common.numbers(args.scale_widths, int, "--scale-widths") if w != args.width]
@@ -259,13 +307,16 @@ def measure(args) -> dict:
         print(f"{name}: skipped ({why})", flush=True)
     out = Path(args.out)
     plan = planned_runs(names, args.seeds, args.width, scale_widths)
-    if args.reuse_only and not any((out / f"{run_key(r)}.json").is_file() for r in plan):
+    prev, label = previous_page(args)  # read before this run's report overwrites it
+    kept_runs = {r["key"]: r for r in prev.get("runs", [])} if args.reuse or args.reuse_only else {}
+    if args.reuse_only and not any((out / f"{run_key(r)}.json").is_file() or run_key(r) in kept_runs for r in plan):
         raise LmlabError(f"{out}: none of the grid's {len(plan)} runs has finished there (--reuse-only trains none)")
     measured = {"settings": settings(args), "machine": common.machine(), "planned": plan, "results": [],
-                "skipped": skipped, "decode_cost": decode_cost(names, args)}
+                "skipped": skipped, "decode_cost": decode_cost(names, args), "carried": carried(prev, label, [])}
     for i, run in enumerate(plan, 1):
         cached = out / f"{run_key(run)}.json"
-        res = common.read_json(cached) if (args.reuse or args.reuse_only) and cached.is_file() else None
+        res = common.read_json(cached) if (args.reuse or args.reuse_only) and cached.is_file() \
+            else kept_runs.get(run_key(run))  # the run directory lost: the page's own record of the run
         if res is not None and res.get("steps") != args.steps:
             res = None
         if res is None and args.reuse_only:
@@ -274,6 +325,7 @@ def measure(args) -> dict:
             res = run_one(run, args)
             common.write_json(cached, res)
         measured["results"].append(res)
+        measured["carried"] = carried(prev, label, measured["results"])
         common.write_json(out / "results.json", measured)  # a stopped grid still renders
         print(f"[{i}/{len(plan)}] {res['key']}: val_bpb {res['val_bpb']:.4f}  params {res['params']:,}  "
               f"train {res['train_tok_per_s']:.0f} tok/s  rep3 {res['rep3_greedy']:.2f}  ({res['wall_s']:.0f} s)",

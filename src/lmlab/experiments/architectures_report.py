@@ -3,6 +3,8 @@
 Runs are grouped by (variant, width) over seeds: mean and sample standard deviation. A difference
 counts only beyond twice its standard error over seeds (NOISE_SE); a one-seed row borrows the std
 pooled over rows with two or more seeds, and with no such row a claim is "not measurable here".
+Rows this run did not train but the previous page had are carried (measured["carried"]), marked
+with CARRIED on the page, and count in the claims like the others.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from . import common
-from .architectures import FIRST_SEED, PROMPT, SAMPLE_TEMPERATURE, SCALING, VARIANTS
+from .architectures import DOCS_JSON, FIRST_SEED, PROMPT, SAMPLE_TEMPERATURE, SCALING, VARIANTS, kept
 
 NOISE_SE = 2.0
 REPORT = "docs/experiments/architectures.md"
@@ -22,6 +24,7 @@ PAPERS = {"ffn": "Building on Efficient Foundations: Effectively Training LLMs w
           "lmu": "LMUFormer: Low Complexity Yet Powerful Spiking Model With Legendre Memory Units",
           "meta": "Language Modeling with Learned Meta-Tokens"}
 STRUCTURED = [n for n in SCALING if n != "dense"]
+CARRIED = "†"  # marks a row carried from an earlier run
 
 
 def command(s: dict) -> str:
@@ -61,6 +64,18 @@ def groups(results: list[dict]) -> dict:
                     "params": rs[0]["params"], "params_nonembed": rs[0]["params_nonembed"],
                     "first": min(rs, key=lambda r: r["seed"])}
     return out
+
+
+def with_carried(results: list[dict], carried: dict) -> dict:
+    """This run's groups plus the carried ones: rebuilt from their per-run records where those were
+    kept, else the aggregate as the earlier page wrote it (no samples or curves then)."""
+    g = groups(results)
+    rebuilt = groups(carried.get("runs", []))
+    for gr in carried.get("groups", []):
+        key = (gr["name"], gr["width"])
+        g[key] = dict(rebuilt[key], carried=gr["carried"]) if key in rebuilt else \
+            {k: v for k, v in gr.items() if k not in ("name", "width")}
+    return g
 
 
 def pooled_std(g: dict) -> float | None:
@@ -203,9 +218,13 @@ def claims(measured: dict, g: dict, setting: str, cmd: str) -> list[dict]:
             number += f"; state at position {late[0]['position']}: {state['hybrid (AMF MF)']:,} vs {state['dense']:,} bytes"
         quality = beyond_noise(d, se)
         faster = hy["gen_tok_per_s"] >= base["gen_tok_per_s"]
-        verdict = nm if se is None else ("holds" if quality <= 0 and faster else
+        apart = hy.get("carried") != base.get("carried")  # speeds from two runs under different load
+        if apart:
+            number += f" (speeds from different runs: {hy.get('carried') or 'this run'} vs {base.get('carried') or 'this run'})"
+        verdict = nm if se is None or apart else ("holds" if quality <= 0 and faster else
                                          "mixed" if quality <= 0 or faster else "does not hold at this scale")
         why = ("no row with two seeds: no spread" if se is None else
+               "the two rows' speeds were measured in different runs under different machine load" if apart else
                "rule: quality not worse beyond noise and generation at least as fast = holds; one of the two = mixed"
                + ("; on this CPU at a 64-token context the M mixer's per-step work outweighs the shorter KV cache"
                   if not faster else ""))
@@ -275,6 +294,8 @@ def plots(g: dict, measured: dict, docs: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for n, v in main:
+        if "first" not in v:  # carried without its per-run records
+            continue
         ev = v["first"]["evals"]
         ax.plot([s for s, _ in ev], [b for _, b in ev], marker=".", label=n, lw=2.2 if n == "dense" else 1.2,
                 color="black" if n == "dense" else None, ls="--" if "pattern" in " ".join(VARIANTS[n].get("model", {}))
@@ -302,7 +323,8 @@ def _estimate(measured: dict, g: dict) -> str:
 
     per_width = {}
     for (_, wd), v in g.items():
-        per_width.setdefault(wd, []).append(v["wall_s"])
+        if "carried" not in v:  # measured under another run's load
+            per_width.setdefault(wd, []).append(v["wall_s"])
     if not per_width:
         return ""
     mean_all = statistics.fmean(x for xs in per_width.values() for x in xs)
@@ -318,12 +340,33 @@ def _estimate(measured: dict, g: dict) -> str:
             "scaled linearly).")
 
 
+def _mark(v: dict) -> str:
+    return f" {CARRIED}" if "carried" in v else ""
+
+
+def _carried_note(moved: dict, carried: dict) -> str:
+    """Which rows the page carries from an earlier run, from where, and what of them was kept."""
+    if not moved:
+        return ""
+    by: dict = {}
+    for (n, wd), v in moved.items():
+        by.setdefault(v["carried"], []).append(f"{n} d{wd}")
+    bare = {(r["name"], r["width"]) for r in carried.get("runs", [])}
+    lost = [f"{n} d{wd}" for (n, wd) in moved if (n, wd) not in bare]
+    return (f"Rows marked {CARRIED} were not trained by this run: they are carried from " + "; ".join(f"{src} ({', '.join(rows)})" for src, rows in by.items())
+            + ", with the same steps and settings, and count in the claims. Their speeds were measured under that "
+            "run's machine load." + (f" Of {', '.join(lost)} only the per-row aggregates were kept (that page kept "
+                                      "no per-run records), so those rows have no samples or loss curve here."
+                                      if lost else ""))
+
+
 def write_report(measured: dict) -> Path:
     """SETTINGS.docs/architectures.md, its PNGs and architectures-results.json (with `claims`)."""
     results, s = measured["results"], measured["settings"]
     docs = Path(s["docs"])
     docs.mkdir(parents=True, exist_ok=True)
-    g = groups(results)
+    carried = measured.get("carried", {})
+    g = with_carried(results, carried)
     w = s["width"]
     base = g.get(("dense", w))
     files = plots(g, measured, docs) if results else []
@@ -333,6 +376,7 @@ def write_report(measured: dict) -> Path:
                f"{s['steps']} steps x batch {su.get('batch_size')}, up to {s['seeds']} seeds, CPU")
     claim_list = claims(measured, g, setting, "nice " + cmd)
     done, planned = len(results), len(measured.get("planned", results))
+    moved = {k: v for k, v in g.items() if "carried" in v}
     lines = [
         "# Architecture variants on equal terms",
         "",
@@ -343,10 +387,14 @@ def write_report(measured: dict) -> Path:
         f"nice {cmd}",
         "```",
         "",
-        f"{done} of the {planned} runs this command plans finished"
-        + (" (the rest were stopped for time and show as *not run*)." if done < planned else ".")
+        f"{done} of the {planned} runs this command plans finished in this run"
+        + (f", and {sum(v['n'] for v in moved.values())} more are carried from an earlier one (rows marked "
+           f"{CARRIED}, below)" if moved else "")
+        + ("; the rest were stopped for time and show as *not run*." if done + sum(v["n"] for v in moved.values())
+           < planned else ".")
         + (" This page was rendered with `--reuse-only` from the runs finished in the run directory; the command"
            " above trains them all." if s.get("reuse_only") else ""),
+        _carried_note(moved, carried),
         _estimate(measured, g),
         "",
         f"Setup: {su.get('tokenizer')} tokenizer on {su.get('corpus')}, {su.get('n_layers')} layers, "
@@ -378,7 +426,7 @@ def write_report(measured: dict) -> Path:
             continue
         d = f"{v['bpb'] - base['bpb']:+.3f}" if base else ""
         fl = f"{v['train_flops_per_token'] / base['train_flops_per_token']:.2f}x" if base else ""
-        lines.append(f"| {n} | {cfg} | {v['n']} | {_pm(v)} | {d} | {v['params']:,} ({v['params_nonembed']:,}) | "
+        lines.append(f"| {n} | {cfg} | {v['n']}{_mark(v)} | {_pm(v)} | {d} | {v['params']:,} ({v['params_nonembed']:,}) | "
                      f"{v['train_flops_per_token'] / 1e6:.3f} | {fl} | {v['train_tok_per_s']:,.0f} | "
                      f"{v['gen_tok_per_s']:,.1f} | {v['rep3_greedy']:.2f} | {v['rep3_sampled']:.2f} |")
     widths = sorted({wd for (_, wd) in g} | {w})
@@ -387,7 +435,7 @@ def write_report(measured: dict) -> Path:
               "|---|" + "---:|" * (len(widths) + 1)]
     fits = scaling_fits(g)
     for n in SCALING:
-        cells = [_cell(g.get((n, wd)), lambda v: f"{_pm(v)} @ {v['train_flops']:.2e}") for wd in widths]
+        cells = [_cell(g.get((n, wd)), lambda v: f"{_pm(v)} @ {v['train_flops']:.2e}{_mark(v)}") for wd in widths]
         slope = f"{fits[n][1]:+.3f}" if fits.get(n) else "needs 2 widths"
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {slope} |")
     cost = measured.get("decode_cost", [])
@@ -410,7 +458,7 @@ def write_report(measured: dict) -> Path:
               "one (0 = none), averaged over seeds.", ""]
     for n in VARIANTS:
         v = g.get((n, w))
-        if v is not None:
+        if v is not None and "first" in v:
             for label, key in (("greedy", "sample"), (f"T={SAMPLE_TEMPERATURE}", "sample_t08")):
                 text = v["first"][key].replace("\n", " / ").replace("`", "'").replace("|", "/")
                 lines.append(f"- **{n}** ({label}): `{text}`")
@@ -420,9 +468,11 @@ def write_report(measured: dict) -> Path:
               "compute.",
               "- Meta-tokens: 5% of each training window becomes meta-tokens, so that variant sees 5% fewer text "
               "tokens; validation and generation run on plain text.", ""]
-    common.write_json(docs / "architectures-results.json",
+    common.write_json(docs / DOCS_JSON,
                       {"claims": claim_list, "settings": s, "machine": measured["machine"],
-                       "runs_finished": done, "runs_planned": planned,
+                       "runs_finished": done, "runs_planned": planned, "runs_carried": sum(v["n"] for v in moved.values()),
+                       # every run's record (this run's and the carried ones kept): --reuse falls back to them
+                       "runs": [kept(r) for r in results + carried.get("runs", [])],
                        "groups": [{"name": n, "width": wd, **{k: v for k, v in val.items() if k != "first"}}
                                   for (n, wd), val in g.items()],
                        "decode_cost": cost})
