@@ -43,6 +43,14 @@ def place(tmp_path_factory):
     return root
 
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def stamps(root: Path) -> dict:
+    """Path -> (size, mtime) of every file under root: a cheap check that a case wrote nothing there."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 def tree(root: Path) -> dict:
     """Path -> SHA-256 of every file and '' for every directory under root."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
@@ -63,7 +71,7 @@ CASES = [
     ("missing", "info {m}", "does not exist", None),
     ("range", "experiment architectures --steps 0 --out {p}/exp", "must be >= 1", None),
     ("range", "experiment architectures --seeds 0 --out {p}/exp", "must be >= 1", None),
-    ("missing", "experiment architectures --reuse-only --out {p}/exp", "none of the grid's", None),
+    ("missing", "experiment architectures --reuse-only --out {p}/exp --docs {p}/exp", "none of the grid's", None),
     ("range", "experiment architectures --width 24 --out {p}/exp", "multiples of 16", None),
     ("type", "experiment architectures --scale-widths 32,wide --out {p}/exp", "comma-separated list", None),
     ("range", "experiment superbpe --held-out 1.5 --out {p}/exp", "must be in (0, 1)", None),
@@ -261,7 +269,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(place, capsys, monkeyp
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin or b"")))
     capsys.readouterr()
     with checkpoint.run_lock(run) if kind == "locked" else contextlib.nullcontext():
-        before = tree(place)
+        before, docs_before = tree(place), stamps(DOCS)
         code = main(args)
         after = tree(place)
     err = capsys.readouterr().err
@@ -271,6 +279,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(place, capsys, monkeyp
     if kind == "locked":
         assert f"pid {os.getpid()}" in lines[0]
     assert after == before
+    assert stamps(DOCS) == docs_before, "a refused command wrote into the project's docs/"
 
 
 def test_readers_do_not_take_the_lock(place, capsys):

@@ -390,8 +390,9 @@ def write_report(measured: dict) -> Path:
         f"{done} of the {planned} runs this command plans finished in this run"
         + (f", and {sum(v['n'] for v in moved.values())} more are carried from an earlier one (rows marked "
            f"{CARRIED}, below)" if moved else "")
-        + ("; the rest were stopped for time and show as *not run*." if done + sum(v["n"] for v in moved.values())
-           < planned else ".")
+        + ((("; the rest have not been trained and show as *not run*." if s.get("reuse_only")
+             else "; the rest were stopped for time and show as *not run*."))
+           if done + sum(v["n"] for v in moved.values()) < planned else ".")
         + (" This page was rendered with `--reuse-only` from the runs finished in the run directory; the command"
            " above trains them all." if s.get("reuse_only") else ""),
         _carried_note(moved, carried),
