@@ -40,6 +40,8 @@ def place(tmp_path_factory):
     (root / "noresume").mkdir()
     (root / "badtask").mkdir()  # a task directory whose second test line is not an example
     (root / "badtask" / "test.jsonl").write_text('{"input": "a b", "target": "c"}\n{"input": "a b"}\n')
+    (root / "glyphs").mkdir()  # a frozen-glyph run made with other settings than --quick's
+    (root / "glyphs" / "results.json").write_text(json.dumps({"settings": {"steps": 1}, "fonts": {}}))
     return root
 
 
@@ -71,6 +73,9 @@ CASES = [
     ("missing", "info {m}", "does not exist", None),
     ("range", "experiment architectures --steps 0 --out {p}/exp", "must be >= 1", None),
     ("range", "experiment architectures --seeds 0 --out {p}/exp", "must be >= 1", None),
+    ("missing", "experiment frozen-glyph --quick --doc {m}.md --out {p}/exp", "no such page", None),
+    ("type", "experiment frozen-glyph --quick --doc {p}/file.txt --out {p}/exp", "needs exactly one", None),
+    ("type", "experiment frozen-glyph --quick --resume --out {p}/glyphs", "other settings or fonts", None),
     ("missing", "experiment architectures --reuse-only --out {p}/exp --docs {p}/exp", "none of the grid's", None),
     ("range", "experiment architectures --width 24 --out {p}/exp", "multiples of 16", None),
     ("type", "experiment architectures --scale-widths 32,wide --out {p}/exp", "comma-separated list", None),

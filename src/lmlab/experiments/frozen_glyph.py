@@ -212,14 +212,18 @@ def finished_runs(path: Path, results: dict) -> tuple[dict, float]:
     if not path.is_file():
         return {}, 0.0
     old = common.read_json(path)
-    same = ({k: v for k, v in old.get("settings", {}).items() if k != "seeds"} ==
-            {k: v for k, v in results["settings"].items() if k != "seeds"} and old.get("fonts") == results["fonts"]
+    same = (same_settings(old, results)
             and all(old.get(key, {}).get(f) == results[key][f] for key in common_keys(old, results) for f in PREPARED))
     if not same:
         raise LmlabError(f"{path} was made with other settings, fonts or data: drop --resume or use another --out")
     done = {(key, emb, r["seed"]): r for key in common_keys(old, results)
             for emb, runs in old[key]["runs"].items() for r in runs["seeds"]}
     return done, old.get("timing", {}).get("wall_s", 0.0)
+
+
+def same_settings(old: dict, results: dict) -> bool:
+    return ({k: v for k, v in old.get("settings", {}).items() if k != "seeds"} ==
+            {k: v for k, v in results["settings"].items() if k != "seeds"} and old.get("fonts") == results["fonts"])
 
 
 def common_keys(old: dict, new: dict) -> list[str]:
@@ -243,6 +247,10 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
     results["command"] = command
     results["machine"] = {**common.machine(), "cpu_model": cpu_model(), "device": "cuda" if args.device == "cuda"
                           or (args.device == "auto" and torch.cuda.is_available()) else "cpu"}
+    earlier = out / "results.json"
+    if args.resume and earlier.is_file() and not same_settings(common.read_json(earlier), results):
+        # refused before the corpora are prepared, which would rewrite that run's items and glyph sheets
+        raise LmlabError(f"{earlier} was made with other settings or fonts: drop --resume or use another --out")
     for key in corpora:  # corpora, tokenizers, items and glyph sheets first: cheap, and needed by every run
         folder, tok_dir, tok, val_fraction, held = prepare_corpus(args, work, key)
         cont = max(8, min(40, args.context // 4))  # a choice must fit the window even at 1 char/token
@@ -277,11 +285,13 @@ def measure(args, out: Path, corpora: list[str], embeddings: list[str], seeds: l
 
 
 def run(args) -> int:
-    from .frozen_glyph_report import claims_of, markdown, write_page, write_report
+    from .frozen_glyph_report import check_page, claims_of, markdown, write_page, write_report
 
     command = command_of(args)  # before --quick fills in its sizes
     common.use_quick(args, QUICK)
     out = Path(args.out)
+    if args.doc:  # a page it cannot fill is refused now, not after hours of runs
+        check_page(args.doc)
     if args.render_only:
         results = common.read_json(out / "results.json")
         results["claims"] = claims_of(results)  # derived from the numbers: kept current with the verdict rules

@@ -240,11 +240,22 @@ def page_parts(results: dict) -> dict:
             "details": join(seed_differences(results), samples(results)), "verdicts": verdicts(results)}
 
 
-def write_page(results: dict, doc) -> Path:
-    """Fill the marked regions of `doc` from the results, and write the results beside it (NAME-results.json)."""
+def check_page(doc) -> Path:
+    """`doc` as a page write_page can fill (it exists and has each marked region once), before any run."""
     doc = Path(doc)
     if not doc.is_file():
         raise LmlabError(f"{doc}: no such page (--doc fills the marked sections of an existing page)")
+    try:
+        text = doc.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise LmlabError(f"{doc}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    common.fill_regions(text, "frozen-glyph", dict.fromkeys(("results", "details", "verdicts"), ""), doc)
+    return doc
+
+
+def write_page(results: dict, doc) -> Path:
+    """Fill the marked regions of `doc` from the results, and write the results beside it (NAME-results.json)."""
+    doc = check_page(doc)
     common.write_json(doc.with_name(doc.stem + "-results.json"), results)
     return common.write_text(doc, common.fill_regions(doc.read_text(encoding="utf-8"), "frozen-glyph",
                                                       page_parts(results), doc))
