@@ -2,7 +2,7 @@
 each against the memory roofline of the bytes it reads per token.
 
     python benchmarks/decode_vs_llamacpp.py --llama-venv VENV --llama-cpp DIR [RUN | --shape demo|100m]
-        [--threads 1] [--new 128] [--reps 5] [--compile]
+        [--threads 1] [--new 128] [--reps 5] [--compile] [--prefill 128,1024]
 
 A benchmark only: llama.cpp is no dependency of lmlab. VENV is a separate virtual environment
 holding llama-cpp-python, gguf and sentencepiece (which the converter imports), llama.cpp built for
@@ -21,7 +21,8 @@ the converter does. Checks that both compute the same thing, at f32: greedy cont
 prompt agree token for token, and per-token log-probs of held-out text (the last tenth of
 tinyshakespeare) agree within --logprob-tol. Timing: the same 8-token prompt, --new tokens greedy,
 the tokens after the first timed (the first pays for the prompt), every side once per round in a
-rotating order after an untimed round, medians and the spread over --reps rounds.
+rotating order after an untimed round, medians and the spread over --reps rounds. Prefill: the
+time to run a --prefill-token prompt (held-out text) into an empty cache, the same way.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ RUNTIME = runtime.configure()  # the lmlab command's process settings
 
 import torch  # noqa: E402
 
-SHAPES = {"demo": [], "100m": ["model.n_layers=14", "model.d_model=768", "model.n_heads=12"]}
+# the 100M shape with a 1,024-token context, so that prefill can be timed at 1,024 (RoPE: no weights change)
+SHAPES = {"demo": [], "100m": ["model.n_layers=14", "model.d_model=768", "model.n_heads=12", "model.context=1024"]}
 GGUF_TYPES = ("f32", "bf16", "q8_0")
 LMLAB_DTYPES = {"f32": "float32", "bf16": "bfloat16", "q8_0": "int8"}  # the like-for-like pairs
 
@@ -209,6 +211,21 @@ def llama_timed(llm, prompt: list[int], n_new: int) -> tuple[list[int], float]:
 
 
 @torch.no_grad()
+def lmlab_prefill(model, ids: list[int]) -> float:
+    """Seconds to run a prompt through the model into an empty KV cache (one chunk, as generate does)."""
+    t = time.perf_counter()
+    model(torch.tensor([ids]), cache=model.new_cache())
+    return time.perf_counter() - t
+
+
+def llama_prefill(llm, ids: list[int]) -> float:
+    llm.reset()
+    t = time.perf_counter()
+    llm.eval(ids)
+    return time.perf_counter() - t
+
+
+@torch.no_grad()
 def lmlab_logprobs(model, ids: list[int]) -> list[float]:
     logits = model(torch.tensor([ids]))[0][0].float()
     return logits.log_softmax(-1)[:-1].gather(1, torch.tensor(ids[1:])[:, None])[:, 0].tolist()
@@ -243,7 +260,8 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--eval-tokens", type=int, default=200, help="held-out tokens for the log-prob check")
     ap.add_argument("--logprob-tol", type=float, default=1e-3, help="max |log-prob difference| allowed at f32 (nats)")
-    ap.add_argument("--compile", action="store_true", help="also time lmlab's compiled bf16 decoder")
+    ap.add_argument("--prefill", default="128,1024", help="prompt lengths whose processing is timed (up to the context)")
+    ap.add_argument("--compile", action="store_true", help="also time lmlab's compiled decoder at each precision")
     ap.add_argument("--gguf-writer", action="store_true",
                     help="write the GGUF files here with the gguf package instead of running the converter")
     ap.add_argument("--keep", type=Path, help="keep the exported and converted files here")
@@ -314,9 +332,10 @@ def main():
     for t in GGUF_TYPES:
         m, _, _ = load_model(run)
         sides[f"lmlab {LMLAB_DTYPES[t]}"] = ("lmlab", for_inference(m.float(), LMLAB_DTYPES[t], torch.device("cpu")), t)
-    if args.compile:
+    for t in GGUF_TYPES if args.compile else ():
         m, _, _ = load_model(run)
-        sides["lmlab bfloat16 compiled"] = ("lmlab", for_inference(m.float(), "bfloat16", torch.device("cpu"), compile=True), "bf16")
+        sides[f"lmlab {LMLAB_DTYPES[t]} compiled"] = (
+            "lmlab", for_inference(m.float(), LMLAB_DTYPES[t], torch.device("cpu"), compile=True), t)
     for name, (kind, model, t) in sides.items():
         if kind == "lmlab":
             fidelity[name.replace(" ", "_") + "_greedy_agree_prefix_vs_fp32"] = agree_prefix(lmlab_timed(model, prompt, n_new)[0], ref_ids)
@@ -334,6 +353,20 @@ def main():
             assert len(ids) == n_new
             if r:
                 rates[name].append((n_new - 1) / dt)
+    # prefill: the eager sides only (the compiled decoder runs prompts eager too)
+    lengths = [n for n in (int(v) for v in args.prefill.split(",") if v) if n <= context]
+    long_ids = held_out_ids(tokenizer, max(lengths, default=0))
+    prefill_sides = [n for n in names if not n.endswith("compiled")]
+    prefill = {f"{name} @ {n}": [] for n in lengths for name in prefill_sides}
+    for r in range(args.reps + 1):
+        for n in lengths:
+            for name in prefill_sides[r % len(prefill_sides):] + prefill_sides[:r % len(prefill_sides)]:
+                kind, model, _ = sides[name]
+                dt = (llama_prefill if kind == "llama" else lmlab_prefill)(model, long_ids[:n])
+                if r:
+                    prefill[f"{name} @ {n}"].append(n / dt)
+    prefill_rows = {k: {"tokens_per_s": statistics.median(v), "spread": (max(v) - min(v)) / statistics.median(v),
+                        "all": v} for k, v in prefill.items()}
     load_after = bench.loadavg()
 
     rows = {}
@@ -348,6 +381,8 @@ def main():
                       "bytes_per_token": per_token, "roofline_tokens_per_s": limit, "fraction_of_roofline": med / limit}
     ratios = {f"lmlab {LMLAB_DTYPES[t]} / llama.cpp {t}":
               rows[f"lmlab {LMLAB_DTYPES[t]}"]["tokens_per_s"] / rows[f"llama.cpp {t}"]["tokens_per_s"] for t in GGUF_TYPES}
+    ratios.update({f"lmlab {LMLAB_DTYPES[t]} compiled / llama.cpp {t}": rows[f"lmlab {LMLAB_DTYPES[t]} compiled"]["tokens_per_s"]
+                   / rows[f"llama.cpp {t}"]["tokens_per_s"] for t in GGUF_TYPES if args.compile})
     print(json.dumps({
         "benchmark": "decode_vs_llamacpp", "run": args.run or f"random weights, {args.shape} shape",
         "model": {"n_layers": n_layers, "d_model": mc.d_model, "n_heads": mc.n_heads, "vocab_size": mc.vocab_size,
@@ -356,6 +391,7 @@ def main():
         "reps": args.reps, "greedy": True, "conversion": conversion or "reused files in --keep",
         "fidelity": fidelity, "logprob_tol": args.logprob_tol, "eval_tokens": len(held),
         "bandwidth": bw, "bandwidth_gbps_used": gbps, "sides": rows, "ratios": ratios,
+        "prefill_tokens_per_s": prefill_rows, "prefill_lengths": lengths,
         "loadavg_before": load_before, "loadavg_after": load_after, "process_settings": RUNTIME,
         "torch": torch.__version__, "llama_cpp_python": llama_cpp.__version__,
         "note": "tokens/s over the tokens after the first; medians of rounds in a rotating order; "

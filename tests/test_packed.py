@@ -52,30 +52,37 @@ def test_packed_model_samples_exactly_what_the_plain_bf16_model_samples(tiny_run
 
 def test_compiling_keeps_plain_layers_and_freezing_packs_them(tiny_run):
     """dynamo cannot trace the packed weights, so a model readied for compiling is not packed; the
-    compiled decoder freezes the weights into constants, which inductor packs itself (copies: a
-    change to the model afterwards no longer reaches it)."""
+    compiled decoder freezes the weights of its batch graphs into constants, which inductor packs
+    itself (copies: a change to the model afterwards no longer reaches them). Its batch-1 graph
+    (RowSumLinear, model/rowsum_linear.py) compiles without freezing, so it reads the weights live."""
     from lmlab.checkpoint import load_model
     from lmlab.infer.prepare import for_inference
+    from lmlab.model.rowsum_linear import RowSumLinear
 
     torch._dynamo.reset()  # compile from scratch, whatever compiled before in this process
     compiled = for_inference(load_model(tiny_run)[0], "bfloat16", torch.device("cpu"), compile=True)
     inner = compiled._orig_mod
     assert any(type(m) is nn.Linear for m in inner.modules())
+    assert all(type(m.inner) is nn.Linear for m in inner.modules() if isinstance(m, RowSumLinear))
     assert not any(isinstance(m, PackedLinear) for m in inner.modules())
-    x = torch.randint(0, inner.cfg.vocab_size, (1, 9))
+    x = torch.randint(0, inner.cfg.vocab_size, (2, 9))
 
     unchanged = copy.deepcopy(inner)
 
-    def decode(m):  # a 2-token prompt (eager) from the unchanged model, then the compiled one-token steps
+    def decode(m, rows):  # a 2-token prompt (eager) from the unchanged model, then the compiled one-token steps
         cache = m.new_cache()
-        unchanged(x[:, :2], cache=cache)
-        return torch.cat([m(x[:, t:t + 1], cache=cache)[0] for t in range(2, x.shape[1])], 1)
+        unchanged(x[:rows, :2], cache=cache)
+        return torch.cat([m(x[:rows, t:t + 1], cache=cache)[0] for t in range(2, x.shape[1])], 1)
 
     with torch.no_grad():
-        before = decode(compiled)
-        torch.testing.assert_close(before, decode(inner), rtol=0.05, atol=0.05)  # bf16: rounding differs
-        for layer in inner.modules():
-            if type(layer) is nn.Linear:
+        before = {rows: decode(compiled, rows) for rows in (1, 2)}
+        for rows in (1, 2):
+            torch.testing.assert_close(before[rows], decode(inner, rows), rtol=0.05, atol=0.05)  # bf16: rounding differs
+        for layer in inner.modules():  # not the head's: it is the embedding, which a lookup reads in place
+            if type(layer) is nn.Linear and layer.weight is not inner.embed.weight:
                 layer.weight.zero_()
-        assert torch.equal(decode(compiled), before)
-        assert not torch.allclose(decode(inner), before, rtol=0.05, atol=0.05)
+        assert torch.equal(decode(compiled, 2), before[2])
+        assert not torch.allclose(decode(inner, 2), before[2], rtol=0.05, atol=0.05)
+        live = decode(compiled, 1)
+        torch.testing.assert_close(live, decode(inner, 1), rtol=0.05, atol=0.05)
+        assert not torch.allclose(live, before[1], rtol=0.05, atol=0.05)

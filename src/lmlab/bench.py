@@ -189,7 +189,10 @@ def _linear_weight_bytes(m) -> tuple[int, torch.dtype] | None:
     """(bytes of weights + scales + bias, output dtype) of a linear layer of any kind, else None."""
     from .model.int8 import Int8Linear
     from .model.packed import PackedLinear
+    from .model.rowsum_linear import RowSumLinear
 
+    if isinstance(m, RowSumLinear):  # the wrapped layer's bytes (counted once: its child is skipped)
+        return _linear_weight_bytes(m.inner)
     bias = m.bias.nbytes if getattr(m, "bias", None) is not None else 0
     if isinstance(m, Int8Linear):
         return m.codes.nbytes + m.scales.nbytes + bias, m.scales.dtype
@@ -212,7 +215,10 @@ def decode_bytes_per_token(model, kv_len: int) -> dict:
     model = getattr(model, "_orig_mod", model)  # a compiled model: the same weights, frozen
     tables = {id(model.embed)} | ({id(model.pos_embed)} if model.pos_embed is not None else set())
     weights = rows = kv = 0
+    wrapped = {id(m.inner) for m in model.modules() if hasattr(m, "inner")}
     for m in model.modules():
+        if id(m) in wrapped:
+            continue
         linear = _linear_weight_bytes(m)
         if linear is not None:
             weights += linear[0]

@@ -62,19 +62,30 @@ def fuse_projections(model) -> None:
             module.fuse_qkv()
 
 
-def compiled_for_decoding(model, device: torch.device):
+def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = None):
     """torch.compile the model for token-by-token decoding: calls with one new token per sequence
     run compiled (dynamic shapes: the cache position and the batch size vary), longer chunks eager.
     Measured on CPU at batch 1 (docs/performance.md): it removes most of the per-token framework
     overhead; compiling costs tens of seconds on the first decoding call of each process. The
-    weights are frozen into the compiled code: a model changed afterwards must be compiled again."""
+    weights are frozen into the compiled code: a model changed afterwards must be compiled again.
+    rowsum (default: on a CPU): the linear layers become RowSumLinear (model/rowsum_linear.py), whose
+    batch-1 products inductor fuses into one streaming loop per matrix."""
     if device.type == "cpu":
         cxx = os.environ.get("CXX") or "g++"
         if not (shutil.which(cxx) or shutil.which("c++") or shutil.which("clang++")):
             raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
                              "clang++); install one or set generate.compile=false")
+    rowsum = device.type == "cpu" if rowsum is None else rowsum
+    if rowsum:
+        from ..model.rowsum_linear import wrap_linears
+
+        wrap_linears(model)
     compiled = torch.compile(model, dynamic=True)
-    step = _with_inductor_settings(compiled.forward, inductor_settings(device))
+    settings = inductor_settings(device)
+    # Freezing would fold each row-sum's widened W.float() into an fp32 constant (bf16 and int8 then
+    # read fp32's bytes), so batch-1 graphs compile without it; batches keep it (oneDNN prepacking).
+    one_row = _with_inductor_settings(compiled.forward, {**settings, "freezing": False} if rowsum else settings)
+    rows = _with_inductor_settings(compiled.forward, settings)
 
     def forward(idx, targets=None, cache=None):
         # Only one-token steps at cache positions >= 2 run compiled. Prompts and re-encoded windows
@@ -83,7 +94,7 @@ def compiled_for_decoding(model, device: torch.device):
         # compiling them too would add a second compile (docs/performance.md, compiled decoder).
         if idx.shape[-1] > 1 or cache is None or cache.pos < 2 or targets is not None:
             return model(idx, targets, cache)
-        return step(idx, cache=cache)
+        return (one_row if idx.shape[0] == 1 else rows)(idx, cache=cache)
 
     compiled.forward = forward
     return compiled

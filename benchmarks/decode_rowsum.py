@@ -1,0 +1,104 @@
+"""The compiled CPU decoder with and without RowSumLinear (model/rowsum_linear.py), in one process.
+
+    python benchmarks/decode_rowsum.py [--shape demo|100m] [--threads 1] [--reps 5] [--new 64]
+        [--dtypes float32,bfloat16,int8] [--batches 1,16]
+
+Random weights of the demo shape or of the 100M shape (the demo's architecture at 14 x 768, 12
+heads), for each dtype one model compiled with the row-sum layers (today's default on a CPU) and
+one compiled as before (plain layers, freezing at every batch size). Decoding of --new
+given tokens (the same for every model) after an 8-token prompt at each batch size; every model runs once untimed (it compiles),
+then the models alternate for --reps rounds; medians. Also the largest logit difference of each
+pair over the same steps, and the weight bandwidth achieved (bytes one batch-1 step reads /
+time per token). Prints JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+from lmlab import runtime
+
+RUNTIME = runtime.configure()
+
+import torch  # noqa: E402
+
+SHAPES = {"demo": [], "100m": ["model.n_layers=14", "model.d_model=768", "model.n_heads=12"]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="100m")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--dtypes", default="float32,bfloat16,int8")
+    ap.add_argument("--batches", default="1,16")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    # every model and batch size here is another graph of the same forward: past dynamo's default
+    # limit of 8 the rest would silently run eager
+    torch._dynamo.config.recompile_limit = torch._dynamo.config.accumulated_recompile_limit = 256
+    from lmlab import bench, config
+    from lmlab.infer.prepare import compiled_for_decoding, for_inference
+    from lmlab.model import Transformer
+
+    cfg = config.load("demo", ["model.dropout=0", *SHAPES[args.shape]]).model
+    cfg.vocab_size = 65
+    torch.manual_seed(0)
+    base = Transformer(cfg).eval()
+    cpu = torch.device("cpu")
+    batches = [int(b) for b in args.batches.split(",")]
+
+    def build(dtype, rowsum):
+        model = for_inference(copy.deepcopy(base), dtype, cpu, pack=False)
+        return compiled_for_decoding(model, cpu, rowsum=rowsum)
+
+    models = {(d, r): build(d, r) for d in args.dtypes.split(",") for r in (False, True)}
+
+    @torch.no_grad()
+    def decode(model, batch):
+        """ms per token of --new greedy steps, and the logits of every step."""
+        ids = torch.randint(0, cfg.vocab_size, (batch, 8 + args.new), generator=torch.Generator().manual_seed(0))
+        cache = model.new_cache()
+        model(ids[:, :8], cache=cache)
+        steps, t = [], time.perf_counter()
+        for i in range(8, 8 + args.new):  # fixed tokens, not argmax: both sides see the same inputs
+            steps.append(model(ids[:, i:i + 1], cache=cache)[0])
+        return (time.perf_counter() - t) / args.new * 1e3, torch.cat(steps, 1).float()
+
+    load_before = bench.loadavg()
+    first, times, logits = {}, {}, {}
+    for key, model in models.items():
+        for b in batches:
+            t0 = time.perf_counter()
+            _, logits[key, b] = decode(model, b)  # compiles
+            first[key, b] = time.perf_counter() - t0
+            times[key, b] = []
+    for _ in range(args.reps):
+        for key, model in models.items():
+            for b in batches:
+                times[key, b].append(decode(model, b)[0])
+    rows = []
+    for dtype in args.dtypes.split(","):
+        per_token = bench.decode_bytes_per_token(models[dtype, True], 8 + args.new / 2)["weights"]
+        for b in batches:
+            off, on = (statistics.median(times[(dtype, r), b]) for r in (False, True))
+            rows.append({"dtype": dtype, "batch": b, "off_ms_per_token": off, "on_ms_per_token": on,
+                         "speedup": off / on, "tokens_per_s_off": b * 1e3 / off, "tokens_per_s_on": b * 1e3 / on,
+                         "spread_on": (max(times[(dtype, True), b]) - min(times[(dtype, True), b])) / on,
+                         "spread_off": (max(times[(dtype, False), b]) - min(times[(dtype, False), b])) / off,
+                         "weight_gbps_off": per_token / off / 1e6 if b == 1 else None,
+                         "weight_gbps_on": per_token / on / 1e6 if b == 1 else None,
+                         "max_logit_diff": (logits[(dtype, True), b] - logits[(dtype, False), b]).abs().max().item(),
+                         "first_run_s_off": first[(dtype, False), b], "first_run_s_on": first[(dtype, True), b]})
+    print(json.dumps({"benchmark": "decode_rowsum", "shape": args.shape, "params": sum(p.numel() for p in base.parameters()),
+                      "threads": args.threads, "reps": args.reps, "new_tokens": args.new, "rows": rows,
+                      "process_settings": RUNTIME, "loadavg_before": load_before,
+                      "loadavg_after": bench.loadavg(), "torch": torch.__version__}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""RowSumLinear (model/rowsum_linear.py): the batch-1 product written as a multiply-and-sum gives the
+wrapped layer's result up to the order of the float sums; more rows go to the layer itself, exactly;
+the bytes a decoding step reads are counted once; the compiled decoder uses it at batch 1."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from lmlab import bench
+from lmlab.config import ModelConfig
+from lmlab.model import Transformer
+from lmlab.model.int8 import Int8Linear
+from lmlab.model.rowsum_linear import RowSumLinear, wrap_linears
+
+
+def layers(dtype):
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 40)
+    if dtype == "int8":
+        return Int8Linear.from_linear(lin, torch.bfloat16)
+    return lin.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, "int8"])
+@torch.no_grad()
+def test_one_row_is_the_layer_up_to_summation_order_and_more_rows_are_the_layer_exactly(dtype):
+    inner = layers(dtype)
+    wrapped = RowSumLinear(inner)
+    act = torch.float32 if dtype == torch.float32 else torch.bfloat16
+    one = torch.randn(1, 1, 64).to(act)
+    # the reference in fp32 from the same weights: the row-sum accumulates in fp32 too
+    want = (one.float().reshape(1, 64) @ inner.weight.float().T + inner.bias.float()).view(1, 1, 40)
+    got = wrapped(one)
+    assert got.shape == (1, 1, 40) and got.dtype == act
+    tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16: the output's rounding
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+    many = torch.randn(3, 2, 64).to(act)
+    assert torch.equal(wrapped(many), inner(many))
+
+
+def test_wrapping_shares_the_weights_and_counts_their_bytes_once():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, context=16)  # tied head
+    model = Transformer(cfg).eval()
+    before = bench.decode_bytes_per_token(model, 10)
+    wrapped = copy.deepcopy(model)
+    n = wrap_linears(wrapped)
+    assert n == 2 * 6 + 1  # q, k, v, out, up, down in each layer, and the head given its own layer
+    assert bench.decode_bytes_per_token(wrapped, 10) == before
+    assert wrapped.lm_head.inner.weight is wrapped.embed.weight  # the tied head: no copy
+    x = torch.randint(0, 50, (1, 9))
+    with torch.no_grad():
+        assert torch.equal(wrapped(x)[0], model(x)[0])  # 9 rows: the layers' own kernels
