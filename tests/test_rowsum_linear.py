@@ -52,3 +52,18 @@ def test_wrapping_shares_the_weights_and_counts_their_bytes_once():
     x = torch.randint(0, 50, (1, 9))
     with torch.no_grad():
         assert torch.equal(wrapped(x)[0], model(x)[0])  # 9 rows: the layers' own kernels
+
+
+def test_the_compiled_decoder_takes_the_row_sum_where_it_was_measured_to_pay(monkeypatch):
+    """fp32/bf16 always; int8 only when its codes outgrow the last-level cache (0.80x from cache)."""
+    from lmlab.infer import prepare
+
+    cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, context=16)
+    cpu = torch.device("cpu")
+    assert prepare.rowsum_pays(prepare.for_inference(Transformer(cfg).eval(), "float32", cpu))
+    int8 = prepare.for_inference(Transformer(cfg).eval(), "int8", cpu)
+    assert not prepare.rowsum_pays(int8)  # a few KB of codes: from cache, torch's kernel is faster
+    monkeypatch.setattr(prepare, "last_level_cache_bytes", lambda: 1024)
+    assert prepare.rowsum_pays(int8)
+    compiled = prepare.compiled_for_decoding(int8, cpu)  # lazily: nothing compiles until a call
+    assert isinstance(compiled._orig_mod.lm_head, RowSumLinear)

@@ -68,14 +68,14 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
     Measured on CPU at batch 1 (docs/performance.md): it removes most of the per-token framework
     overhead; compiling costs tens of seconds on the first decoding call of each process. The
     weights are frozen into the compiled code: a model changed afterwards must be compiled again.
-    rowsum (default: on a CPU): the linear layers become RowSumLinear (model/rowsum_linear.py), whose
-    batch-1 products inductor fuses into one streaming loop per matrix."""
+    rowsum (default: on a CPU where rowsum_pays): the linear layers become RowSumLinear
+    (model/rowsum_linear.py), whose batch-1 products inductor fuses into one streaming loop per matrix."""
     if device.type == "cpu":
         cxx = os.environ.get("CXX") or "g++"
         if not (shutil.which(cxx) or shutil.which("c++") or shutil.which("clang++")):
             raise LmlabError(f"generate.compile on CPU needs a C++ compiler (none found as {cxx}, c++ or "
                              "clang++); install one or set generate.compile=false")
-    rowsum = device.type == "cpu" if rowsum is None else rowsum
+    rowsum = device.type == "cpu" and rowsum_pays(model) if rowsum is None else rowsum
     if rowsum:
         from ..model.rowsum_linear import wrap_linears
 
@@ -98,6 +98,32 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
 
     compiled.forward = forward
     return compiled
+
+
+def rowsum_pays(model) -> bool:
+    """Whether the row-sum layers beat the layers' own kernels at batch 1 on this CPU, as measured
+    (docs/performance.md, row-sum products): always for fp32 and bf16 weights (1.5-2.3x at the demo
+    and 100M shapes); for int8 only when the codes outgrow the last-level cache (1.30x at 100M, where
+    they stream from memory; 0.80x at the demo shape, where torch's int8 kernel reads them from cache).
+    The switch sits at the cache size, between the two measured points."""
+    from ..model.int8 import Int8Linear
+
+    codes = sum(m.codes.nbytes for m in model.modules() if isinstance(m, Int8Linear))
+    return codes == 0 or codes > last_level_cache_bytes()
+
+
+def last_level_cache_bytes(default: int = 32 << 20) -> int:
+    """The largest CPU cache Linux reports for cpu0 (sysfs), else `default`."""
+    from pathlib import Path
+
+    sizes = []
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = f.read_text().strip()
+            sizes.append(int(text[:-1]) << {"K": 10, "M": 20, "G": 30}[text[-1]] if text[-1] in "KMG" else int(text))
+        except (OSError, ValueError, KeyError, IndexError):
+            continue
+    return max(sizes, default=default)
 
 
 def inductor_settings(device: torch.device) -> dict:
