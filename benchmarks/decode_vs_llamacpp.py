@@ -1,7 +1,7 @@
 """Batch-1 decoding: lmlab (fp32, bf16, int8) vs llama.cpp (f32, bf16, q8_0) on the same weights,
 each against the memory roofline of the bytes it reads per token.
 
-    python benchmarks/decode_vs_llamacpp.py --llama-venv VENV --llama-cpp DIR [RUN | --shape demo|100m]
+    python benchmarks/decode_vs_llamacpp.py --llama-venv VENV --llama-cpp DIR [RUN | --shape demo|100m|350m]
         [--threads 1] [--new 128] [--reps 5] [--compile] [--prefill 128,1024]
 
 A benchmark only: llama.cpp is no dependency of lmlab. VENV is a separate virtual environment
@@ -11,9 +11,10 @@ site-packages are appended to this process's path, so both run in one process. D
 convert_hf_to_gguf.py.
 
 The model: RUN (a Llama-shaped lmlab run: RoPE, RMSNorm, SwiGLU), or random weights of the demo
-shape (4 x 256) or of the 100M shape (the demo's architecture at 14 x 768, 12 heads: the size of
-docs/performance.md's 100M point), with the tinyshakespeare char tokenizer. It is exported with
-`lmlab export --to hf` and converted by llama.cpp's convert_hf_to_gguf.py to f32, bf16 and q8_0;
+shape (4 x 256), of the 100M shape (the demo's architecture at 14 x 768, 12 heads: the size of
+docs/performance.md's 100M point) or of a 350M one (28 x 1024, 16 heads; 354M parameters), with
+the tinyshakespeare char tokenizer (the two larger shapes with a 1,024-token context). It is
+exported with `lmlab export --to hf` and converted by llama.cpp's convert_hf_to_gguf.py to f32, bf16 and q8_0;
 where the converter refuses the model (e.g. a vocabulary it cannot read), or with --gguf-writer,
 the GGUF is written here with
 the `gguf` package from the same exported tensors, q/k rows permuted to llama.cpp's RoPE layout as
@@ -43,7 +44,8 @@ RUNTIME = runtime.configure()  # the lmlab command's process settings
 import torch  # noqa: E402
 
 # the 100M shape with a 1,024-token context, so that prefill can be timed at 1,024 (RoPE: no weights change)
-SHAPES = {"demo": [], "100m": ["model.n_layers=14", "model.d_model=768", "model.n_heads=12", "model.context=1024"]}
+SHAPES = {"demo": [], "100m": ["model.n_layers=14", "model.d_model=768", "model.n_heads=12", "model.context=1024"],
+          "350m": ["model.n_layers=28", "model.d_model=1024", "model.n_heads=16", "model.context=1024"]}
 GGUF_TYPES = ("f32", "bf16", "q8_0")
 LMLAB_DTYPES = {"f32": "float32", "bf16": "bfloat16", "q8_0": "int8"}  # the like-for-like pairs
 
