@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--dtypes", default="float32,bfloat16,int8")
     ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--chunks", type=int, default=0,
+                    help="compare row-sum layers with RowSumLinear.chunks = N (each row's sum in N parts) instead of plain layers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     # every model and batch size here is another graph of the same forward: past dynamo's default
@@ -53,8 +55,15 @@ def main():
     batches = [int(b) for b in args.batches.split(",")]
 
     def build(dtype, rowsum):
+        """rowsum False: the baseline (plain layers, or with --chunks the row-sum in N parts)."""
+        from lmlab.model.rowsum_linear import RowSumLinear
+
         model = for_inference(copy.deepcopy(base), dtype, cpu, pack=False)
-        return compiled_for_decoding(model, cpu, rowsum=rowsum)
+        compiled = compiled_for_decoding(model, cpu, rowsum=rowsum or bool(args.chunks))
+        for m in model.modules():
+            if isinstance(m, RowSumLinear) and not rowsum:
+                m.chunks = args.chunks
+        return compiled
 
     models = {(d, r): build(d, r) for d in args.dtypes.split(",") for r in (False, True)}
 
@@ -94,7 +103,8 @@ def main():
                          "weight_gbps_on": per_token / on / 1e6 if b == 1 else None,
                          "max_logit_diff": (logits[(dtype, True), b] - logits[(dtype, False), b]).abs().max().item(),
                          "first_run_s_off": first[(dtype, False), b], "first_run_s_on": first[(dtype, True), b]})
-    print(json.dumps({"benchmark": "decode_rowsum", "shape": args.shape, "params": sum(p.numel() for p in base.parameters()),
+    print(json.dumps({"benchmark": "decode_rowsum", "shape": args.shape,
+                      "baseline": f"row-sum in {args.chunks} parts" if args.chunks else "plain layers", "params": sum(p.numel() for p in base.parameters()),
                       "threads": args.threads, "reps": args.reps, "new_tokens": args.new, "rows": rows,
                       "process_settings": RUNTIME, "loadavg_before": load_before,
                       "loadavg_after": bench.loadavg(), "torch": torch.__version__}, indent=1))

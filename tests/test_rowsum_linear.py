@@ -67,3 +67,14 @@ def test_the_compiled_decoder_takes_the_row_sum_where_it_was_measured_to_pay(mon
     assert prepare.rowsum_pays(int8)
     compiled = prepare.compiled_for_decoding(int8, cpu)  # lazily: nothing compiles until a call
     assert isinstance(compiled._orig_mod.lm_head, RowSumLinear)
+
+
+@torch.no_grad()
+def test_a_row_summed_in_parts_is_the_same_product():
+    inner = layers(torch.float32)
+    whole, parts = RowSumLinear(inner), RowSumLinear(inner)
+    parts.chunks = 4
+    x = torch.randn(1, 64)
+    torch.testing.assert_close(parts(x), whole(x), rtol=1e-5, atol=1e-5)
+    parts.chunks = 5  # 64 does not split in 5: the whole row
+    assert torch.equal(parts(x), whole(x))

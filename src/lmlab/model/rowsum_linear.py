@@ -21,6 +21,8 @@ class RowSumLinear(nn.Module):
     """Wraps an nn.Linear or Int8Linear (kept as `inner`, so its weights and state are the same
     tensors); inference only."""
 
+    chunks = 1  # see forward; benchmarks/decode_rowsum.py --chunks compares another value
+
     def __init__(self, inner: nn.Module):
         super().__init__()
         if not isinstance(inner, (nn.Linear, Int8Linear)):
@@ -40,10 +42,15 @@ class RowSumLinear(nn.Module):
         if x.numel() != x.shape[-1]:  # more than one row: the wrapped layer's matrix kernel
             return self.inner(x)
         row = x.reshape(1, -1).float()
-        if isinstance(self.inner, Int8Linear):  # the scales factor out of each row's sum
-            y = (self.inner.codes.float() * row).sum(-1) * self.inner.scales.float()
+        w = self.inner.codes if isinstance(self.inner, Int8Linear) else self.inner.weight
+        c = self.chunks if self.in_features % self.chunks == 0 else 1
+        # c > 1: each row's sum in c parts, then their sum (the loop structure inductor generates differs)
+        if c == 1:
+            y = (w.float() * row).sum(-1)
         else:
-            y = (self.inner.weight.float() * row).sum(-1)
+            y = (w.view(self.out_features, c, -1).float() * row.view(1, c, -1)).sum(-1).sum(-1)
+        if isinstance(self.inner, Int8Linear):  # the scales factor out of each row's sum
+            y = y * self.inner.scales.float()
         if self.inner.bias is not None:
             y = y + self.inner.bias.float()
         return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
