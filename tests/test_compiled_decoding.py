@@ -1,4 +1,6 @@
 """generate.compile: the torch.compile'd decoder gives the eager decoder's logits, through the KV cache."""
+import copy
+
 import pytest
 import torch
 
@@ -15,12 +17,14 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def test_compiled_decoder_matches_eager_through_the_cache(tiny_run, capsys):
+@pytest.mark.parametrize("rowsum", [None, True], ids=["default", "rowsum"])  # a tiny model: plain layers by default
+def test_compiled_decoder_matches_eager_through_the_cache(tiny_run, capsys, rowsum):
     from lmlab.cli import main
     from lmlab.checkpoint import load_model
 
     model, tok, _ = load_model(tiny_run)
-    compiled = compiled_for_decoding(model, torch.device("cpu"))
+    eager = copy.deepcopy(model)
+    compiled = compiled_for_decoding(model, torch.device("cpu"), rowsum=rowsum)
     x = torch.tensor([tok.encode("ROMEO: Is it a custom that you should")])
 
     def logits(m):
@@ -29,7 +33,7 @@ def test_compiled_decoder_matches_eager_through_the_cache(tiny_run, capsys):
         return torch.cat(parts, 1)
 
     with torch.no_grad():
-        want, got = logits(model), logits(compiled)
+        want, got = logits(eager), logits(compiled)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)  # fp32: only the order of float sums differs
     # the 7-token prompt ran eager: only the one-token step was compiled, and a one-token prompt
     # (an empty cache, another branch) compiles nothing more

@@ -6,6 +6,7 @@ import os
 import shutil
 
 import torch
+from torch import nn
 
 from ..device import pick_dtype
 from ..errors import LmlabError
@@ -102,14 +103,17 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
 
 def rowsum_pays(model) -> bool:
     """Whether the row-sum layers beat the layers' own kernels at batch 1 on this CPU, as measured
-    (docs/performance.md, row-sum products): always for fp32 and bf16 weights (1.5-2.3x at the demo
-    and 100M shapes); for int8 only when the codes outgrow the last-level cache (1.30x at 100M, where
-    they stream from memory; 0.80x at the demo shape, where torch's int8 kernel reads them from cache).
-    The switch sits at the cache size, between the two measured points."""
+    (docs/performance.md, row-sum products): when the matrices outgrow the last-level cache and stream
+    from memory, at every precision (1.3-1.6x at the 100M shape); from cache it varied (demo shape
+    fp32 1.83x, bf16 2.27x, int8 0.80x; shakespeare-char shape bf16 0.62x, fp32 1.05x), so there the
+    layers keep their own kernels. The switch sits at the cache size, not at a measured crossover."""
     from ..model.int8 import Int8Linear
 
-    codes = sum(m.codes.nbytes for m in model.modules() if isinstance(m, Int8Linear))
-    return codes == 0 or codes > last_level_cache_bytes()
+    matrices = sum(m.codes.nbytes if isinstance(m, Int8Linear) else m.weight.nbytes
+                   for m in model.modules() if isinstance(m, (nn.Linear, Int8Linear)))
+    if getattr(model, "tied", False):  # the head reads the embedding matrix
+        matrices += model.embed.weight.nbytes
+    return matrices > last_level_cache_bytes()
 
 
 def last_level_cache_bytes(default: int = 32 << 20) -> int:
