@@ -215,7 +215,9 @@ def decode_bytes_per_token(model, kv_len: int) -> dict:
     model = getattr(model, "_orig_mod", model)  # a compiled model: the same weights, frozen
     tables = {id(model.embed)} | ({id(model.pos_embed)} if model.pos_embed is not None else set())
     weights = rows = kv = 0
-    wrapped = {id(m.inner) for m in model.modules() if hasattr(m, "inner")}
+    from .model.rowsum_linear import RowSumLinear
+
+    wrapped = {id(m.inner) for m in model.modules() if isinstance(m, RowSumLinear)}
     for m in model.modules():
         if id(m) in wrapped:
             continue

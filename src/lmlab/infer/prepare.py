@@ -6,7 +6,6 @@ import os
 import shutil
 
 import torch
-from torch import nn
 
 from ..device import pick_dtype
 from ..errors import LmlabError
@@ -68,8 +67,8 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
     run compiled (dynamic shapes: the cache position and the batch size vary), longer chunks eager.
     Measured on CPU at batch 1 (docs/performance.md): it removes most of the per-token framework
     overhead; compiling costs tens of seconds on the first decoding call of each process. The
-    weights are frozen into the compiled code: a model changed afterwards must be compiled again.
-    rowsum (default: on a CPU where rowsum_pays): the linear layers become RowSumLinear
+    weights are frozen into the compiled code (batch graphs; see rowsum for batch 1): a model
+    changed afterwards must be compiled again. rowsum (default: on a CPU where rowsum_pays): the linear layers become RowSumLinear
     (model/rowsum_linear.py), whose batch-1 products inductor fuses into one streaming loop per matrix."""
     if device.type == "cpu":
         cxx = os.environ.get("CXX") or "g++"
@@ -107,13 +106,9 @@ def rowsum_pays(model) -> bool:
     from memory, at every precision (1.3-1.6x at the 100M shape); from cache it varied (demo shape
     fp32 1.83x, bf16 2.27x, int8 0.80x; shakespeare-char shape bf16 0.62x, fp32 1.05x), so there the
     layers keep their own kernels. The switch sits at the cache size, not at a measured crossover."""
-    from ..model.int8 import Int8Linear
+    from ..bench import decode_bytes_per_token
 
-    matrices = sum(m.codes.nbytes if isinstance(m, Int8Linear) else m.weight.nbytes
-                   for m in model.modules() if isinstance(m, (nn.Linear, Int8Linear)))
-    if getattr(model, "tied", False):  # the head reads the embedding matrix
-        matrices += model.embed.weight.nbytes
-    return matrices > last_level_cache_bytes()
+    return decode_bytes_per_token(model, 0)["weights"] > last_level_cache_bytes()  # what one step reads
 
 
 def last_level_cache_bytes(default: int = 32 << 20) -> int:
