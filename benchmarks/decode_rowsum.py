@@ -1,11 +1,12 @@
 """The compiled CPU decoder with and without RowSumLinear (model/rowsum_linear.py), in one process.
 
     python benchmarks/decode_rowsum.py [--shape demo|100m] [--threads 1] [--reps 5] [--new 64]
-        [--dtypes float32,bfloat16,int8] [--batches 1,16]
+        [--dtypes float32,bfloat16,int8] [--batches 1,16] [--chunks N | --unrealized]
 
 Random weights of the demo shape or of the 100M shape (the demo's architecture at 14 x 768, 12
-heads), for each dtype one model compiled with the row-sum layers (today's default on a CPU) and
-one compiled as before (plain layers, freezing at every batch size). Decoding of --new
+heads; q/k/v fused into one layer, as the compiled decoder has them), for each dtype one model compiled with the row-sum layers (today's default on a CPU) and
+one compiled as before (plain layers, freezing at every batch size; with --chunks or --unrealized,
+row-sum layers with that change instead). Decoding of --new
 given tokens (the same for every model) after an 8-token prompt at each batch size; every model runs once untimed (it compiles),
 then the models alternate for --reps rounds; medians. Also the largest logit difference of each
 pair over the same steps, and the weight bandwidth achieved (bytes one batch-1 step reads /
@@ -38,13 +39,16 @@ def main():
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--chunks", type=int, default=0,
                     help="compare row-sum layers with RowSumLinear.chunks = N (each row's sum in N parts) instead of plain layers")
+    ap.add_argument("--unrealized", action="store_true",
+                    help="compare row-sum layers whose input row is not realized (RowSumLinear.realize_row = False: "
+                         "inductor recomputes the row's producers inside each matrix's loop) instead of plain layers")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     # every model and batch size here is another graph of the same forward: past dynamo's default
     # limit of 8 the rest would silently run eager
     torch._dynamo.config.recompile_limit = torch._dynamo.config.accumulated_recompile_limit = 256
     from lmlab import bench, config
-    from lmlab.infer.prepare import compiled_for_decoding, for_inference
+    from lmlab.infer.prepare import compiled_for_decoding, for_inference, fuse_projections
     from lmlab.model import Transformer
 
     cfg = config.load("demo", ["model.dropout=0", *SHAPES[args.shape]]).model
@@ -55,14 +59,17 @@ def main():
     batches = [int(b) for b in args.batches.split(",")]
 
     def build(dtype, rowsum):
-        """rowsum False: the baseline (plain layers, or with --chunks the row-sum in N parts)."""
+        """rowsum False: the baseline (plain layers; with --chunks the row-sum in N parts; with
+        --unrealized the row-sum over an unrealized row)."""
         from lmlab.model.rowsum_linear import RowSumLinear
 
         model = for_inference(copy.deepcopy(base), dtype, cpu, pack=False)
-        compiled = compiled_for_decoding(model, cpu, rowsum=rowsum or bool(args.chunks))
-        for m in model.modules():
+        fuse_projections(model)  # as for_inference(compile=True) does: one q/k/v layer per attention
+        compiled = compiled_for_decoding(model, cpu, rowsum=rowsum or bool(args.chunks) or args.unrealized)
+        for m in model.modules():  # instance attributes, read when the model first compiles
             if isinstance(m, RowSumLinear) and not rowsum:
-                m.chunks = args.chunks
+                m.chunks = args.chunks or 1
+                m.realize_row = not args.unrealized
         return compiled
 
     models = {(d, r): build(d, r) for d in args.dtypes.split(",") for r in (False, True)}
@@ -104,7 +111,8 @@ def main():
                          "max_logit_diff": (logits[(dtype, True), b] - logits[(dtype, False), b]).abs().max().item(),
                          "first_run_s_off": first[(dtype, False), b], "first_run_s_on": first[(dtype, True), b]})
     print(json.dumps({"benchmark": "decode_rowsum", "shape": args.shape,
-                      "baseline": f"row-sum in {args.chunks} parts" if args.chunks else "plain layers", "params": sum(p.numel() for p in base.parameters()),
+                      "baseline": (f"row-sum in {args.chunks} parts" if args.chunks else
+                                   "row-sum over an unrealized row" if args.unrealized else "plain layers"), "params": sum(p.numel() for p in base.parameters()),
                       "threads": args.threads, "reps": args.reps, "new_tokens": args.new, "rows": rows,
                       "process_settings": RUNTIME, "loadavg_before": load_before,
                       "loadavg_after": bench.loadavg(), "torch": torch.__version__}, indent=1))

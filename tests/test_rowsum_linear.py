@@ -84,3 +84,26 @@ def test_a_row_summed_in_parts_is_the_same_product():
     torch.testing.assert_close(parts(x), whole(x), rtol=1e-5, atol=1e-5)
     parts.chunks = 5  # 64 does not split in 5: the whole row
     assert torch.equal(parts(x), whole(x))
+
+
+@torch.no_grad()
+def test_the_compiled_loop_over_w_reads_w_and_one_stored_row():
+    """Inductor inlines pointwise producers into a reduction: without the realized row, the residual
+    add and the norm before a layer were recomputed inside the loop, once per row of W (the 100M
+    decoder ran 1.2-1.5x slower; docs/performance.md). The loop must load W and the row, nothing else."""
+    from torch._inductor.utils import run_and_get_code
+
+    inner = layers(torch.bfloat16)
+    wrapped = RowSumLinear(inner)
+    gain = torch.rand(64).bfloat16() + 0.5
+
+    def step(x, r):  # a residual add and an RMSNorm before the layer, as in a block
+        h = (x + r).float()
+        return wrapped((h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-5)).bfloat16() * gain)
+
+    x, r = torch.randn(1, 64).bfloat16(), torch.randn(1, 64).bfloat16()
+    got, (code,) = run_and_get_code(torch.compile(step, dynamic=False), x, r)
+    torch.testing.assert_close(got.float(), step(x, r).float(), rtol=1e-2, atol=1e-2)
+    start = code.index("x0<static_cast<int64_t>(40L)")  # the loop over W's 40 rows
+    body = code[start:code.index("vec_reduce_all", start)]
+    assert body.count("loadu(") == 2, body

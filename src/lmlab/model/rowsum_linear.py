@@ -22,6 +22,7 @@ class RowSumLinear(nn.Module):
     tensors); inference only."""
 
     chunks = 1  # see forward; benchmarks/decode_rowsum.py --chunks compares another value
+    realize_row = True  # see forward; benchmarks/decode_rowsum.py --unrealized compares False
 
     def __init__(self, inner: nn.Module):
         super().__init__()
@@ -42,6 +43,11 @@ class RowSumLinear(nn.Module):
         if x.numel() != x.shape[-1]:  # more than one row: the wrapped layer's matrix kernel
             return self.inner(x)
         row = x.reshape(1, -1).float()
+        if self.realize_row:
+            # Inductor inlines the row's producers (the residual adds, the norm) into the loop over W,
+            # i.e. recomputes them for every one of W's rows; as_strided needs a stored tensor, so the
+            # row is computed once into a buffer and the loop reads W and that buffer only
+            row = torch.as_strided(row, row.shape, row.stride())
         w = self.inner.codes if isinstance(self.inner, Int8Linear) else self.inner.weight
         c = self.chunks if self.in_features % self.chunks == 0 else 1
         # c > 1: each row's sum in c parts, then their sum (the loop structure inductor generates differs)
