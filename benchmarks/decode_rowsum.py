@@ -1,12 +1,13 @@
 """The compiled CPU decoder with and without RowSumLinear (model/rowsum_linear.py), in one process.
 
-    python benchmarks/decode_rowsum.py [--shape demo|100m] [--threads 1] [--reps 5] [--new 64]
+    python benchmarks/decode_rowsum.py [--shape demo|100m|shakespeare-char] [--threads 1] [--reps 5] [--new 64]
         [--dtypes float32,bfloat16,int8] [--batches 1,16] [--chunks N | --unrealized]
 
-Random weights of the demo shape or of the 100M shape (the demo's architecture at 14 x 768, 12
-heads; q/k/v fused into one layer, as the compiled decoder has them), for each dtype one model compiled with the row-sum layers (today's default on a CPU) and
-one compiled as before (plain layers, freezing at every batch size; with --chunks or --unrealized,
-row-sum layers with that change instead). Decoding of --new
+Random weights of the demo shape, of the 100M shape (the demo's architecture at 14 x 768, 12
+heads) or of the shakespeare-char config (GPT-2 family, 6 x 384), q/k/v fused into one layer as the
+compiled decoder has them. For each dtype one model compiled with the row-sum layers (today's
+default on a CPU past the cache size) and one compiled as before (plain layers, freezing at every
+batch size; with --chunks or --unrealized, row-sum layers with that change instead). Decoding of --new
 given tokens (the same for every model) after an 8-token prompt at each batch size; every model runs once untimed (it compiles),
 then the models alternate for --reps rounds; medians. Also the largest logit difference of each
 pair over the same steps, and the weight bandwidth achieved (bytes one batch-1 step reads /
@@ -26,7 +27,9 @@ RUNTIME = runtime.configure()
 
 import torch  # noqa: E402
 
-SHAPES = {"demo": [], "100m": ["model.n_layers=14", "model.d_model=768", "model.n_heads=12"]}
+# shape: (config, overrides); shakespeare-char is the GPT-2-family config (6 x 384)
+SHAPES = {"demo": ("demo", []), "100m": ("demo", ["model.n_layers=14", "model.d_model=768", "model.n_heads=12"]),
+          "shakespeare-char": ("shakespeare-char", [])}
 
 
 def main():
@@ -51,7 +54,8 @@ def main():
     from lmlab.infer.prepare import compiled_for_decoding, for_inference, fuse_projections
     from lmlab.model import Transformer
 
-    cfg = config.load("demo", ["model.dropout=0", *SHAPES[args.shape]]).model
+    name, overrides = SHAPES[args.shape]
+    cfg = config.load(name, ["model.dropout=0", *overrides]).model
     cfg.vocab_size = 65
     torch.manual_seed(0)
     base = Transformer(cfg).eval()
