@@ -102,13 +102,17 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
 
 def rowsum_pays(model) -> bool:
     """Whether the row-sum layers beat the layers' own kernels at batch 1 on this CPU, as measured
-    (docs/performance.md, row-sum products): when the matrices outgrow the last-level cache and stream
-    from memory, at every precision (1.3-1.6x at the 100M shape); from cache it varied (demo shape
-    fp32 1.83x, bf16 2.27x, int8 0.80x; shakespeare-char shape bf16 0.62x, fp32 1.05x), so there the
-    layers keep their own kernels. The switch sits at the cache size, not at a measured crossover."""
+    (docs/performance.md, row-sum products; benchmarks/decode_rowsum.py): fp32 and bf16 won at every
+    size measured (1.2-2.7x from the demo shape to 100M); int8 won past the smallest (shakespeare-char
+    shape, 10.7 MB of codes, 1.28x; 100M 1.32x) but lost at the demo shape (3.2 MB, 0.84x), where
+    `_weight_int8pack_mm` works from the cache. So int8 takes them past a quarter of the last-level
+    cache (8 MiB here): a point between the two measured sizes, not a measured crossover."""
     from ..bench import decode_bytes_per_token
+    from ..model.int8 import Int8Linear
 
-    return decode_bytes_per_token(model, 0)["weights"] > last_level_cache_bytes()  # what one step reads
+    if not any(isinstance(m, Int8Linear) for m in model.modules()):
+        return True
+    return decode_bytes_per_token(model, 0)["weights"] > last_level_cache_bytes() // 4  # what one step reads
 
 
 def last_level_cache_bytes(default: int = 32 << 20) -> int:
