@@ -92,7 +92,7 @@ def test_a_row_summed_in_parts_is_the_same_product():
 def test_the_compiled_loop_over_w_reads_w_and_one_stored_row():
     """Inductor inlines pointwise producers into a reduction: without the realized row, the residual
     add and the norm before a layer were recomputed inside the loop, once per row of W (the 100M
-    decoder ran 1.2-1.5x slower; docs/performance.md). The loop must load W and the row, nothing else."""
+    decoder ran 1.2-1.4x slower; docs/performance.md). The loop must load W and the row, nothing else."""
     from torch._inductor.utils import run_and_get_code
 
     inner = layers(torch.bfloat16)

@@ -103,7 +103,7 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
 def rowsum_pays(model) -> bool:
     """Whether the row-sum layers beat the layers' own kernels at batch 1 on this CPU, as measured
     (docs/performance.md, row-sum products; benchmarks/decode_rowsum.py): fp32 and bf16 won at every
-    size measured (1.2-2.7x from the demo shape to 100M); int8 won past the smallest (shakespeare-char
+    size measured (1.5-2.7x from the demo shape to 100M); int8 won past the smallest (shakespeare-char
     shape, 10.7 MB of codes, 1.28x; 100M 1.32x) but lost at the demo shape (3.2 MB, 0.84x), where
     `_weight_int8pack_mm` works from the cache. So int8 takes them past a quarter of the last-level
     cache (8 MiB here): a point between the two measured sizes, not a measured crossover."""
