@@ -50,7 +50,7 @@ def test_packed_model_samples_exactly_what_the_plain_bf16_model_samples(tiny_run
                        F.linear(torch.ones(1, plain.cfg.d_model, dtype=torch.bfloat16), packed.head_weight()))
 
 
-def test_compiling_keeps_plain_layers_and_freezing_packs_them(tiny_run, monkeypatch):
+def test_compiling_keeps_plain_layers_and_freezing_packs_them(tiny_run):
     """dynamo cannot trace the packed weights, so a model readied for compiling is not packed; the
     compiled decoder freezes the weights of its batch graphs into constants, which inductor packs
     itself (copies: a change to the model afterwards no longer reaches them). Its batch-1 graph
@@ -59,9 +59,6 @@ def test_compiling_keeps_plain_layers_and_freezing_packs_them(tiny_run, monkeypa
     from lmlab.infer.prepare import for_inference
     from lmlab.model.rowsum_linear import RowSumLinear
 
-    from lmlab.infer import prepare
-
-    monkeypatch.setattr(prepare, "rowsum_pays", lambda model: True)  # as for a model beyond the cache
     torch._dynamo.reset()  # compile from scratch, whatever compiled before in this process
     compiled = for_inference(load_model(tiny_run)[0], "bfloat16", torch.device("cpu"), compile=True)
     inner = compiled._orig_mod
