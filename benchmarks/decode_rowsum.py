@@ -6,7 +6,7 @@
 Random weights of the demo shape, of the 100M shape (the demo's architecture at 14 x 768, 12
 heads) or of the shakespeare-char config (GPT-2 family, 6 x 384), q/k/v fused into one layer as the
 compiled decoder has them. For each dtype one model compiled with the row-sum layers (today's
-default on a CPU past the cache size) and one compiled as before (plain layers, freezing at every
+default on a CPU: fp32 and bf16 always, int8 past a quarter of the last-level cache) and one compiled as before (plain layers, freezing at every
 batch size; with --chunks or --unrealized, row-sum layers with that change instead). Decoding of --new
 given tokens (the same for every model) after an 8-token prompt at each batch size; every model runs once untimed (it compiles),
 then the models alternate for --reps rounds; medians. Also the largest logit difference of each
