@@ -32,6 +32,18 @@ SHAPES = {"demo": ("demo", []), "100m": ("demo", ["model.n_layers=14", "model.d_
           "shakespeare-char": ("shakespeare-char", [])}
 
 
+def random_model(shape: str):
+    """A model of SHAPES[shape] with random weights (seed 0) and a 65-symbol vocabulary."""
+    from lmlab import config
+    from lmlab.model import Transformer
+
+    name, overrides = SHAPES[shape]
+    cfg = config.load(name, ["model.dropout=0", *overrides]).model
+    cfg.vocab_size = 65
+    torch.manual_seed(0)
+    return Transformer(cfg).eval()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", choices=sorted(SHAPES), default="100m")
@@ -50,15 +62,11 @@ def main():
     # every model and batch size here is another graph of the same forward: past dynamo's default
     # limit of 8 the rest would silently run eager
     torch._dynamo.config.recompile_limit = torch._dynamo.config.accumulated_recompile_limit = 256
-    from lmlab import bench, config
+    from lmlab import bench
     from lmlab.infer.prepare import compiled_for_decoding, for_inference, fuse_projections
-    from lmlab.model import Transformer
 
-    name, overrides = SHAPES[args.shape]
-    cfg = config.load(name, ["model.dropout=0", *overrides]).model
-    cfg.vocab_size = 65
-    torch.manual_seed(0)
-    base = Transformer(cfg).eval()
+    base = random_model(args.shape)
+    cfg = base.cfg
     cpu = torch.device("cpu")
     batches = [int(b) for b in args.batches.split(",")]
 

@@ -78,3 +78,46 @@ def test_compile_without_a_cxx_compiler_is_a_clear_error(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(LmlabError, match="C\\+\\+ compiler"):
         compiled_for_decoding(torch.nn.Linear(2, 2), torch.device("cpu"))
+
+
+def _tiny(seed, **arch):
+    from lmlab.config import ModelConfig
+    from lmlab.model import Transformer
+
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=50, d_model=32, n_layers=2, n_heads=4, context=32, dropout=0.0)
+    return Transformer(ModelConfig(**{**cfg, **arch})).eval()
+
+
+def _stepwise_logits(model, x, prompt=3, max_len=None):
+    with torch.no_grad():
+        cache = model.new_cache(max_len)
+        parts = [model(x[:, :prompt], cache=cache)[0]]
+        parts += [model(x[:, t:t + 1], cache=cache)[0] for t in range(prompt, x.shape[1])]
+    return torch.cat(parts, 1)
+
+
+def test_two_compiled_models_of_one_class_each_run_their_own_graphs():
+    """The compiled steps drop dynamo's guards on the model (prepare.compiled_step), so nothing
+    in the guards tells two models of one class apart; each step's own code object does. With
+    plain layers the batch-1 graph is frozen (the weights are its constants): run under the other
+    model's calls, it would give that model's logits."""
+    models = [_tiny(0), _tiny(1)]
+    x = torch.randint(0, 50, (1, 7), generator=torch.Generator().manual_seed(0))
+    want = [_stepwise_logits(m, x) for m in models]
+    compiled = [compiled_for_decoding(copy.deepcopy(m), torch.device("cpu"), rowsum=False) for m in models]
+    for i in (0, 1, 0, 1):
+        torch.testing.assert_close(_stepwise_logits(compiled[i], x), want[i], rtol=1e-4, atol=1e-4)
+
+
+def test_the_compiled_steps_still_check_positions_and_shapes():
+    """The guards kept are those on the call's inputs and shapes: decoding past the trained
+    context makes RoPE grow its tables (another branch of the model's code), so the step from
+    position 8 on needs another graph, and the guard on the cache position must say so."""
+    model = _tiny(0, positions="rope", context=8)
+    x = torch.randint(0, 50, (1, 14), generator=torch.Generator().manual_seed(0))
+    want = _stepwise_logits(copy.deepcopy(model), x, max_len=16)
+    compiled = compiled_for_decoding(model, torch.device("cpu"))
+    torch.testing.assert_close(_stepwise_logits(compiled, x, max_len=16), want, rtol=1e-4, atol=1e-4)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # before and past position 8
+

@@ -67,8 +67,9 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
     run compiled (dynamic shapes: the cache position and the batch size vary), longer chunks eager.
     Measured on CPU at batch 1 (docs/performance.md): it removes most of the per-token framework
     overhead; compiling costs tens of seconds on the first decoding call of each process. The
-    weights are frozen into the compiled code (batch graphs; see rowsum for batch 1): a model
-    changed afterwards must be compiled again. rowsum (default: on a CPU where rowsum_pays): the linear layers become RowSumLinear
+    weights are frozen into the compiled code (batch graphs; see rowsum for batch 1) and the
+    model's modules are not re-checked per token (compiled_step): a model changed afterwards
+    (weights, attributes, hooks) must be compiled again. rowsum (default: on a CPU where rowsum_pays): the linear layers become RowSumLinear
     (model/rowsum_linear.py), whose batch-1 products inductor fuses into one streaming loop per matrix."""
     if device.type == "cpu":
         cxx = os.environ.get("CXX") or "g++"
@@ -84,8 +85,8 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
     settings = inductor_settings(device)
     # Freezing would fold each row-sum's widened W.float() into an fp32 constant (bf16 and int8 then
     # read fp32's bytes), so batch-1 graphs compile without it; batches keep it (oneDNN prepacking).
-    one_row = _with_inductor_settings(compiled.forward, {**settings, "freezing": False} if rowsum else settings)
-    rows = _with_inductor_settings(compiled.forward, settings)
+    one_row = _with_inductor_settings(compiled_step(model), {**settings, "freezing": False} if rowsum else settings)
+    rows = _with_inductor_settings(compiled_step(model), settings)
 
     def forward(idx, targets=None, cache=None):
         # Only one-token steps at cache positions >= 2 run compiled. Prompts and re-encoded windows
@@ -98,6 +99,28 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
 
     compiled.forward = forward
     return compiled
+
+
+def compiled_step(model):
+    """torch.compile of one decoding call `step(idx, cache)` of `model`, without dynamo's guards on
+    the model's own modules (unless decoding_model_guards). Those re-check every submodule's
+    attributes and parameters before each token (0.7-1.0 ms per token at the 100M shape:
+    benchmarks/decode_guards.py, docs/performance.md) and fail only when the model itself is
+    changed, which compiled_for_decoding already asks to be compiled again for (dynamo never
+    guards hooks added later either: its skip_nnmodule_hook_guards). The guards on the call's
+    inputs (the token, the cache's tensors, its position and every shape relation among them) and
+    on the global state stay. Dynamo files compiled graphs under the code object they came from
+    and, with the model's guards gone, would hand one model's graphs to another model's calls:
+    each step gets a code object of its own."""
+    def step(idx, cache):
+        return model(idx, cache=cache)
+
+    step.__code__ = step.__code__.replace()  # a new code object: this model's graphs only
+    options = {} if decoding_model_guards else {"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+    return torch.compile(step, dynamic=True, options=options)
+
+
+decoding_model_guards = False  # benchmarks/decode_guards.py sets it for its baseline
 
 
 def rowsum_pays(model) -> bool:
