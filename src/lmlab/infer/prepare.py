@@ -104,8 +104,8 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
 def compiled_step(model):
     """torch.compile of one decoding call `step(idx, cache)` of `model`, without dynamo's guards on
     the model's own modules (unless decoding_model_guards). Those re-check every submodule's
-    attributes and parameters before each token (0.7-1.0 ms per token at the 100M shape:
-    benchmarks/decode_guards.py, docs/performance.md) and fail only when the model itself is
+    attributes and parameters before each token (1.0-1.7 ms per token at the 100M shape, 0.4-0.8
+    at shakespeare-char's: benchmarks/decode_guards.py, docs/performance.md) and fail only when the model itself is
     changed, which compiled_for_decoding already asks to be compiled again for (dynamo never
     guards hooks added later either: its skip_nnmodule_hook_guards). The guards on the call's
     inputs (the token, the cache's tensors, its position and every shape relation among them) and
