@@ -121,3 +121,19 @@ def test_the_compiled_steps_still_check_positions_and_shapes():
     torch.testing.assert_close(_stepwise_logits(compiled, x, max_len=16), want, rtol=1e-4, atol=1e-4)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # before and past position 8
 
+
+
+def test_weights_moved_after_compiling_compile_again():
+    """Without guards on the model dynamo would run the fp32 graphs on the converted weights (the
+    kernels reading bf16 tensors as fp32; the KV cache stays fp32 for a bf16 model on a CPU, so
+    no input's guard notices); the compiled decoder checks the weights' dtype and device itself
+    and compiles new steps."""
+    model = _tiny(0)
+    eager = copy.deepcopy(model)
+    compiled = compiled_for_decoding(model, torch.device("cpu"))
+    x = torch.randint(0, 50, (1, 5), generator=torch.Generator().manual_seed(0))
+    _stepwise_logits(compiled, x)
+    model.to(torch.bfloat16), eager.to(torch.bfloat16)
+    got = _stepwise_logits(compiled, x)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, _stepwise_logits(eager, x), rtol=0.05, atol=0.05)  # bf16 rounding

@@ -69,7 +69,8 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
     overhead; compiling costs tens of seconds on the first decoding call of each process. The
     weights are frozen into the compiled code (batch graphs; see rowsum for batch 1) and the
     model's modules are not re-checked per token (compiled_step): a model changed afterwards
-    (weights, attributes, hooks) must be compiled again. rowsum (default: on a CPU where rowsum_pays): the linear layers become RowSumLinear
+    (weights, attributes, hooks) must be compiled again; only a move of its weights to another
+    dtype or device (`model.to`) is noticed, and compiles new steps. rowsum (default: on a CPU where rowsum_pays): the linear layers become RowSumLinear
     (model/rowsum_linear.py), whose batch-1 products inductor fuses into one streaming loop per matrix."""
     if device.type == "cpu":
         cxx = os.environ.get("CXX") or "g++"
@@ -85,8 +86,16 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
     settings = inductor_settings(device)
     # Freezing would fold each row-sum's widened W.float() into an fp32 constant (bf16 and int8 then
     # read fp32's bytes), so batch-1 graphs compile without it; batches keep it (oneDNN prepacking).
-    one_row = _with_inductor_settings(compiled_step(model), {**settings, "freezing": False} if rowsum else settings)
-    rows = _with_inductor_settings(compiled_step(model), settings)
+    one_row_settings = {**settings, "freezing": False} if rowsum else settings
+    steps = {}
+
+    def compile_steps():
+        # compiled_step drops dynamo's guards on the model, which would have caught model.to(...)
+        # after compiling (the graphs' kernels would read the new tensors as the old): checked here
+        steps.update(weights_as=weights_as(model), one_row=_with_inductor_settings(compiled_step(model), one_row_settings),
+                     rows=_with_inductor_settings(compiled_step(model), settings))
+
+    compile_steps()
 
     def forward(idx, targets=None, cache=None):
         # Only one-token steps at cache positions >= 2 run compiled. Prompts and re-encoded windows
@@ -95,7 +104,9 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
         # compiling them too would add a second compile (docs/performance.md, compiled decoder).
         if idx.shape[-1] > 1 or cache is None or cache.pos < 2 or targets is not None:
             return model(idx, targets, cache)
-        return (one_row if idx.shape[0] == 1 else rows)(idx, cache=cache)
+        if weights_as(model) != steps["weights_as"]:
+            compile_steps()
+        return steps["one_row" if idx.shape[0] == 1 else "rows"](idx, cache=cache)
 
     compiled.forward = forward
     return compiled
@@ -121,6 +132,12 @@ def compiled_step(model):
 
 
 decoding_model_guards = False  # benchmarks/decode_guards.py sets it for its baseline
+
+
+def weights_as(model) -> tuple:
+    """The first parameter's dtype and device (what `model.to(...)` changes)."""
+    first = next(model.parameters(), None)
+    return (first.dtype, first.device) if first is not None else ()
 
 
 def rowsum_pays(model) -> bool:
