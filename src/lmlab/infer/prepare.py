@@ -82,6 +82,8 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
         from ..model.rowsum_linear import wrap_linears
 
         wrap_linears(model)
+    # the returned wrapper (callers reach the model as ._orig_mod); its forward is replaced below,
+    # so it compiles nothing itself: the compiled code is compiled_step's (batch 1, and batches)
     compiled = torch.compile(model, dynamic=True)
     settings = inductor_settings(device)
     # Freezing would fold each row-sum's widened W.float() into an fp32 constant (bf16 and int8 then
