@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import statistics
-import time
 
 from lmlab import runtime
 
@@ -25,7 +25,7 @@ RUNTIME = runtime.configure()
 
 import torch  # noqa: E402
 
-from decode_rowsum import SHAPES, random_model  # noqa: E402
+from decode_rowsum import SHAPES, alternate, decode_given, random_model  # noqa: E402
 
 
 def main():
@@ -54,26 +54,9 @@ def main():
     dtypes = args.dtypes.split(",")
     models = {(d, g): build(d, g) for d in dtypes for g in (True, False)}
 
-    @torch.no_grad()
-    def decode(model):
-        """ms per token of --new steps on fixed tokens, and the logits of every step."""
-        ids = torch.randint(0, cfg.vocab_size, (1, 8 + args.new), generator=torch.Generator().manual_seed(0))
-        cache = model.new_cache()
-        model(ids[:, :8], cache=cache)
-        steps, t = [], time.perf_counter()
-        for i in range(8, 8 + args.new):
-            steps.append(model(ids[:, i:i + 1], cache=cache)[0])
-        return (time.perf_counter() - t) / args.new * 1e3, torch.cat(steps, 1).float()
-
     load_before = bench.loadavg()
-    first, times, logits = {}, {}, {}
-    for key, model in models.items():
-        t0 = time.perf_counter()
-        _, logits[key] = decode(model)  # compiles
-        first[key], times[key] = time.perf_counter() - t0, []
-    for _ in range(args.reps):
-        for key, model in models.items():
-            times[key].append(decode(model)[0])
+    first, times, logits = alternate({key: functools.partial(decode_given, model, cfg.vocab_size, args.new)
+                                      for key, model in models.items()}, args.reps)
     rows = []
     for d in dtypes:
         off, on = (statistics.median(times[d, g]) for g in (True, False))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import statistics
 import time
@@ -42,6 +43,33 @@ def random_model(shape: str):
     cfg.vocab_size = 65
     torch.manual_seed(0)
     return Transformer(cfg).eval()
+
+
+@torch.no_grad()
+def decode_given(model, vocab_size: int, new: int, batch: int = 1):
+    """ms per token of `new` one-token steps after an 8-token prompt, and the logits of every step.
+    The tokens are fixed (seed 0), not argmax: every model compared sees the same inputs."""
+    ids = torch.randint(0, vocab_size, (batch, 8 + new), generator=torch.Generator().manual_seed(0))
+    cache = model.new_cache()
+    model(ids[:, :8], cache=cache)
+    steps, t = [], time.perf_counter()
+    for i in range(8, 8 + new):
+        steps.append(model(ids[:, i:i + 1], cache=cache)[0])
+    return (time.perf_counter() - t) / new * 1e3, torch.cat(steps, 1).float()
+
+
+def alternate(runs: dict, reps: int):
+    """runs: key -> a call returning (ms per token, logits). Each runs once untimed (it compiles),
+    then all alternate for `reps` rounds; returns first-run seconds, ms-per-token lists and logits by key."""
+    first, times, logits = {}, {}, {}
+    for key, run in runs.items():
+        t0 = time.perf_counter()
+        _, logits[key] = run()
+        first[key], times[key] = time.perf_counter() - t0, []
+    for _ in range(reps):
+        for key, run in runs.items():
+            times[key].append(run()[0])
+    return first, times, logits
 
 
 def main():
@@ -86,29 +114,9 @@ def main():
 
     models = {(d, r): build(d, r) for d in args.dtypes.split(",") for r in (False, True)}
 
-    @torch.no_grad()
-    def decode(model, batch):
-        """ms per token of --new greedy steps, and the logits of every step."""
-        ids = torch.randint(0, cfg.vocab_size, (batch, 8 + args.new), generator=torch.Generator().manual_seed(0))
-        cache = model.new_cache()
-        model(ids[:, :8], cache=cache)
-        steps, t = [], time.perf_counter()
-        for i in range(8, 8 + args.new):  # fixed tokens, not argmax: both sides see the same inputs
-            steps.append(model(ids[:, i:i + 1], cache=cache)[0])
-        return (time.perf_counter() - t) / args.new * 1e3, torch.cat(steps, 1).float()
-
     load_before = bench.loadavg()
-    first, times, logits = {}, {}, {}
-    for key, model in models.items():
-        for b in batches:
-            t0 = time.perf_counter()
-            _, logits[key, b] = decode(model, b)  # compiles
-            first[key, b] = time.perf_counter() - t0
-            times[key, b] = []
-    for _ in range(args.reps):
-        for key, model in models.items():
-            for b in batches:
-                times[key, b].append(decode(model, b)[0])
+    first, times, logits = alternate({(key, b): functools.partial(decode_given, model, cfg.vocab_size, args.new, b)
+                                      for key, model in models.items() for b in batches}, args.reps)
     rows = []
     for dtype in args.dtypes.split(","):
         per_token = bench.decode_bytes_per_token(models[dtype, True], 8 + args.new / 2)["weights"]

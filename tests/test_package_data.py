@@ -33,3 +33,4 @@ def test_a_built_wheel_carries_the_presets(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("lmlab-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"lmlab/configs/{p}" for p in PRESETS} <= names
+    assert "lmlab/kernels/w8a8.cpp" in names  # built on first use from the installed source

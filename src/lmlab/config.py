@@ -127,7 +127,7 @@ class GenerateConfig:
     seed: int = 0
     stop: list = field(default_factory=list)
     prompts: list = field(default_factory=lambda: ["\n"])
-    dtype: str = "auto"           # sampling weights/compute: auto (bf16 where native, else fp32) | float32 | bfloat16 | int8
+    dtype: str = "auto"           # sampling weights/compute: auto (bf16 where native, else fp32) | float32 | bfloat16 | int8 | w8a8
     compile: bool = False         # torch.compile the decoder (pays off for long or many generations; see performance.md)
 
 
@@ -204,7 +204,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.parallel": ("ddp", "fsdp", "tp", "fsdp+tp"),
     "train.offload": ("", "optimizer"),
     "train.objective": ("clm", "mlm", "denoise"),
-    "generate.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8"),
+    "generate.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8", "w8a8"),
 }
 
 

@@ -140,6 +140,8 @@ def run_generate(args) -> int:
     dtype = str(next(model.parameters()).dtype).replace("torch.", "")  # norms and embeddings stay parameters
     if (args.dtype or cfg.generate.dtype) == "int8":
         dtype = f"int8 weights, {dtype} activations"
+    elif (args.dtype or cfg.generate.dtype) == "w8a8":
+        dtype = f"int8 weights, int8 activations (per token), {dtype} elsewhere"
     source["dtype"] = dtype + (", packed for oneDNN" if any(isinstance(m, PackedLinear) for m in model.modules()) else "")
     gbps, gbps_source = args.bandwidth, "--bandwidth"
     if gbps is None and 1 in batches:  # the roofline is for batch 1

@@ -7,7 +7,7 @@ from .inference_options import add_eval_options, run_eval_options
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="loss, perplexity and bits per byte on a text or the validation split")
-    add_run_args(p, dtype="weights/compute for the plain evaluation: float32 (default), bfloat16, int8 (what "
+    add_run_args(p, dtype="weights/compute for the plain evaluation: float32 (default), bfloat16, int8, w8a8 (what "
                           "`lmlab generate --dtype` samples with), auto", dtype_default="float32")
     p.add_argument("--data", help="a UTF-8 text file, or a corpus spec (default: the run's validation split)")
     p.add_argument("--batch-size", type=COUNT, default=8)

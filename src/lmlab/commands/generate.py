@@ -11,7 +11,8 @@ from .inference_options import add_generate_options, run_generate_options
 def register(sub) -> None:
     p = sub.add_parser("generate", help="generate text from a trained model")
     add_run_args(p, dtype="sampling precision: auto (bf16 where the CPU/GPU runs it natively), float32, "
-                          "bfloat16, or int8 (int8 weights, bf16 activations). Default: the config's "
+                          "bfloat16, int8 (int8 weights, bf16 activations), or w8a8 (int8 weights and "
+                          "activations, as llama.cpp's q8_0; the fastest on a CPU). Default: the config's "
                           "generate.dtype; --beam/--knn/... run in float32")
     p.add_argument("--prompt", help="prompt text (default: the config's first generate.prompts entry)")
     p.add_argument("--prompt-file", type=existing("prompt file", stdin=True),

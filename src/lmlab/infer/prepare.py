@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
 import torch
 
@@ -14,7 +15,8 @@ from ..model.swap import untie_head
 
 
 # generate.dtype: the training dtypes, plus int8 weights for decoding
-DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8")
+DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "int8", "w8a8")
+INT8_NAMES = ("int8", "w8a8")
 
 
 def for_inference(model, name: str, device: torch.device, pack: bool = True, compile: bool = False):
@@ -26,25 +28,33 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
       pack=False or compiling (dynamo cannot trace the packed weights; freezing packs them anyway).
     - "int8": every linear layer's weights, the head included, rounded to int8 per output row
       (model/int8.py); activations bf16 on CPU, or the GPU's half type.
+    - "w8a8": int8 weights as "int8", and each layer's input rounded to int8 per token at run time
+      (W8A8Linear, as llama.cpp's q8_0): on a CPU, one-token steps run lmlab's VNNI kernel
+      (lmlab/kernels, built on first use and cached), the fastest int8 decoding measured.
     - compile: torch.compile for decoding (compiled_for_decoding).
     With packing, int8 or compiling, each attention's q/k/v become one projection (fuse_projections).
     The CPU KV cache is fp32 for half-precision models (attention.cache_dtype)."""
     if name not in DTYPE_NAMES:
         raise LmlabError(f"dtype {name!r} unknown; valid: {', '.join(DTYPE_NAMES)}")
-    if name == "int8":  # activations in the device's half type (bf16 on a CPU)
+    if name in INT8_NAMES:  # activations in the device's half type (bf16 on a CPU)
         dtype = torch.bfloat16 if device.type == "cpu" else pick_dtype("auto", device)
     else:
         dtype = pick_dtype(name, device)
     if dtype != next(model.parameters()).dtype:
         model.to(dtype)
-    packing = name != "int8" and pack and not compile and can_pack(device, dtype)
-    if name == "int8" or packing or compile:
+    packing = name not in INT8_NAMES and pack and not compile and can_pack(device, dtype)
+    if name in INT8_NAMES or packing or compile:
         fuse_projections(model)
-    if name == "int8":
-        from ..model.int8 import Int8Linear, quantize_linears
+    if name in INT8_NAMES:
+        from .. import kernels
+        from ..model.int8 import Int8Linear, W8A8Linear, quantize_linears
 
-        untie_head(model, lambda w: Int8Linear(w, None, dtype))
-        quantize_linears(model, dtype)
+        layer = W8A8Linear if name == "w8a8" else Int8Linear
+        if layer is W8A8Linear and device.type == "cpu" and not kernels.load():  # once per machine (~15 s), then cached
+            warnings.warn(f"lmlab's w8a8 CPU kernel could not be built ({kernels.error()}); w8a8 runs on "
+                          "torch ops: the same numbers, slower", stacklevel=2)
+        untie_head(model, lambda w: layer(w, None, dtype))
+        quantize_linears(model, dtype, layer)
     elif packing:
         untie_head(model, lambda w: PackedLinear(w, None))
         pack_linears(model)
@@ -88,7 +98,8 @@ def compiled_for_decoding(model, device: torch.device, rowsum: bool | None = Non
     settings = inductor_settings(device)
     # Freezing would fold each row-sum's widened W.float() into an fp32 constant (bf16 and int8 then
     # read fp32's bytes), so batch-1 graphs compile without it; batches keep it (oneDNN prepacking).
-    one_row_settings = {**settings, "freezing": False} if rowsum else settings
+    # Nor with the w8a8 kernel: freezing re-lays its constant codes, which the kernel then copies back per call.
+    one_row_settings = {**settings, "freezing": False} if rowsum or _runs_w8a8_kernel(model) else settings
     steps = {}
 
     def compile_steps():
@@ -150,11 +161,20 @@ def rowsum_pays(model) -> bool:
     `_weight_int8pack_mm` works from the cache. So int8 takes them past a quarter of the last-level
     cache (8 MiB here): a point between the two measured sizes, not a measured crossover."""
     from ..bench import decode_bytes_per_token
-    from ..model.int8 import Int8Linear
+    from ..model.int8 import Int8Linear, W8A8Linear
 
-    if not any(isinstance(m, Int8Linear) for m in model.modules()):
+    int8 = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    if not int8:
         return True
+    if any(isinstance(m, W8A8Linear) for m in int8):  # the row-sum has no int8 activations
+        return False
     return decode_bytes_per_token(model, 0)["weights"] > last_level_cache_bytes() // 4  # what one step reads
+
+
+def _runs_w8a8_kernel(model) -> bool:
+    from ..model.int8 import W8A8Linear
+
+    return any(isinstance(m, W8A8Linear) and m.use_kernel for m in model.modules())
 
 
 def last_level_cache_bytes(default: int = 32 << 20) -> int:

@@ -67,6 +67,47 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
 
 
-def quantize_linears(module: nn.Module, dtype: torch.dtype) -> int:
-    """Replace every plain nn.Linear under `module` by an Int8Linear; returns how many."""
-    return replace_linears(module, lambda layer: Int8Linear.from_linear(layer, dtype))
+def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer-valued fp32 codes in [-127, 127] and fp32 scales [rows, 1]
+    with x ~= codes * scales, one scale per row (per token): W8A8Linear's activations."""
+    xf = x.float()
+    scales = xf.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny) / 127.0
+    return torch.round(xf / scales).clamp(-127, 127), scales
+
+
+class W8A8Linear(Int8Linear):
+    """Int8Linear whose activations are rounded to int8 too, per row (per token), at run time:
+    y = (q_x @ codes^T) * s_x * s_w, the products summed as integers. What llama.cpp's q8_0 computes
+    (per 32-value block there), and faster than weight-only int8 on a CPU with AVX512-VNNI: one
+    row at a time (decoding) goes to lmlab::w8a8_rows (lmlab/kernels/w8a8.cpp), where infer/prepare.py
+    has built it; more rows (prompts), or no kernel, compute the same in torch ops (exact as long as
+    the integer sums stay below 2^24, float32's exact-integer range, else off by float rounding)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
+        super().__init__(weight, bias, dtype)
+        self.register_buffer("code_sums", self.codes.sum(dim=1, dtype=torch.int32))  # the kernel's offset term
+        from ..kernels import loaded
+
+        # a plain attribute read when the layer runs (compiled graphs keep what it was when traced)
+        self.use_kernel = loaded()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        if self.use_kernel and x2.device.type == "cpu" and x2.shape[0] == 1:
+            y = torch.ops.lmlab.w8a8_rows(x2, self.codes, self.scales, self.code_sums)
+        else:
+            q, s = quantize_activations(x2)
+            y = (F.linear(q, self.codes.float()) * (s * self.scales.float())).to(x2.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights and activations"
+
+
+def quantize_linears(module: nn.Module, dtype: torch.dtype, layer: type = Int8Linear) -> int:
+    """Replace every plain nn.Linear under `module` by an Int8Linear (or `layer`, e.g. W8A8Linear);
+    returns how many."""
+    return replace_linears(module, lambda linear: layer.from_linear(linear, dtype))

@@ -1,0 +1,70 @@
+"""lmlab's own CPU kernels (C++ sources beside this file), built on first use with PyTorch's
+extension builder (g++ and ninja) and cached by it (TORCH_EXTENSIONS_DIR, else
+~/.cache/torch_extensions); a machine without a compiler keeps PyTorch's kernels.
+
+- `lmlab::w8a8_rows(x, codes, scales, code_sums)`: int8 weights times activations quantised to int8
+  per row, for decoding (w8a8.cpp); model/int8.py's W8A8Linear uses it for one row on a CPU. Why and
+  how fast: docs/performance.md, int8 kernel.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+_SOURCES = [Path(__file__).with_name("w8a8.cpp")]
+_state: dict = {}  # "loaded": bool, "error": str
+
+
+def load() -> bool:
+    """Build (once per machine) and load the kernels into torch.ops.lmlab; whether they are there.
+    Never raises: a failed build is kept as error() and the callers use PyTorch's kernels."""
+    if "loaded" not in _state:
+        try:
+            _build()
+            _state["loaded"] = True
+        except Exception as err:  # no compiler, no ninja, an old CPU or compiler: PyTorch's kernels stay
+            _state.update(loaded=False, error=f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}")
+    return _state["loaded"]
+
+
+def loaded() -> bool:
+    """Whether load() has succeeded in this process (does not build)."""
+    return _state.get("loaded", False)
+
+
+def error() -> str | None:
+    """Why load() failed, if it did."""
+    return _state.get("error")
+
+
+def _build() -> None:
+    from torch.utils import cpp_extension
+
+    if not (shutil.which(os.environ.get("CXX") or "c++") or shutil.which("g++")):
+        raise RuntimeError("no C++ compiler (c++, g++ or $CXX)")
+    # ninja from the environment's own bin (pip's ninja wheel) counts too, without activating it
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + bin_dir
+    # -march=native: the build is for this CPU, so its name carries the CPU's feature flags (a home
+    # directory shared with another machine gets a build of its own)
+    cpp_extension.load(name=f"lmlab_kernels_{_cpu_tag()}", sources=[str(p) for p in _SOURCES],
+                       extra_cflags=["-O3", "-march=native"], is_python_module=False, verbose=False)
+    torch.library.register_fake("lmlab::w8a8_rows")(_w8a8_rows_shape)
+
+
+def _w8a8_rows_shape(x, codes, scales, code_sums):  # for torch.compile: the output's shape and dtype
+    return x.new_empty((x.shape[0], codes.shape[0]))
+
+
+def _cpu_tag() -> str:
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha256(flags.encode()).hexdigest()[:10]
