@@ -1,4 +1,4 @@
-"""Batch-1 decoding: lmlab (fp32, bf16, int8) vs llama.cpp (f32, bf16, q8_0) on the same weights,
+"""Batch-1 decoding: lmlab (fp32, bf16, int8, w8a8) vs llama.cpp (f32, bf16, q8_0) on the same weights,
 each against the memory roofline of the bytes it reads per token.
 
     python benchmarks/decode_vs_llamacpp.py --llama-venv VENV --llama-cpp DIR [RUN | --shape demo|100m|350m]
@@ -47,7 +47,9 @@ import torch  # noqa: E402
 SHAPES = {"demo": [], "100m": ["model.n_layers=14", "model.d_model=768", "model.n_heads=12", "model.context=1024"],
           "350m": ["model.n_layers=28", "model.d_model=1024", "model.n_heads=16", "model.context=1024"]}
 GGUF_TYPES = ("f32", "bf16", "q8_0")
-LMLAB_DTYPES = {"f32": "float32", "bf16": "bfloat16", "q8_0": "int8"}  # the like-for-like pairs
+# the like-for-like pairs: lmlab dtype -> llama.cpp type (int8 is weight-only; w8a8 also rounds the
+# activations to int8, as q8_0's dot products do)
+PAIRS = {"float32": "f32", "bfloat16": "bf16", "int8": "q8_0", "w8a8": "q8_0"}
 
 
 def venv_site(venv: Path) -> str:
@@ -331,16 +333,21 @@ def main():
     sides = {}
     for t in GGUF_TYPES:
         sides[f"llama.cpp {t}"] = ("llama", llama(t), t)
-    for t in GGUF_TYPES:
+    for d, t in PAIRS.items():
         m, _, _ = load_model(run)
-        sides[f"lmlab {LMLAB_DTYPES[t]}"] = ("lmlab", for_inference(m.float(), LMLAB_DTYPES[t], torch.device("cpu")), t)
-    for t in GGUF_TYPES if args.compile else ():
+        sides[f"lmlab {d}"] = ("lmlab", for_inference(m.float(), d, torch.device("cpu")), t)
+    for d, t in PAIRS.items() if args.compile else ():
         m, _, _ = load_model(run)
-        sides[f"lmlab {LMLAB_DTYPES[t]} compiled"] = (
-            "lmlab", for_inference(m.float(), LMLAB_DTYPES[t], torch.device("cpu"), compile=True), t)
+        sides[f"lmlab {d} compiled"] = ("lmlab", for_inference(m.float(), d, torch.device("cpu"), compile=True), t)
     for name, (kind, model, t) in sides.items():
         if kind == "lmlab":
             fidelity[name.replace(" ", "_") + "_greedy_agree_prefix_vs_fp32"] = agree_prefix(lmlab_timed(model, prompt, n_new)[0], ref_ids)
+            if not name.endswith("compiled"):  # how far each precision moves from fp32, as for llama.cpp's
+                lp = lmlab_logprobs(model, held)
+                diffs = [abs(a - b) for a, b in zip(ref_lp, lp)]
+                fidelity[name.replace(" ", "_")] = {"logprob_max_abs_diff_vs_lmlab_fp32": max(diffs),
+                                                    "logprob_mean_abs_diff": statistics.fmean(diffs),
+                                                    "mean_logprob": statistics.fmean(lp)}
 
     bw = bench.bandwidth((args.threads,), reps=5)
     gbps = bw["by_threads"][str(args.threads)]["read_gbps"]
@@ -381,10 +388,8 @@ def main():
         rows[name] = {"tokens_per_s": med, "min": min(rates[name]), "max": max(rates[name]),
                       "spread": (max(rates[name]) - min(rates[name])) / med, "all": rates[name],
                       "bytes_per_token": per_token, "roofline_tokens_per_s": limit, "fraction_of_roofline": med / limit}
-    ratios = {f"lmlab {LMLAB_DTYPES[t]} / llama.cpp {t}":
-              rows[f"lmlab {LMLAB_DTYPES[t]}"]["tokens_per_s"] / rows[f"llama.cpp {t}"]["tokens_per_s"] for t in GGUF_TYPES}
-    ratios.update({f"lmlab {LMLAB_DTYPES[t]} compiled / llama.cpp {t}": rows[f"lmlab {LMLAB_DTYPES[t]} compiled"]["tokens_per_s"]
-                   / rows[f"llama.cpp {t}"]["tokens_per_s"] for t in GGUF_TYPES if args.compile})
+    ratios = {f"lmlab {d}{c} / llama.cpp {t}": rows[f"lmlab {d}{c}"]["tokens_per_s"] / rows[f"llama.cpp {t}"]["tokens_per_s"]
+              for c in ("", " compiled") if c == "" or args.compile for d, t in PAIRS.items()}
     print(json.dumps({
         "benchmark": "decode_vs_llamacpp", "run": args.run or f"random weights, {args.shape} shape",
         "model": {"n_layers": n_layers, "d_model": mc.d_model, "n_heads": mc.n_heads, "vocab_size": mc.vocab_size,

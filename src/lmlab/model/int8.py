@@ -80,8 +80,9 @@ class W8A8Linear(Int8Linear):
     y = (q_x @ codes^T) * s_x * s_w, the products summed as integers. What llama.cpp's q8_0 computes
     (per 32-value block there), and faster than weight-only int8 on a CPU with AVX512-VNNI: one
     row at a time (decoding) goes to lmlab::w8a8_rows (lmlab/kernels/w8a8.cpp), where infer/prepare.py
-    has built it; more rows (prompts), or no kernel, compute the same in torch ops (exact as long as
-    the integer sums stay below 2^24, float32's exact-integer range, else off by float rounding)."""
+    has built it; more rows (prompts), or no kernel, compute the same numbers in torch ops (on a CPU
+    with `torch._int_mm`'s int32 sums; elsewhere an fp32 matmul, exact while the integer sums stay
+    below 2^24, float32's exact-integer range)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
         super().__init__(weight, bias, dtype)
@@ -98,7 +99,11 @@ class W8A8Linear(Int8Linear):
             y = torch.ops.lmlab.w8a8_rows(x2, self.codes, self.scales, self.code_sums)
         else:
             q, s = quantize_activations(x2)
-            y = (F.linear(q, self.codes.float()) * (s * self.scales.float())).to(x2.dtype)
+            if x2.device.type == "cpu":  # int32 sums: exact, and 5-8x an fp32 matmul at prompt lengths
+                acc = torch._int_mm(q.to(torch.int8), self.codes.t()).float()
+            else:
+                acc = F.linear(q, self.codes.float())
+            y = (acc * (s * self.scales.float())).to(x2.dtype)
         if self.bias is not None:
             y = y + self.bias
         return y.view(*shape[:-1], self.out_features)
