@@ -1,4 +1,4 @@
-"""How far the fast sampling precisions (generate.dtype bfloat16, int8) move a trained model's
+"""How far the fast sampling precisions (generate.dtype bfloat16, int8, w8a8) move a trained model's
 next-token distributions from fp32's.
 
     python benchmarks/sampling_fidelity.py RUN [--text FILE] [--windows 16]
@@ -38,7 +38,7 @@ def main():
         ref = model(x)[0].float().log_softmax(-1)
         out = {"run": args.run, "text": args.text, "tokens": x.numel(),
                "fp32_loss": float(-ref.gather(-1, y[..., None]).mean())}
-        for name in ("bfloat16", "int8"):
+        for name in ("bfloat16", "int8", "w8a8"):
             m = for_inference(load_model(args.run)[0], name, torch.device("cpu"))
             got = m(x)[0].float().log_softmax(-1)
             kl = (ref.exp() * (ref - got)).sum(-1)

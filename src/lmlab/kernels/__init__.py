@@ -54,7 +54,7 @@ def _build() -> None:
     # -march=native: the build is for this CPU, so its name carries the CPU's feature flags (a home
     # directory shared with another machine gets a build of its own)
     cpp_extension.load(name=f"lmlab_kernels_{_cpu_tag()}", sources=[str(p) for p in _SOURCES],
-                       extra_cflags=["-O3", "-march=native"], is_python_module=False, verbose=False)
+                       extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     torch.library.register_fake("lmlab::w8a8_rows")(_w8a8_rows_shape)
 
 
