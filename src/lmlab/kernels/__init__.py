@@ -4,7 +4,7 @@ extension builder (g++ and ninja) and cached by it (TORCH_EXTENSIONS_DIR, else
 
 - `lmlab::w8a8_rows(x, codes, scales, code_sums)`: int8 weights times activations quantised to int8
   per row, for decoding (w8a8.cpp); model/int8.py's W8A8Linear uses it for one row on a CPU. Why and
-  how fast: docs/performance.md, int8 kernel.
+  how fast: docs/performance.md, Generation: w8a8.
 """
 from __future__ import annotations
 

@@ -6,9 +6,9 @@
 //   y[m, n] = float(sum_k q[m, k] * codes[n, k]) * (sx[m] * scales[n]), rounded to x's dtype
 //
 // Why: decoding at batch 1 streams every weight once per token. Measured on this project's CPU
-// (docs/performance.md, int8 kernel): widening each int8 code to a float costs more instructions
-// than loading it, so weight-only int8 loops (inductor's row-sum, `_weight_int8pack_mm`, one of
-// our own) read ~10-12 GB/s; with the activations in int8 too, one AVX512-VNNI instruction
+// (docs/performance.md, Generation: w8a8): widening each int8 code to a float costs more
+// instructions than loading it, so weight-only int8 loops (inductor's row-sum, one of our own)
+// read 10-15 GB/s; with the activations in int8 too, one AVX512-VNNI instruction
 // multiplies and sums 64 code pairs, and a loop that walks W one row at a time reads at about the
 // machine's bandwidth (interleaving several rows' streams halved it). llama.cpp's q8_0 does the
 // same (int8 activations, per 32-value block there; per row here, so one integer sum per row).
