@@ -26,7 +26,7 @@ function of the Python API. Facts from the papers are in `shared/PAPERS.md` sect
 
 Only one of these per `generate`/`eval` call, and they run in float32. Speed is measured by
 `python benchmarks/decode_speed.py [RUN] [--batches 1,16]` (JSON, LM-Infinite vs vanilla in the same run).
-Plain sampling has its own speed options, `--dtype bfloat16|int8` and `--compile`
+Plain sampling has its own speed options, `--dtype bfloat16|int8|w8a8` and `--compile`
 (`lmlab eval --dtype` scores a model the same way); they are measured in
 [performance.md](performance.md#generation).
 
