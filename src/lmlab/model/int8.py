@@ -1,4 +1,5 @@
-"""Weight-only int8 linear layers for decoding (per-output-channel symmetric scales).
+"""int8 linear layers for decoding (per-output-channel symmetric scales): weight-only (Int8Linear,
+generate.dtype = int8) and with the activations rounded to int8 too (W8A8Linear, w8a8).
 
 Why: decoding at batch 1 reads every weight once per token, and on CPU the bf16 matrix-vector
 product runs far below the matmul peak (docs/performance.md). PyTorch's int8 weight-only kernel
