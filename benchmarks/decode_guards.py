@@ -13,7 +13,6 @@ same graph, only its guards differ): max_logit_diff. Prints JSON.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import json
@@ -25,15 +24,11 @@ RUNTIME = runtime.configure()
 
 import torch  # noqa: E402
 
-from decode_rowsum import SHAPES, alternate, decode_given, random_model  # noqa: E402
+from decode_rowsum import alternate, decode_given, random_model, shape_args  # noqa: E402
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", choices=sorted(SHAPES), default="100m")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--new", type=int, default=64)
+    ap = shape_args(reps=7)
     ap.add_argument("--dtypes", default="float32,bfloat16,int8")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -45,6 +45,16 @@ def random_model(shape: str):
     return Transformer(cfg).eval()
 
 
+def shape_args(reps: int) -> argparse.ArgumentParser:
+    """The options every decode benchmark here takes: --shape, --threads, --reps, --new."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="100m")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=reps)
+    ap.add_argument("--new", type=int, default=64)
+    return ap
+
+
 @torch.no_grad()
 def decode_given(model, vocab_size: int, new: int, batch: int = 1):
     """ms per token of `new` one-token steps after an 8-token prompt, and the logits of every step.
@@ -73,11 +83,7 @@ def alternate(runs: dict, reps: int):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", choices=sorted(SHAPES), default="100m")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--new", type=int, default=64)
+    ap = shape_args(reps=5)
     ap.add_argument("--dtypes", default="float32,bfloat16,int8")
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--chunks", type=int, default=0,

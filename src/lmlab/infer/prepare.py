@@ -50,7 +50,7 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
         from ..model.int8 import Int8Linear, W8A8Linear, quantize_linears
 
         layer = W8A8Linear if name == "w8a8" else Int8Linear
-        if layer is W8A8Linear and device.type == "cpu" and not kernels.load():  # once per machine (~15 s), then cached
+        if layer is W8A8Linear and device.type == "cpu" and not kernels.load():  # built once per machine, then cached
             warnings.warn(f"lmlab's w8a8 CPU kernel could not be built ({kernels.error()}); w8a8 runs on "
                           "torch ops: the same numbers, slower", stacklevel=2)
         untie_head(model, lambda w: layer(w, None, dtype))

@@ -100,7 +100,7 @@ class W8A8Linear(Int8Linear):
             y = torch.ops.lmlab.w8a8_rows(x2, self.codes, self.scales, self.code_sums)
         else:
             q, s = quantize_activations(x2)
-            if x2.device.type == "cpu":  # int32 sums: exact, and 5-8x an fp32 matmul at prompt lengths
+            if x2.device.type == "cpu":  # exact int32 sums, faster than an fp32 matmul (docs/performance.md, w8a8)
                 acc = torch._int_mm(q.to(torch.int8), self.codes.t()).float()
             else:
                 acc = F.linear(q, self.codes.float())
