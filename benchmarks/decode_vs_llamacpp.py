@@ -275,7 +275,7 @@ def main():
     torch.set_num_threads(args.threads)
     import llama_cpp
 
-    from lmlab import bench
+    from lmlab import bench, kernels
     from lmlab.checkpoint import load_model
     from lmlab.infer.prepare import for_inference
 
@@ -394,6 +394,7 @@ def main():
         "benchmark": "decode_vs_llamacpp", "run": args.run or f"random weights, {args.shape} shape",
         "model": {"n_layers": n_layers, "d_model": mc.d_model, "n_heads": mc.n_heads, "vocab_size": mc.vocab_size,
                   "context": context, "params": fp32.num_params()},
+        "cpu": bench.cpu_info(), "kernel_isa": kernels.isa(),
         "threads": args.threads, "batch": 1, "prompt_tokens": 8, "new_tokens": n_new, "timed_tokens": n_new - 1,
         "reps": args.reps, "greedy": True, "conversion": conversion or "reused files in --keep",
         "fidelity": fidelity, "logprob_tol": args.logprob_tol, "eval_tokens": len(held),

@@ -1,4 +1,4 @@
-"""Batch-1 decoding with int8 activations too (`--dtype w8a8`, lmlab's VNNI kernel) against int8
+"""Batch-1 decoding with int8 activations too (`--dtype w8a8`, lmlab's int8 kernel) against int8
 weights only (`--dtype int8`), in one process.
     python benchmarks/decode_w8a8.py [--shape demo|100m|shakespeare-char] [--threads 1] [--reps 7] [--new 64]
 
@@ -67,7 +67,8 @@ def main():
     print(json.dumps({"benchmark": "decode_w8a8", "shape": args.shape,
                       "params": sum(p.numel() for p in base.parameters()), "weights_bytes_per_token": weights_bytes,
                       "threads": args.threads, "reps": args.reps, "new_tokens": args.new,
-                      "kernel_load_s": build_s, "rows": rows, "process_settings": RUNTIME,
+                      "cpu": bench.cpu_info(), "kernel_isa": kernels.isa(), "kernel_load_s": build_s,
+                      "rows": rows, "process_settings": RUNTIME,
                       "loadavg_before": load_before, "loadavg_after": bench.loadavg(),
                       "torch": torch.__version__}, indent=1))
 

@@ -65,6 +65,19 @@ def test_bandwidth(capsys):
     for row in r["by_threads"].values():
         assert row["read_torch_sum_gbps"] > 0 and row["copy_torch_gbps"] > 0 and row["read_memchr_gbps"] > 0
         assert row["read_gbps"] == max(row["read_memchr_gbps"], row["read_torch_sum_gbps"])
+    assert r["cpu"] == bench.cpu_info()
+
+
+def test_cpu_info_names_the_instruction_sets_from_cpuinfo(monkeypatch, tmp_path):
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: AMD EPYC\ncpu family\t: 25\nmodel\t\t: 17\n"
+                    "flags\t\t: fpu avx2 fma avx512f avx512_vnni avx512_bf16 sse4_2\n\nprocessor\t: 1\nmodel\t\t: 99\n")
+    real = bench.Path
+
+    monkeypatch.setattr(bench, "Path", lambda p: real(fake) if p == "/proc/cpuinfo" else real(p))
+    info = bench.cpu_info()
+    assert info["name"] == "AMD EPYC" and (info["family"], info["model"]) == ("25", "17")  # the first CPU's
+    assert info["isa"] == ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"]
 
 
 def test_bandwidth_bad_input_is_one_line(capsys):

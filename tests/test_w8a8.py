@@ -116,6 +116,14 @@ def test_compiled_w8a8_decoding_matches_eager(kernel):
     torch.testing.assert_close(compiled, eager, rtol=0.03, atol=0.03)
 
 
+def test_the_kernel_is_built_for_the_best_instruction_set_of_this_cpu(kernel):
+    from lmlab.bench import cpu_info
+
+    isa = set(cpu_info()["isa"])
+    want = "avx512_vnni" if {"avx512f", "avx512bw", "avx512_vnni"} <= isa else "avx2" if "avx2" in isa else "scalar"
+    assert kernels.isa() == want  # -march=native took effect: the vector loops are what the tests above ran
+
+
 def test_a_failed_build_falls_back_to_torch_ops(monkeypatch, tiny_run):
     """No compiler: a one-line warning, then w8a8 on torch ops (the same numbers, tested above)."""
     from lmlab.checkpoint import load_model

@@ -10,6 +10,7 @@ import ctypes
 import json
 import mmap
 import os
+import platform
 import statistics
 import tempfile
 import threading
@@ -34,6 +35,26 @@ def loadavg() -> list[float]:
         return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     except OSError:
         return []
+
+
+# the instruction sets the matrix-vector kernels here depend on (lmlab/kernels, oneDNN's bf16 paths)
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_info() -> dict:
+    """The CPU a figure was measured on: its name, family and model (a virtual machine's name may
+    hide the generation; these do not) and which of the vector instruction sets above it has."""
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set(fields.get("flags", "").split())
+    return {"name": fields.get("model name", platform.processor() or platform.machine()),
+            "family": fields.get("cpu family"), "model": fields.get("model"), "cores": os.cpu_count(),
+            "isa": [f for f in _ISA_FLAGS if f in flags]}
 
 
 def available_mb() -> float | None:
@@ -89,7 +110,7 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 10, device="cpu
 def peak(n: int = 2048, reps: int = 10, device="cpu") -> dict:
     """The machine's fp32 and bf16 matmul peak; `best` is the peak (a shared CPU only ever lowers it)."""
     out = {"device": str(device), "threads": torch.get_num_threads(), "n": n, "reps": reps,
-           "loadavg": loadavg(), "process_settings": runtime.configure()}
+           "cpu": cpu_info(), "loadavg": loadavg(), "process_settings": runtime.configure()}
     for name, dt in DTYPES.items():
         out[name] = matmul_gflops(dt, n, reps, device)
     out["bf16_over_fp32"] = out["bfloat16"]["best_gflops"] / out["float32"]["best_gflops"]
@@ -165,7 +186,7 @@ def bandwidth(threads=(1, 2), mb: int = 512, reps: int = 7) -> dict:
     memchr = _memchr()
     before = torch.get_num_threads()
     out = {"buffer_mb": nbytes / 2 ** 20, "llc_mb": llc_mb(), "reps": reps, "loadavg_before": loadavg(),
-           "cpu_count": os.cpu_count(), "by_threads": {}}
+           "cpu_count": os.cpu_count(), "cpu": cpu_info(), "by_threads": {}}
     try:
         for n in threads:
             torch.set_num_threads(n)

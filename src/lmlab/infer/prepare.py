@@ -29,7 +29,7 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
     - "int8": every linear layer's weights, the head included, rounded to int8 per output row
       (model/int8.py); activations bf16 on CPU, or the GPU's half type.
     - "w8a8": int8 weights as "int8", and each layer's input rounded to int8 per token at run time
-      (W8A8Linear, as llama.cpp's q8_0): on a CPU, one-token steps run lmlab's VNNI kernel
+      (W8A8Linear, as llama.cpp's q8_0): on a CPU, one-token steps run lmlab's int8 kernel
       (lmlab/kernels, built on first use and cached), the fastest int8 decoding measured.
     - compile: torch.compile for decoding (compiled_for_decoding).
     With packing, int8 or compiling, each attention's q/k/v become one projection (fuse_projections).

@@ -3,8 +3,9 @@ extension builder (g++ and ninja) and cached by it (TORCH_EXTENSIONS_DIR, else
 ~/.cache/torch_extensions); a machine without a compiler keeps PyTorch's kernels.
 
 - `lmlab::w8a8_rows(x, codes, scales, code_sums)`: int8 weights times activations quantised to int8
-  per row, for decoding (w8a8.cpp); model/int8.py's W8A8Linear uses it for one row on a CPU. Why and
-  how fast: docs/performance.md, Generation: w8a8.
+  per row, for decoding (w8a8.cpp: AVX512-VNNI, AVX2 or scalar loops, whichever the CPU has;
+  `isa()` says which); model/int8.py's W8A8Linear uses it for one row on a CPU. Why and how fast:
+  docs/performance.md, Generation: w8a8.
 """
 from __future__ import annotations
 
@@ -35,6 +36,12 @@ def load() -> bool:
 def loaded() -> bool:
     """Whether load() has succeeded in this process (does not build)."""
     return _state.get("loaded", False)
+
+
+def isa() -> str | None:
+    """The instruction set the loaded w8a8 kernel was built for: "avx512_vnni", "avx2" or "scalar"
+    (None when not loaded)."""
+    return torch.ops.lmlab.w8a8_isa() if loaded() else None
 
 
 def error() -> str | None:

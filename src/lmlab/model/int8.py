@@ -79,7 +79,7 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class W8A8Linear(Int8Linear):
     """Int8Linear whose activations are rounded to int8 too, per row (per token), at run time:
     y = (q_x @ codes^T) * s_x * s_w, the products summed as integers. What llama.cpp's q8_0 computes
-    (per 32-value block there), and faster than weight-only int8 on a CPU with AVX512-VNNI: one
+    (per 32-value block there), and faster than weight-only int8 on a CPU (AVX512-VNNI or AVX2): one
     row at a time (decoding) goes to lmlab::w8a8_rows (lmlab/kernels/w8a8.cpp), where infer/prepare.py
     has built it; more rows (prompts), or no kernel, compute the same numbers in torch ops (on a CPU
     with `torch._int_mm`'s int32 sums; elsewhere an fp32 matmul, exact while the integer sums stay
