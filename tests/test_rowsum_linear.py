@@ -56,7 +56,7 @@ def test_wrapping_shares_the_weights_and_counts_their_bytes_once():
 
 def test_the_compiled_decoder_takes_the_row_sum_where_it_was_measured_to_pay(monkeypatch):
     """fp32 and bf16 always (they won at every size); int8 only past a quarter of the last-level cache
-    (from a small cache footprint `_weight_int8pack_mm` was faster)."""
+    (from a small cache footprint `_weight_int8pack_mm` was faster) and only with AVX-512."""
     from lmlab.infer import prepare
 
     cfg = ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, context=16)
@@ -69,6 +69,10 @@ def test_the_compiled_decoder_takes_the_row_sum_where_it_was_measured_to_pay(mon
     codes = bench.decode_bytes_per_token(int8, 0)["weights"]
     assert codes > 2 * 12 * 32 * 32 + 50 * 32  # at least q/k/v/out and up/down per layer, and the head, a byte each
     monkeypatch.setattr(prepare, "last_level_cache_bytes", lambda: 4 * codes - 4)
+    monkeypatch.setattr(bench, "cpu_info", lambda: {"isa": ["avx2", "fma"]})
+    assert not prepare.rowsum_pays(int8)  # AVX2 only: inductor's int8 loop is scalar there
+    assert prepare.rowsum_pays(fp32) and prepare.rowsum_pays(bf16)
+    monkeypatch.setattr(bench, "cpu_info", lambda: {"isa": ["avx2", "fma", "avx512f", "avx512bw"]})
     assert prepare.rowsum_pays(int8)
     monkeypatch.setattr(prepare, "last_level_cache_bytes", lambda: 4 * codes)
     assert not prepare.rowsum_pays(int8)

@@ -70,6 +70,25 @@ def test_layer_kernel_and_torch_paths_agree_to_the_bit(kernel, rows):
     torch.testing.assert_close(fast.float(), weight_only.float(), rtol=0.05, atol=0.05)
 
 
+def test_prompts_take_the_kernel_unless_it_is_the_vnni_build(kernel, monkeypatch):
+    torch.manual_seed(2)
+    layer = W8A8Linear.from_linear(nn.Linear(256, 40), torch.bfloat16)
+    assert layer.kernel_all_rows == (kernels.isa() != "avx512_vnni")
+    x = torch.randn(5, 256).bfloat16()
+    with torch.no_grad():
+        ref = _reference(x, layer.codes, layer.scales) + layer.bias
+        layer.kernel_all_rows = True
+
+        def refuse(*args):
+            raise AssertionError("torch._int_mm called for rows the kernel takes")
+
+        monkeypatch.setattr(torch, "_int_mm", refuse)
+        assert torch.equal(layer(x), ref)  # five rows, through the kernel
+        monkeypatch.undo()
+        layer.kernel_all_rows = False
+        assert torch.equal(layer(x), ref)  # through torch._int_mm: the same numbers
+
+
 def test_w8a8_model_decodes_close_to_fp32(tiny_run, capsys):
     from lmlab.checkpoint import load_model
     from lmlab.cli import main

@@ -159,14 +159,19 @@ def rowsum_pays(model) -> bool:
     size measured (1.5-2.7x from the demo shape to 100M); int8 won past the smallest (shakespeare-char
     shape, 10.7 MB of codes, 1.28x; 100M 1.32x) but lost at the demo shape (3.2 MB, 0.84x), where
     `_weight_int8pack_mm` works from the cache. So int8 takes them past a quarter of the last-level
-    cache (8 MiB here): a point between the two measured sizes, not a measured crossover."""
-    from ..bench import decode_bytes_per_token
+    cache (8 MiB here): a point between the two measured sizes, not a measured crossover. All of
+    that on a CPU with AVX-512: on one with AVX2 only, inductor's loop over int8 codes ran scalar,
+    slower than `_weight_int8pack_mm` and compiled int8 decoding slower than eager, so int8 keeps
+    the layers there (docs/performance.md, Zen 3)."""
+    from ..bench import cpu_info, decode_bytes_per_token
     from ..model.int8 import Int8Linear, W8A8Linear
 
     int8 = [m for m in model.modules() if isinstance(m, Int8Linear)]
     if not int8:
         return True
     if any(isinstance(m, W8A8Linear) for m in int8):  # the row-sum has no int8 activations
+        return False
+    if "avx512f" not in cpu_info()["isa"]:
         return False
     return decode_bytes_per_token(model, 0)["weights"] > last_level_cache_bytes() // 4  # what one step reads
 

@@ -81,22 +81,26 @@ class W8A8Linear(Int8Linear):
     y = (q_x @ codes^T) * s_x * s_w, the products summed as integers. What llama.cpp's q8_0 computes
     (per 32-value block there), and faster than weight-only int8 on a CPU (AVX512-VNNI or AVX2): one
     row at a time (decoding) goes to lmlab::w8a8_rows (lmlab/kernels/w8a8.cpp), where infer/prepare.py
-    has built it; more rows (prompts), or no kernel, compute the same numbers in torch ops (on a CPU
+    has built it, and so do prompts where the kernel is not the VNNI one; otherwise more rows
+    (prompts), or no kernel, compute the same numbers in torch ops (on a CPU
     with `torch._int_mm`'s int32 sums; elsewhere an fp32 matmul, exact while the integer sums stay
     below 2^24, float32's exact-integer range)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
         super().__init__(weight, bias, dtype)
         self.register_buffer("code_sums", self.codes.sum(dim=1, dtype=torch.int32))  # the kernel's offset term
-        from ..kernels import loaded
+        from ..kernels import isa, loaded
 
-        # a plain attribute read when the layer runs (compiled graphs keep what it was when traced)
+        # plain attributes read when the layer runs (compiled graphs keep what they were when traced)
         self.use_kernel = loaded()
+        # prompts too, but for the VNNI build: torch._int_mm is fast only with AVX512-VNNI (oneDNN), and
+        # without it the kernel's AVX2 loop was many times faster (docs/performance.md, Zen 3)
+        self.kernel_all_rows = self.use_kernel and isa() != "avx512_vnni"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        if self.use_kernel and x2.device.type == "cpu" and x2.shape[0] == 1:
+        if self.use_kernel and x2.device.type == "cpu" and (x2.shape[0] == 1 or self.kernel_all_rows):
             y = torch.ops.lmlab.w8a8_rows(x2, self.codes, self.scales, self.code_sums)
         else:
             q, s = quantize_activations(x2)
