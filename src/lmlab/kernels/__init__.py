@@ -4,8 +4,8 @@ extension builder (g++ and ninja) and cached by it (TORCH_EXTENSIONS_DIR, else
 
 - `lmlab::w8a8_rows(x, codes, scales, code_sums)`: int8 weights times activations quantised to int8
   per row, for decoding (w8a8.cpp: AVX512-VNNI, AVX2 or scalar loops, whichever the CPU has;
-  `isa()` says which); model/int8.py's W8A8Linear uses it for one row on a CPU. Why and how fast:
-  docs/performance.md, Generation: w8a8.
+  `isa()` says which); model/int8.py's W8A8Linear uses it on a CPU for one row, and for prompts
+  too where it is not the VNNI build. Why and how fast: docs/performance.md, Generation: w8a8.
 """
 from __future__ import annotations
 
