@@ -54,6 +54,19 @@ def test_wrapping_shares_the_weights_and_counts_their_bytes_once():
         assert torch.equal(wrapped(x)[0], model(x)[0])  # 9 rows: the layers' own kernels
 
 
+def test_widened_bf16_layers_are_wrapped_and_keep_their_rows_in_fp32():
+    from lmlab.model.widened import WidenedLinear, widen_linears
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4, context=16)).to(torch.bfloat16)
+    widen_linears(model)
+    assert wrap_linears(model) == 2 * 6 + 1
+    assert all(isinstance(m.inner, WidenedLinear) for m in model.modules() if isinstance(m, RowSumLinear))
+    many = torch.randn(3, 32).to(torch.bfloat16)
+    head = model.lm_head
+    assert torch.equal(head(many), head.inner(many))
+
+
 def test_the_compiled_decoder_takes_the_row_sum_where_it_was_measured_to_pay(monkeypatch):
     """fp32 and bf16 always (they won at every size); int8 only past a quarter of the last-level cache
     (from a small cache footprint `_weight_int8pack_mm` was faster) and only with AVX-512."""

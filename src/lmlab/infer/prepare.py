@@ -12,6 +12,7 @@ from ..device import pick_dtype
 from ..errors import LmlabError
 from ..model.packed import PackedLinear, can_pack, pack_linears
 from ..model.swap import untie_head
+from ..model.widened import bf16_matmul_is_slow, widen_linears
 
 
 # generate.dtype: the training dtypes, plus int8 weights for decoding
@@ -26,8 +27,11 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
       decode faster; logits differ from fp32 by bf16 rounding. On a CPU the bf16 linear layers
       get their weights prepacked for oneDNN (model/packed.py: identical results, faster), unless
       pack=False or compiling (dynamo cannot trace the packed weights; freezing packs them anyway).
+      On a CPU whose oneDNN has no bf16 path, the bf16 layers' products of several rows (prompts,
+      batches) run in fp32 instead (model/widened.py: bf16's matmul is many times slower there).
     - "int8": every linear layer's weights, the head included, rounded to int8 per output row
-      (model/int8.py); activations bf16 on CPU, or the GPU's half type.
+      (model/int8.py); activations bf16 on CPU, or the GPU's half type (prompts' products in fp32
+      where bf16 matmuls are slow, as for bf16).
     - "w8a8": int8 weights as "int8", and each layer's input rounded to int8 per token at run time
       (W8A8Linear, as llama.cpp's q8_0): on a CPU, one-token steps run lmlab's int8 kernel
       (lmlab/kernels, built on first use and cached), the fastest int8 decoding measured.
@@ -43,6 +47,7 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
     if dtype != next(model.parameters()).dtype:
         model.to(dtype)
     packing = name not in INT8_NAMES and pack and not compile and can_pack(device, dtype)
+    widening = name not in INT8_NAMES and dtype == torch.bfloat16 and bf16_matmul_is_slow(device)
     if name in INT8_NAMES or packing or compile:
         fuse_projections(model)
     if name in INT8_NAMES:
@@ -58,6 +63,8 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
     elif packing:
         untie_head(model, lambda w: PackedLinear(w, None))
         pack_linears(model)
+    elif widening:
+        widen_linears(model)
     return compiled_for_decoding(model, device) if compile else model
 
 

@@ -15,10 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .swap import replace_linears
+from .widened import bf16_matmul_is_slow
 
 # the CPU kernel's limits, found by measurement: K must be a multiple of 16 (other K gave wrong
 # results or crashed), beyond ~16 rows a dequantised dense matmul is faster (prefill, big batches),
-# and fp32 activations are far slower than bf16 (docs/performance.md). Off the CPU (no such kernel in this
+# and fp32 activations are far slower than bf16 (docs/performance.md); where bf16 matmuls are slow
+# (model/widened.py) the dequantised product runs in fp32. Off the CPU (no such kernel in this
 # torch build) the dequantised matmul is used: correct, not faster.
 _KERNEL_K_MULTIPLE = 16
 _KERNEL_MAX_ROWS = 16
@@ -42,6 +44,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("codes", codes)
         self.register_buffer("scales", scales.to(dtype))
         self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
+        # a plain attribute read when the layer runs: prompts' bf16 products in fp32 where bf16 is slow
+        self.widen_rows = bf16_matmul_is_slow(torch.device("cpu"))
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, dtype: torch.dtype) -> "Int8Linear":
@@ -58,6 +62,8 @@ class Int8Linear(nn.Module):
         if (x2.device.type == "cpu" and x2.dtype != torch.float32 and x2.shape[0] <= _KERNEL_MAX_ROWS
                 and self.in_features % _KERNEL_K_MULTIPLE == 0):
             y = torch._weight_int8pack_mm(x2.contiguous(), self.codes, self.scales)
+        elif self.widen_rows and x2.device.type == "cpu" and x2.dtype == torch.bfloat16:  # model/widened.py
+            y = (F.linear(x2.float(), self.codes.float()) * self.scales.float()).to(x2.dtype)
         else:  # scales factor out of the sum: x @ (q s)^T = (x @ q^T) * s
             y = F.linear(x2, self.codes.to(x2.dtype)) * self.scales
         if self.bias is not None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .int8 import Int8Linear
+from .widened import WidenedLinear
 
 
 class RowSumLinear(nn.Module):
@@ -26,7 +27,7 @@ class RowSumLinear(nn.Module):
 
     def __init__(self, inner: nn.Module):
         super().__init__()
-        if not isinstance(inner, (nn.Linear, Int8Linear)):
+        if not isinstance(inner, (nn.Linear, Int8Linear)):  # WidenedLinear is an nn.Linear
             raise TypeError(f"RowSumLinear wraps nn.Linear or Int8Linear, not {type(inner).__name__}")
         self.inner = inner
         self.in_features, self.out_features = inner.in_features, inner.out_features
@@ -63,7 +64,7 @@ class RowSumLinear(nn.Module):
 
 
 def wrap_linears(model: nn.Module) -> int:
-    """Wrap every nn.Linear and Int8Linear under `model` (a tied head gets its own layer over the
+    """Wrap every nn.Linear (WidenedLinear too) and Int8Linear under `model` (a tied head gets its own layer over the
     embedding's weight, shared); returns how many."""
     from .swap import untie_head
 
@@ -77,7 +78,7 @@ def wrap_linears(model: nn.Module) -> int:
     def wrap(module: nn.Module) -> int:
         n = 0
         for name, child in list(module.named_children()):
-            if type(child) in (nn.Linear, Int8Linear):
+            if type(child) in (nn.Linear, WidenedLinear, Int8Linear):
                 setattr(module, name, RowSumLinear(child))
                 n += 1
             elif not isinstance(child, RowSumLinear):
