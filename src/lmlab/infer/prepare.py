@@ -64,6 +64,9 @@ def for_inference(model, name: str, device: torch.device, pack: bool = True, com
         untie_head(model, lambda w: PackedLinear(w, None))
         pack_linears(model)
     elif widening:
+        from .. import kernels
+
+        kernels.load()  # its one-row bf16 loop (kernels/bf16.cpp); without it bf16 F.linear
         widen_linears(model)
     return compiled_for_decoding(model, device) if compile else model
 

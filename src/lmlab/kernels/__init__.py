@@ -6,6 +6,9 @@ extension builder (g++ and ninja) and cached by it (TORCH_EXTENSIONS_DIR, else
   per row, for decoding (w8a8.cpp: AVX512-VNNI, AVX2 or scalar loops, whichever the CPU has;
   `isa()` says which); model/int8.py's W8A8Linear uses it on a CPU for one row, and for prompts
   too where it is not the VNNI build. Why and how fast: docs/performance.md, Generation: w8a8.
+- `lmlab::bf16_rows(x, w, bias)`: fp32 or bf16 activations times bf16 weights, summed in fp32
+  (bf16.cpp: an AVX2 loop, else scalar), for decoding one row on a CPU without native bf16;
+  model/widened.py's WidenedLinear uses it there. Why: docs/performance.md, Zen 3.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-_SOURCES = [Path(__file__).with_name("w8a8.cpp")]
+_SOURCES = [Path(__file__).with_name(name) for name in ("w8a8.cpp", "bf16.cpp")]
 _state: dict = {}  # "loaded": bool, "error": str
 
 
@@ -63,10 +66,15 @@ def _build() -> None:
     cpp_extension.load(name=f"lmlab_kernels_{_cpu_tag()}", sources=[str(p) for p in _SOURCES],
                        extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"], is_python_module=False, verbose=False)
     torch.library.register_fake("lmlab::w8a8_rows")(_w8a8_rows_shape)
+    torch.library.register_fake("lmlab::bf16_rows")(_bf16_rows_shape)
 
 
 def _w8a8_rows_shape(x, codes, scales, code_sums):  # for torch.compile: the output's shape and dtype
     return x.new_empty((x.shape[0], codes.shape[0]))
+
+
+def _bf16_rows_shape(x, w, bias):
+    return x.new_empty((x.shape[0], w.shape[0]))
 
 
 def _cpu_tag() -> str:
